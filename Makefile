@@ -1,0 +1,35 @@
+# The two set-up commands: `make run` (server on the embedded default) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+INTEROP := tests/interop
+
+.PHONY: run test test-sqlite test-postgres interop-deps bench
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) livesync_project.asgi:application
+
+# Node packages of the real-client interop tests; skipped (and said so) without npm.
+interop-deps:
+	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: interop tests will be skipped"; \
+	elif [ ! -f $(INTEROP)/node_modules/.package-lock.json ] || [ $(INTEROP)/package-lock.json -nt $(INTEROP)/node_modules/.package-lock.json ]; then \
+		cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error; fi
+
+# First pass: everything on SQLite + the in-memory channel layer (interop tests start
+# their own daphne processes, on PostgreSQL + Redis where a scenario needs them).
+# Second pass: the protocol suite again on PostgreSQL + Redis.
+test: test-sqlite test-postgres
+
+test-sqlite: $(VENV)/.installed interop-deps
+	$(PY) -m pytest
+
+test-postgres: $(VENV)/.installed
+	LIVESYNC_TEST_BACKEND=postgres $(PY) -m pytest -m protocol

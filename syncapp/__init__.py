@@ -1,0 +1,1 @@
+"""livesync: a LiveStore-compatible sync backend as a reusable Django Channels app."""

@@ -1,0 +1,87 @@
+"""The ``LIVESYNC`` settings dict, its documented defaults and its import-string hooks.
+
+Every setting lives in one dict so a project configures livesync in one place,
+the way django-debug-toolbar does. Values are read on each access, so
+``override_settings(LIVESYNC=...)`` in tests takes effect immediately.
+"""
+
+import inspect
+from functools import lru_cache
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULT_ADMIN_SECRET = "change-me-admin-secret"
+
+DEFAULTS = {
+    # Import string of ``callable(payload, context)``, sync or async, run before the
+    # WebSocket upgrade. It rejects a connection by raising; ``context`` is a dict
+    # with ``store_id`` and the ASGI ``scope``. None accepts every payload.
+    "VALIDATE_PAYLOAD": None,
+    # Import strings of ``callable(message)`` mirroring ``makeDurableObject``'s
+    # onPush / onPushRes / onPull / onPullRes. ``message`` is the frame as a dict.
+    # A raising ON_PUSH or ON_PULL rejects the request with a ``WSMessage.Error``.
+    "ON_PUSH": None,
+    "ON_PUSH_RES": None,
+    "ON_PULL": None,
+    "ON_PULL_RES": None,
+    # Secret of the AdminResetRoomReq / AdminInfoReq frames.
+    "ADMIN_SECRET": DEFAULT_ADMIN_SECRET,
+    # Events per PullRes chunk; the reference uses 100.
+    "PULL_CHUNK_SIZE": 100,
+    # Largest accepted text frame in bytes (the reference's platform caps at 900,000
+    # for its pages); a larger frame is answered with WSMessage.Error and ignored.
+    "MAX_MESSAGE_BYTES": 1_000_000,
+    # Longest accepted storeId in characters.
+    "MAX_STORE_ID_LENGTH": 255,
+    # Answer CORS preflights and add Access-Control-* headers to HTTP answers.
+    "ENABLE_CORS": False,
+    # Origins allowed to open a WebSocket. None allows every origin, including
+    # Node and native clients that send no Origin header at all; a list allows
+    # only those origins (plus requests without an Origin header).
+    "ALLOWED_ORIGINS": None,
+    # Threads that run database work off the event loop (see syncapp.db).
+    "DATABASE_THREADS": 4,
+}
+
+HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")
+
+
+def get(name):
+    """The effective value of one LIVESYNC setting."""
+    user = getattr(settings, "LIVESYNC", {}) or {}
+    return user.get(name, DEFAULTS[name])
+
+
+@lru_cache(maxsize=None)
+def _load_hook(path):
+    func = import_string(path)
+    if inspect.iscoroutinefunction(func):
+        return func
+    return sync_to_async(func, thread_sensitive=False)
+
+
+def hook(name, override=None):
+    """The async callable configured for hook ``name`` (or ``override``), or None.
+
+    ``override`` may be a callable or an import string; it lets a mount
+    (``SyncConsumer.as_asgi(validate_payload=...)``) differ from the settings.
+    """
+    target = override if override is not None else get(name)
+    if target is None:
+        return None
+    if isinstance(target, str):
+        return _load_hook(target)
+    if inspect.iscoroutinefunction(target):
+        return target
+    return sync_to_async(target, thread_sensitive=False)
+
+
+def _reset_cache(*, setting, **kwargs):
+    if setting == "LIVESYNC":
+        _load_hook.cache_clear()
+
+
+setting_changed.connect(_reset_cache)

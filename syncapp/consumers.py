@@ -1,0 +1,283 @@
+"""The 0.3 sync endpoint: one WebSocket consumer per client socket.
+
+The store's channel-layer group is the Durable Object analogue: every socket of
+a store, in every process, is in it, and each committed push is broadcast to it
+as one pre-encoded ``PullRes`` frame. Storage is reached only through
+``syncapp.storage`` run on the database pool (``syncapp.db``); this module knows
+no SQL.
+"""
+
+import hashlib
+import hmac
+import logging
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError
+
+from . import conf, db, handshake, protocol, storage
+from .sequencer import DROP, FORWARD, Sequencer
+
+logger = logging.getLogger("syncapp")
+
+# Close code for the other sockets of a store that was reset ("Service Restart":
+# clients reconnect).
+CLOSE_STORE_RESET = 1012
+
+EVENTS_MESSAGE = "livesync.events"
+RESET_MESSAGE = "livesync.reset"
+
+
+class HookRejected(Exception):
+    """An ON_PUSH / ON_PULL (or *_RES) hook raised: the request is answered with its message."""
+
+
+def group_name(store_id):
+    """The channel-layer group of a store (group names allow only a short ASCII alphabet)."""
+    return "livesync.store." + hashlib.sha256(store_id.encode()).hexdigest()[:40]
+
+
+def _args_text(event):
+    return None if event.args is protocol.UNSET else bytes(event.args).decode()
+
+
+class SyncConsumer(AsyncWebsocketConsumer):
+    """``@livestore/sync-cf`` 0.3 protocol at ``…/websocket?storeId=…&payload=…``.
+
+    ``SyncConsumer.as_asgi(validate_payload=callable_or_import_string)`` overrides
+    ``LIVESYNC["VALIDATE_PAYLOAD"]`` for one mount.
+    """
+
+    validate_payload = None
+
+    async def websocket_connect(self, message):
+        try:
+            self.store_id, self.payload = await handshake.check(self.scope, self.validate_payload)
+        except handshake.Refused as refused:
+            await self._refuse(refused)
+            return
+        self.group = group_name(self.store_id)
+        self.sequencer = Sequencer()
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def _refuse(self, refused):
+        """Answer with the reference's status and text where the server allows it.
+
+        The ASGI ``websocket.http.response`` extension (uvicorn) lets a consumer
+        answer the handshake with any HTTP response; without it (daphne) closing
+        before accepting is all there is, which the server answers with 403.
+        """
+        if "websocket.http.response" in self.scope.get("extensions", {}):
+            await self.send_denial(refused)
+        else:
+            await self.close()
+
+    async def send_denial(self, refused):
+        await super(AsyncWebsocketConsumer, self).send(
+            {
+                "type": "websocket.http.response.start",
+                "status": refused.status,
+                "headers": [(b"content-type", b"text/plain;charset=UTF-8")],
+            }
+        )
+        await super(AsyncWebsocketConsumer, self).send(
+            {"type": "websocket.http.response.body", "body": refused.body.encode()}
+        )
+
+    async def disconnect(self, code):
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def send_message(self, message):
+        await self.send(text_data=protocol.encode(message))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is None:
+            await self.send_message(protocol.Error(requestId="", message="Binary frames are not supported"))
+            return
+        limit = conf.get("MAX_MESSAGE_BYTES")
+        if len(text_data) > limit // 4 and len(text_data.encode()) > limit:
+            await self.send_message(
+                protocol.Error(
+                    requestId=protocol.peek_request_id(text_data) or "",
+                    message=f"Message too large: more than {limit} bytes",
+                )
+            )
+            return
+        try:
+            message = protocol.decode(text_data)
+        except protocol.ProtocolError as exc:
+            await self.send_message(protocol.Error(requestId=exc.request_id or "", message=str(exc)))
+            return
+        handler = self._handlers[type(message)]
+        try:
+            await handler(self, message)
+        except Exception:
+            # A bug must cost one request, not the socket: answer and keep serving.
+            logger.exception("%s failed for store %r", type(message).__name__, self.store_id)
+            await self.send_message(protocol.Error(requestId=message.requestId, message="Internal server error"))
+
+    async def _ping(self, message):
+        await self.send_message(protocol.Pong())
+
+    async def _run_hook(self, name, message):
+        hook = conf.hook(name)
+        if hook is None:
+            return
+        try:
+            await hook(protocol.to_builtins(message))
+        except Exception as exc:
+            raise HookRejected(str(exc)) from exc
+
+    async def _pull(self, message):
+        try:
+            await self._run_hook("ON_PULL", message)
+            await self._stream(message.requestId, "pull", after=message.cursor or 0)
+        except HookRejected as exc:
+            await self.send_message(protocol.Error(requestId=message.requestId, message=str(exc)))
+        except DatabaseError:
+            logger.exception("pull failed for store %r", self.store_id)
+            await self.send_message(
+                protocol.Error(requestId=message.requestId, message="Pull failed: the database is unavailable")
+            )
+
+    async def _stream(self, request_id, context, after):
+        """Send every event after ``after`` in chunks, ending with one whose ``remaining`` is 0.
+
+        Reading goes on until the head is reached, so events committed while a
+        long pull streams are part of it. A pull always gets at least one chunk
+        (the reference's answer for an empty store); a repair sends only events.
+        """
+        chunk_size = conf.get("PULL_CHUNK_SIZE")
+        while True:
+            page = await db.run(storage.read_page, self.store_id, after, chunk_size)
+            items = [(_wire_event(stored), stored.created_at) for stored in page.events]
+            if items or context == "pull":
+                await self._send_pull_res(protocol.pull_res(items, context, request_id, page.remaining))
+            if page.events:
+                after = page.events[-1].seq_num
+            if page.remaining == 0:
+                break
+        self.sequencer.sent(after)
+
+    async def _send_pull_res(self, message):
+        await self._run_hook("ON_PULL_RES", message)
+        await self.send_message(message)
+
+    async def _push_res(self, message):
+        await self._run_hook("ON_PUSH_RES", message)
+        await self.send_message(message)
+
+    async def _push(self, message):
+        request_id = message.requestId
+        if not message.batch:
+            await self._push_res(protocol.PushAck(requestId=request_id))
+            return
+        try:
+            await self._run_hook("ON_PUSH", message)
+            created_at = await db.run(storage.append, self.store_id, message.batch, _args_text)
+        except storage.ParentMismatch as mismatch:
+            await self._reject_stale_push(request_id, mismatch)
+            return
+        except storage.BrokenChain as exc:
+            await self._push_res(protocol.Error(requestId=request_id, message=str(exc)))
+            return
+        except DatabaseError:
+            logger.exception("push failed for store %r", self.store_id)
+            await self._push_res(
+                protocol.Error(
+                    requestId=request_id, message="Push failed: the database is unavailable; nothing was stored"
+                )
+            )
+            return
+        except HookRejected as exc:
+            await self._push_res(protocol.Error(requestId=request_id, message=str(exc)))
+            return
+        self.sequencer.client_has(message.batch[0].parentSeqNum)
+        await self._push_res(protocol.PushAck(requestId=request_id))
+        await self._broadcast(request_id, message.batch, created_at)
+
+    async def _reject_stale_push(self, request_id, mismatch):
+        """Reject a push whose parent is not the head, first sending what the client lacks.
+
+        The push's parent is the client's upstream head. A 0.3.1 client that
+        reconnected never pulls again, so without this it would never receive
+        the events committed while it was away: send them (minus what this
+        socket already got) before the rejection, and it rebases onto them.
+        """
+        if mismatch.received < mismatch.head:
+            self.sequencer.client_has(mismatch.received)
+            if self.sequencer.cursor < mismatch.head:
+                await self._stream(request_id, "push", after=self.sequencer.cursor)
+        await self._push_res(
+            protocol.Error(
+                requestId=request_id, message=protocol.parent_mismatch_message(mismatch.received, mismatch.head)
+            )
+        )
+
+    async def _broadcast(self, request_id, batch, created_at):
+        frame = protocol.pull_res([(event, created_at) for event in batch], "push", request_id, 0)
+        await self._run_hook("ON_PULL_RES", frame)
+        await self.channel_layer.group_send(
+            self.group,
+            {
+                "type": EVENTS_MESSAGE,
+                "frame": protocol.encode(frame),
+                "first": batch[0].seqNum,
+                "last": batch[-1].seqNum,
+                "request_id": request_id,
+            },
+        )
+
+    async def livesync_events(self, event):
+        """A push committed to this store (by any socket in any process)."""
+        decision = self.sequencer.on_broadcast(event["first"], event["last"])
+        if decision == FORWARD:
+            await self.send(text_data=event["frame"])
+        elif decision != DROP:
+            await self._stream(event["request_id"], "push", after=self.sequencer.cursor)
+
+    async def _admin_allowed(self, message):
+        secret = conf.get("ADMIN_SECRET")
+        if hmac.compare_digest(message.adminSecret.encode(), secret.encode()):
+            return True
+        await self.send_message(protocol.Error(requestId=message.requestId, message="Invalid admin secret"))
+        return False
+
+    async def _admin_reset(self, message):
+        if not await self._admin_allowed(message):
+            return
+        await db.run(storage.reset, self.store_id)
+        self.sequencer.forget()
+        await self.channel_layer.group_send(self.group, {"type": RESET_MESSAGE, "origin": self.channel_name})
+        await self.send_message(protocol.AdminResetRoomRes(requestId=message.requestId))
+
+    async def livesync_reset(self, event):
+        """The store was reset: other sockets hold a history that no longer exists."""
+        if event["origin"] != self.channel_name:
+            await self.close(code=CLOSE_STORE_RESET)
+
+    async def _admin_info(self, message):
+        if not await self._admin_allowed(message):
+            return
+        info = protocol.DurableObjectInfo(durableObjectId=storage.store_identifier(self.store_id))
+        await self.send_message(protocol.AdminInfoRes(requestId=message.requestId, info=info))
+
+    _handlers = {
+        protocol.Ping: _ping,
+        protocol.PullReq: _pull,
+        protocol.PushReq: _push,
+        protocol.AdminResetRoomReq: _admin_reset,
+        protocol.AdminInfoReq: _admin_info,
+    }
+
+
+def _wire_event(stored):
+    return protocol.Event(
+        name=stored.name,
+        args=protocol.NULL_ARGS if stored.args is None else protocol.Raw(stored.args.encode()),
+        seqNum=stored.seq_num,
+        parentSeqNum=stored.parent_seq_num,
+        clientId=stored.client_id,
+        sessionId=stored.session_id,
+    )

@@ -1,0 +1,94 @@
+"""The connection request: ``storeId`` and ``payload`` search params, origin and payload checks.
+
+Shared by the WebSocket consumer (before the upgrade) and the plain-HTTP view
+of ``…/websocket`` (which answers 426 once the request would have been valid),
+so both refuse a request with the same status and text.
+"""
+
+import json
+from urllib.parse import parse_qs, unquote
+
+from . import conf
+
+
+class Refused(Exception):
+    """The request is refused before the upgrade with an HTTP ``status`` and text body."""
+
+    def __init__(self, status, body):
+        super().__init__(body)
+        self.status = status
+        self.body = body
+
+
+_SEARCH_PARAMS_SCHEMA = (
+    "{ readonly storeId: string; readonly payload: "
+    "(StringFromUriComponent <-> (parseJson <-> JsonValue)) | undefined }"
+)
+
+
+def _invalid_search_params(detail):
+    # The reference answers 500 with Effect Schema's description of the params.
+    return Refused(500, f"Invalid search params: {_SEARCH_PARAMS_SCHEMA}\n{detail}")
+
+
+def parse_search_params(query_string):
+    """``(store_id, payload)`` from a raw query string, or raise Refused.
+
+    The client encodes ``payload`` twice (``encodeURIComponent(JSON.stringify(p))``,
+    then the query builder), so it is unquoted once more after the usual parse.
+    An absent payload is None, as the reference's ``undefined``.
+    """
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    params = parse_qs(query_string, keep_blank_values=True)
+    store_ids = params.get("storeId")
+    if not store_ids:
+        raise _invalid_search_params('└─ ["storeId"]\n   └─ is missing')
+    store_id = store_ids[0]
+    max_length = conf.get("MAX_STORE_ID_LENGTH")
+    if not store_id or len(store_id) > max_length or not store_id.isprintable():
+        raise _invalid_search_params(
+            f'└─ ["storeId"]\n   └─ must be 1 to {max_length} printable characters'
+        )
+    payload = None
+    if "payload" in params:
+        try:
+            payload = json.loads(unquote(params["payload"][0], errors="strict"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _invalid_search_params(f'└─ ["payload"]\n   └─ is not URI-encoded JSON: {exc}') from None
+    return store_id, payload
+
+
+def origin_allowed(headers):
+    """Whether the request's Origin (if any) is allowed; clients without one always are."""
+    allowed = conf.get("ALLOWED_ORIGINS")
+    if allowed is None:
+        return True
+    for name, value in headers:
+        if name.lower() == b"origin":
+            return value.decode("latin-1") in allowed
+    return True
+
+
+async def validate_payload(payload, store_id, scope, override=None):
+    """Run the payload validator; raise Refused(400, …) when it rejects."""
+    validator = conf.hook("VALIDATE_PAYLOAD", override)
+    if validator is None:
+        return
+    try:
+        await validator(payload, {"store_id": store_id, "scope": scope})
+    except Exception as exc:
+        # The reference's text: its UnexpectedError wrapping the validator's error.
+        raise Refused(
+            400,
+            f'LiveStore.UnexpectedError: {{ "cause": Error: {exc}, "note": undefined, "payload": undefined }}',
+        ) from None
+
+
+async def check(scope, override=None):
+    """``(store_id, payload)`` of an acceptable connection request, or raise Refused."""
+    store_id, payload = parse_search_params(scope.get("query_string", b""))
+    if not origin_allowed(scope.get("headers", [])):
+        raise Refused(403, "Origin not allowed")
+    await validate_payload(payload, store_id, scope, override)
+    return store_id, payload

@@ -1,0 +1,182 @@
+"""The LiveStore ``@livestore/sync-cf`` 0.3 wire protocol: frame types, strict decoding, encoding.
+
+Frames are JSON text messages tagged by ``_tag``. msgspec is the codec: it decodes
+straight into typed structs (so a string ``seqNum`` or a missing ``clientId`` is a
+decode error, not a value that reaches storage), it encodes fields in declaration
+order (which reproduces the reference's key order byte for byte), and
+``msgspec.Raw`` carries each event's ``args`` through as the client's own JSON
+text, so a push is stored and broadcast without re-encoding its payloads.
+"""
+
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+# JavaScript's largest safe integer: the client's sequence numbers are JS numbers.
+MAX_SEQ_NUM = 2**53 - 1
+SeqNum = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ_NUM)]
+
+NULL_ARGS = msgspec.Raw(b"null")
+UNSET = msgspec.UNSET
+Raw = msgspec.Raw
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """LiveStore's ``AnyEncodedGlobal``; ``args`` stays UNSET (and is not re-sent) when the client sent none."""
+
+    name: str
+    args: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    seqNum: SeqNum
+    parentSeqNum: SeqNum
+    clientId: str
+    sessionId: str
+
+
+# Client -> server
+
+
+class PullReq(msgspec.Struct, tag_field="_tag", tag="WSMessage.PullReq"):
+    requestId: str
+    cursor: SeqNum | None = None
+
+
+class PushReq(msgspec.Struct, tag_field="_tag", tag="WSMessage.PushReq"):
+    requestId: str
+    batch: list[Event]
+
+
+class Ping(msgspec.Struct, tag_field="_tag", tag="WSMessage.Ping"):
+    requestId: Literal["ping"]
+
+
+class AdminResetRoomReq(msgspec.Struct, tag_field="_tag", tag="WSMessage.AdminResetRoomReq"):
+    requestId: str
+    adminSecret: str
+
+
+class AdminInfoReq(msgspec.Struct, tag_field="_tag", tag="WSMessage.AdminInfoReq"):
+    requestId: str
+    adminSecret: str
+
+
+ClientMessage = Union[PullReq, PushReq, Ping, AdminResetRoomReq, AdminInfoReq]
+
+# Server -> client
+
+
+class CreatedAt(msgspec.Struct):
+    createdAt: str
+
+
+class Some(msgspec.Struct, tag_field="_tag", tag="Some"):
+    """Effect Schema's encoded ``Option.some``; metadata is always present here."""
+
+    value: CreatedAt
+
+
+class PullResItem(msgspec.Struct):
+    eventEncoded: Event
+    metadata: Some
+
+
+class PullResRequestId(msgspec.Struct):
+    context: Literal["pull", "push"]
+    requestId: str
+
+
+class PullRes(msgspec.Struct, tag_field="_tag", tag="WSMessage.PullRes"):
+    batch: list[PullResItem]
+    requestId: PullResRequestId
+    remaining: int
+
+
+class PushAck(msgspec.Struct, tag_field="_tag", tag="WSMessage.PushAck"):
+    requestId: str
+
+
+class Error(msgspec.Struct, tag_field="_tag", tag="WSMessage.Error"):
+    requestId: str
+    message: str
+
+
+class Pong(msgspec.Struct, tag_field="_tag", tag="WSMessage.Pong"):
+    requestId: Literal["ping"] = "ping"
+
+
+class AdminResetRoomRes(msgspec.Struct, tag_field="_tag", tag="WSMessage.AdminResetRoomRes"):
+    requestId: str
+
+
+class DurableObjectInfo(msgspec.Struct):
+    durableObjectId: str
+
+
+class AdminInfoRes(msgspec.Struct, tag_field="_tag", tag="WSMessage.AdminInfoRes"):
+    requestId: str
+    info: DurableObjectInfo
+
+
+class _RequestIdOnly(msgspec.Struct):
+    requestId: str | None = None
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid client message; ``request_id`` is set when it could be read."""
+
+    def __init__(self, message, request_id=None):
+        super().__init__(message)
+        self.request_id = request_id
+
+
+_decoder = msgspec.json.Decoder(ClientMessage)
+_request_id_decoder = msgspec.json.Decoder(_RequestIdOnly)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(data):
+    """Decode one client frame (str or bytes) into a message struct, or raise ProtocolError.
+
+    Event ``args`` are compacted the way the client's ``JSON.stringify`` writes
+    them, so what is stored and echoed does not depend on a sender's whitespace.
+    """
+    try:
+        message = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"Invalid message: {exc}", request_id=peek_request_id(data)) from None
+    if type(message) is PushReq:
+        for event in message.batch:
+            if event.args is not msgspec.UNSET:
+                event.args = msgspec.Raw(msgspec.json.format(event.args, indent=-1))
+    return message
+
+
+def peek_request_id(data):
+    """The frame's ``requestId`` if it is a JSON object with a string one, else None."""
+    try:
+        return _request_id_decoder.decode(data).requestId
+    except msgspec.DecodeError:
+        return None
+
+
+def encode(message):
+    """Encode one server frame as the text the reference would send."""
+    return _encoder.encode(message).decode()
+
+
+def pull_res(items, context, request_id, remaining):
+    """A ``WSMessage.PullRes`` frame for ``items``, pairs of (Event, createdAt ISO text)."""
+    return PullRes(
+        batch=[PullResItem(eventEncoded=event, metadata=Some(CreatedAt(created_at))) for event, created_at in items],
+        requestId=PullResRequestId(context=context, requestId=request_id),
+        remaining=remaining,
+    )
+
+
+def to_builtins(message):
+    """A message as plain dicts and lists, the shape hooks receive."""
+    return msgspec.json.decode(_encoder.encode(message))
+
+
+def parent_mismatch_message(received, expected):
+    """The reference's exact text for a push whose first parent is not the store's head."""
+    return f"Invalid parent event number. Received e{received} but expected e{expected}"

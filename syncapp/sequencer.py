@@ -1,0 +1,41 @@
+"""Per-socket ordering: each socket sees its store's log as one contiguous, duplicate-free run.
+
+The channel layer may drop a broadcast, deliver one late, or deliver one whose
+events the socket already got from a pull or a repair. The sequencer knows the
+highest seqNum the socket's client is known to hold (``cursor``) and decides for
+each broadcast whether to forward it as is, drop it, or repair the socket from
+storage. It does no I/O; the consumer acts on its decisions.
+"""
+
+FORWARD = "forward"
+DROP = "drop"
+REPAIR = "repair"
+
+
+class Sequencer:
+    def __init__(self):
+        # None until the client's position is known: a socket that never pulled
+        # or pushed gets broadcasts as they come, as the reference sends them.
+        self.cursor = None
+
+    def on_broadcast(self, first, last):
+        """FORWARD, DROP or REPAIR for a broadcast of seqNums ``first``..``last``."""
+        if self.cursor is None or first == self.cursor + 1:
+            self.cursor = last
+            return FORWARD
+        if last <= self.cursor:
+            return DROP
+        return REPAIR
+
+    def client_has(self, seq_num):
+        """The client demonstrably holds every event up to ``seq_num``."""
+        if self.cursor is None or seq_num > self.cursor:
+            self.cursor = seq_num
+
+    def sent(self, seq_num):
+        """Events up to ``seq_num`` were sent to the socket."""
+        self.client_has(seq_num)
+
+    def forget(self):
+        """The store was reset: the client's position no longer means anything."""
+        self.cursor = None

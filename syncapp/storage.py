@@ -1,0 +1,291 @@
+"""Per-store eventlog tables: creation, append with the chain check, paged reads, reset, delete.
+
+Each store's events live in ``eventlog_<PERSISTENCE_FORMAT_VERSION>_<storeId>``
+with exactly the reference's columns, so a D1 table maps onto it 1:1. The model
+class of a table is built at run time, once per process, in a private ``Apps()``
+registry (as Django's ``MigrationRecorder`` does), so these models never reach
+migrations or the global app registry.
+
+Everything here is synchronous and blocking; callers on an event loop run it
+through ``syncapp.db``. Nothing here knows about WebSockets or frames.
+"""
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from django.apps.registry import Apps
+from django.db import IntegrityError, connection, models, transaction
+
+from .models import Store
+
+# The reference's storage format version (``PERSISTENCE_FORMAT_VERSION`` in
+# @livestore/sync-cf 0.3.1); part of every eventlog table name.
+PERSISTENCE_FORMAT_VERSION = 7
+TABLE_PREFIX = f"eventlog_{PERSISTENCE_FORMAT_VERSION}_"
+
+_eventlog_apps = Apps()
+_eventlog_models = {}
+_ensured_tables = set()
+_lock = threading.Lock()
+
+
+class PushRejected(Exception):
+    """A batch that does not extend the store's chain; nothing was written."""
+
+
+class ParentMismatch(PushRejected):
+    """The batch's first parent is not the store's head (the client must pull and rebase)."""
+
+    def __init__(self, received, head):
+        super().__init__(f"parent e{received}, head e{head}")
+        self.received = received
+        self.head = head
+
+
+class BrokenChain(PushRejected):
+    """The batch is not a contiguous chain of its own."""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq_num: int
+    parent_seq_num: int
+    name: str
+    args: str | None
+    created_at: str
+    client_id: str
+    session_id: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """Events after a cursor, and the store's head when they were read."""
+
+    events: list
+    head: int
+
+    @property
+    def remaining(self):
+        """Events after this page up to the head; seqNums are contiguous, so no COUNT is needed."""
+        last = self.events[-1].seq_num if self.events else self.head
+        return max(0, self.head - last)
+
+
+def sanitize(store_id):
+    """The reference's table-name rule: every non-alphanumeric character becomes ``_``."""
+    return re.sub(r"[^a-zA-Z0-9]", "_", store_id)
+
+
+def _max_table_name_length():
+    return connection.ops.max_name_length() or None
+
+
+def table_name_for(store_id, hashed=False):
+    """The table name for ``store_id``: the reference's name, or a hash-suffixed one.
+
+    The hashed form is used when the plain name is taken by another store (``a-b``
+    and ``a_b`` sanitize alike) or longer than the database allows.
+    """
+    plain = TABLE_PREFIX + sanitize(store_id)
+    limit = _max_table_name_length()
+    if not hashed and (limit is None or len(plain) <= limit):
+        return plain
+    digest = hashlib.sha256(store_id.encode()).hexdigest()[:10]
+    if limit is not None:
+        plain = plain[: limit - len(digest) - 1]
+    return f"{plain}_{digest}"
+
+
+def eventlog_model(table_name):
+    """The (cached) model class mapped onto one eventlog table."""
+    model = _eventlog_models.get(table_name)
+    if model is not None:
+        return model
+    with _lock:
+        model = _eventlog_models.get(table_name)
+        if model is None:
+            model = _build_model(table_name)
+            _eventlog_models[table_name] = model
+    return model
+
+
+def _build_model(table_name):
+    class Meta:
+        apps = _eventlog_apps
+        app_label = "syncapp_eventlog"
+        db_table = table_name
+
+    attrs = {
+        "__module__": __name__,
+        "Meta": Meta,
+        "seq_num": models.BigIntegerField(primary_key=True, db_column="seqNum"),
+        "parent_seq_num": models.BigIntegerField(db_column="parentSeqNum"),
+        "name": models.TextField(db_column="name"),
+        "args": models.TextField(db_column="args", null=True),
+        "created_at": models.TextField(db_column="createdAt"),
+        "client_id": models.TextField(db_column="clientId"),
+        "session_id": models.TextField(db_column="sessionId"),
+    }
+    class_name = "Eventlog_" + hashlib.sha256(table_name.encode()).hexdigest()[:16]
+    return type(class_name, (models.Model,), attrs)
+
+
+def _ensure_table(table_name):
+    """Create the eventlog table unless it exists; safe when several processes race."""
+    if table_name in _ensured_tables:
+        return
+    model = eventlog_model(table_name)
+    if table_name not in connection.introspection.table_names():
+        try:
+            with connection.schema_editor() as editor:
+                editor.create_model(model)
+        except Exception:
+            # Another process created it between our look and our CREATE TABLE.
+            if table_name not in connection.introspection.table_names():
+                raise
+    _ensured_tables.add(table_name)
+
+
+def get_store(store_id):
+    """The Store row for ``store_id``, or None."""
+    return Store.objects.filter(store_id=store_id).first()
+
+
+def open_store(store_id):
+    """The Store for ``store_id``, created with its table on first use."""
+    store = get_store(store_id)
+    if store is None:
+        store = _create_store(store_id)
+    _ensure_table(store.table_name)
+    return store
+
+
+def _create_store(store_id):
+    for hashed in (False, True):
+        try:
+            with transaction.atomic():
+                return Store.objects.create(store_id=store_id, table_name=table_name_for(store_id, hashed))
+        except IntegrityError:
+            existing = get_store(store_id)
+            if existing is not None:
+                return existing
+    raise IntegrityError(f"no free table name for store {store_id!r}")
+
+
+def now_iso():
+    """The current time as JavaScript's ``Date.prototype.toISOString`` writes it."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_chain(batch, head):
+    """Raise unless ``batch`` (objects with seqNum/parentSeqNum) extends a store whose head is ``head``."""
+    first = batch[0]
+    if first.parentSeqNum != head:
+        raise ParentMismatch(first.parentSeqNum, head)
+    previous = head
+    for index, event in enumerate(batch):
+        if event.parentSeqNum != previous:
+            raise BrokenChain(
+                f"Invalid batch: event {index} has parent e{event.parentSeqNum} but follows e{previous}"
+            )
+        if event.seqNum != event.parentSeqNum + 1:
+            raise BrokenChain(
+                f"Invalid batch: event {index} has seqNum e{event.seqNum} but its parent is e{event.parentSeqNum}"
+            )
+        previous = event.seqNum
+
+
+def append(store_id, batch, args_text):
+    """Append ``batch`` to the store in one transaction and return its createdAt.
+
+    ``batch`` holds objects with name/seqNum/parentSeqNum/clientId/sessionId;
+    ``args_text(event)`` gives each event's args as JSON text or None. The store
+    row is locked (SELECT … FOR UPDATE; SQLite's write lock does the same), the
+    whole chain is checked against the head, the rows are inserted and the head
+    moved, then the transaction commits. Raises PushRejected with nothing written.
+    """
+    store = open_store(store_id)
+    model = eventlog_model(store.table_name)
+    created_at = now_iso()
+    with transaction.atomic():
+        head = Store.objects.select_for_update().values_list("head", flat=True).get(pk=store.pk)
+        check_chain(batch, head)
+        model.objects.bulk_create(
+            [
+                model(
+                    seq_num=event.seqNum,
+                    parent_seq_num=event.parentSeqNum,
+                    name=event.name,
+                    args=args_text(event),
+                    created_at=created_at,
+                    client_id=event.clientId,
+                    session_id=event.sessionId,
+                )
+                for event in batch
+            ]
+        )
+        Store.objects.filter(pk=store.pk).update(head=batch[-1].seqNum, updated_at=datetime.now(timezone.utc))
+    return created_at
+
+
+_COLUMNS = ("seq_num", "parent_seq_num", "name", "args", "created_at", "client_id", "session_id")
+
+
+def read_page(store_id, after, limit):
+    """Up to ``limit`` events with seqNum > ``after``, ascending, and the head they were read at.
+
+    Rows are bounded by the head read first, so a page never shows an event of a
+    transaction that moved the head after that read.
+    """
+    store = get_store(store_id)
+    if store is None:
+        return Page(events=[], head=0)
+    _ensure_table(store.table_name)
+    model = eventlog_model(store.table_name)
+    with transaction.atomic():
+        head = Store.objects.values_list("head", flat=True).get(pk=store.pk)
+        rows = (
+            model.objects.filter(seq_num__gt=after, seq_num__lte=head)
+            .order_by("seq_num")
+            .values_list(*_COLUMNS)[:limit]
+        )
+        return Page(events=[StoredEvent(*row) for row in rows], head=head)
+
+
+def head(store_id):
+    """The store's head seqNum (0 for an unknown or empty store)."""
+    return Store.objects.filter(store_id=store_id).values_list("head", flat=True).first() or 0
+
+
+def reset(store_id):
+    """Delete every event of the store and set its head back to 0."""
+    store = get_store(store_id)
+    if store is None:
+        return
+    _ensure_table(store.table_name)
+    model = eventlog_model(store.table_name)
+    with transaction.atomic():
+        Store.objects.select_for_update().filter(pk=store.pk).get()
+        model.objects.all().delete()
+        Store.objects.filter(pk=store.pk).update(head=0, updated_at=datetime.now(timezone.utc))
+
+
+def delete(store_id):
+    """Drop the store's table and its registry row."""
+    store = get_store(store_id)
+    if store is None:
+        return
+    model = eventlog_model(store.table_name)
+    if store.table_name in connection.introspection.table_names():
+        with connection.schema_editor() as editor:
+            editor.delete_model(model)
+    _ensured_tables.discard(store.table_name)
+    store.delete()
+
+
+def store_identifier(store_id):
+    """A stable identifier of the store (the AdminInfoRes ``durableObjectId``)."""
+    return hashlib.sha256(store_id.encode()).hexdigest()

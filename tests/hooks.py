@@ -1,0 +1,20 @@
+"""Hooks the tests configure through LIVESYNC import strings."""
+
+seen = []
+
+
+def record(message):
+    seen.append(message)
+
+
+async def record_async(message):
+    seen.append(message)
+
+
+def reject_forbidden_push(message):
+    if any(event["name"] == "v1.Forbidden" for event in message["batch"]):
+        raise PermissionError("not allowed")
+
+
+def reject_all(payload, context):
+    raise ValueError(f"no entry to {context['store_id']}")

@@ -1,0 +1,151 @@
+"""Unmodified LiveStore 0.3.1 clients (``@livestore/adapter-node`` + ``makeCfSync``) against real livesync servers.
+
+Each test runs one Node scenario (see ``scenario.mjs`` and ``scenarios/``) on a fresh storeId and asserts on
+what the user of each store would see: the materialized ``todos`` rows, plus how far the server confirmed.
+``times_created`` counts how often a todo's creation was applied, so an event stored or delivered twice fails.
+"""
+
+import pytest
+
+pytestmark = pytest.mark.interop
+
+PARENT_ERROR = "Invalid parent event number. Received e{parent} but expected e{head}"
+
+
+def todo(todo_id, completed=False, deleted=False):
+    return {"id": todo_id, "text": f"todo {todo_id}", "completed": completed, "deleted": deleted, "times_created": 1}
+
+
+def rows(ids):
+    return [todo(todo_id) for todo_id in sorted(ids)]
+
+
+def assert_synced(store, head):
+    """The server confirmed exactly ``head`` events to the store and its app state applied all of them."""
+    progress = {key: store[key] for key in ("upstreamHead", "pending", "sessionHead", "sessionPending")}
+    assert progress == {"upstreamHead": head, "pending": 0, "sessionHead": head, "sessionPending": 0}
+
+
+def converge_workload_todos():
+    """What ``scenarios/converge.mjs`` commits: per client 50 todos, every 5th completed, every 10th deleted."""
+    return sorted(
+        (
+            todo(f"{client}-{n:02d}", completed=n % 5 == 4, deleted=n % 10 == 9)
+            for client in ("client-a", "client-b", "client-c")
+            for n in range(50)
+        ),
+        key=lambda row: row["id"],
+    )
+
+
+def assert_converged(result):
+    expected = converge_workload_todos()
+    assert result["totalEvents"] == 195
+    for store in result["stores"]:
+        assert store["todos"] == expected, store["clientId"]
+        assert_synced(store, 195)
+
+
+def test_converge_on_embedded_default(embedded_server, run_scenario):
+    assert_converged(run_scenario("converge", embedded_server))
+
+
+def test_converge_on_postgres_and_redis(postgres_redis_servers, run_scenario):
+    assert_converged(run_scenario("converge", postgres_redis_servers[0]))
+
+
+def test_two_server_processes_converge(postgres_redis_servers, run_scenario):
+    first, second = postgres_redis_servers
+    result = run_scenario("converge", first, second)
+
+    assert [store["url"] for store in result["stores"]] == [first.url, second.url, first.url]
+    assert_converged(result)
+
+
+def test_late_joiner_catches_up_through_chunked_pull(embedded_server, run_scenario):
+    result = run_scenario("late-joiner", embedded_server)
+
+    seeded = result["seededTodos"]
+    assert seeded == 1050
+    assert result["store"]["todos"] == rows(f"seed-{n:04d}" for n in range(seeded))
+    assert_synced(result["store"], seeded)
+    chunk_sizes = [answer["events"] for answer in result["pullAnswers"]]
+    assert len(chunk_sizes) > 1 and max(chunk_sizes) <= 100
+    assert sum(chunk_sizes) == seeded
+    still_to_come = [seeded - sum(chunk_sizes[: i + 1]) for i in range(len(chunk_sizes))]
+    assert [answer["remaining"] for answer in result["pullAnswers"]] == still_to_come
+
+
+def test_offline_writer_gets_every_event_after_reconnecting(embedded_server, run_scenario):
+    """Client A is cut off while all three clients commit; A reconnects by itself and pushes what it committed.
+
+    The 0.3.1 client does not pull after reconnecting, so A's first push carries its stale parent (e15 while the
+    server is at e25). livesync answers with the ten events A missed before the rejection; A rebases and retries.
+    Every store ends with all 45 todos, each created once, and the server holds exactly 45 events.
+    """
+    result = run_scenario("offline-writer", embedded_server)
+
+    assert all(result["steps"].values()), result["steps"]
+    clients = ("client-a", "client-b", "client-c")
+    phases = ("before", "offline", "after")
+    expected = rows(f"{client}-{phase}-{n}" for client in clients for phase in phases for n in range(5))
+    for store in result["stores"]:
+        assert store["todos"] == expected, store["clientId"]
+        assert_synced(store, 45)
+    offline_client = result["offlineClient"]
+    assert offline_client["connectionsOpened"] == 2
+    assert offline_client["firstPushAfterReconnect"] == {
+        "parentSeqNum": 15,
+        "answer": PARENT_ERROR.format(parent=15, head=25),
+    }
+    # Over both connections A was sent every event exactly once (its own come back as push broadcasts).
+    assert sorted(offline_client["eventsReceived"]) == list(range(1, 46))
+
+
+def test_offline_reader_misses_what_was_committed_while_it_was_away(embedded_server, run_scenario):
+    """Documents the 0.3.1 client's reconnect gap for a client that only reads.
+
+    In ``@livestore/sync-cf`` 0.3.1 ``ws-impl.ts``, ``pull`` sends its ``PullReq`` once per sync backend, and
+    ``connect`` reconnects (``Effect.forever`` around ``makeWebSocket``) without pulling again. A reader that
+    never pushes gives the server no parent to go on, so after reconnecting it only gets broadcasts of events
+    committed from then on. It skips the five events committed while it was away, yet its upstream head
+    reaches the server's head: it reports itself in sync while missing data.
+    """
+    result = run_scenario("offline-reader", embedded_server)
+
+    assert all(result["steps"].values()), result["steps"]
+    assert result["readerWire"] == {
+        "connectionsOpened": 2,
+        "pullRequestsPerConnection": [1, 0],
+        "pushesSent": 0,
+        "errorsReceived": 0,
+    }
+    everything = [f"writer-{phase}-{n}" for phase in ("before", "offline", "after") for n in range(5)]
+    assert result["writer"]["todos"] == rows(everything)
+    assert result["reader"]["todos"] == rows(todo_id for todo_id in everything if "-offline-" not in todo_id)
+    assert_synced(result["reader"], 15)
+
+
+def test_conflicting_pushes_from_the_same_head_converge(embedded_server, run_scenario):
+    """Both clients push on parent e1 at once: one is accepted, the other rejected, rebased and retried."""
+    result = run_scenario("conflict", embedded_server)
+
+    assert result["sharedHead"] and result["bothPushesHeld"], result
+    rejections = sorted((store["pushRejections"] for store in result["stores"]), key=len)
+    assert rejections == [[], [PARENT_ERROR.format(parent=1, head=2)]]
+    for store in result["stores"]:
+        assert store["todos"] == rows(["base", "from-client-a", "from-client-b"]), store["clientId"]
+        assert_synced(store, 3)
+
+
+def test_wrong_auth_token_never_receives_data(auth_server, run_scenario):
+    """Two members use the server's token; the intruder's ``wrong`` token is refused before the upgrade."""
+    result = run_scenario("auth", auth_server)
+
+    assert result["membersSynced"]
+    for member in result["members"]:
+        assert member["todos"] == rows(f"member-{n}" for n in range(5)), member["clientId"]
+        assert_synced(member, 5)
+    assert result["intruderWire"] == {"connectionsOpened": 0, "framesReceived": 0}
+    assert result["intruder"]["todos"] == rows(["intruder-0"])
+    assert result["intruder"]["upstreamHead"] == 0

@@ -1,0 +1,41 @@
+"""Test settings: the example project's, on the backend ``LIVESYNC_TEST_BACKEND`` names.
+
+``sqlite`` (default): a SQLite file (not ``:memory:``, because storage runs on a
+pool of threads, each with its own connection) and the in-memory channel layer.
+``postgres``: the real PostgreSQL and Redis of ``tests/services.py``.
+"""
+
+import os
+import tempfile
+
+import dj_database_url
+
+from livesync_project.settings import *  # noqa: F403
+from livesync_project.settings import SQLITE_OPTIONS
+
+from .services import POSTGRES_URL, REDIS_URL
+
+BACKEND = os.environ.get("LIVESYNC_TEST_BACKEND", "sqlite")
+
+if BACKEND == "postgres":
+    DATABASES = {"default": dj_database_url.parse(POSTGRES_URL, conn_max_age=0)}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+        }
+    }
+else:
+    _test_db = os.path.join(tempfile.gettempdir(), f"livesync-test-{os.getpid()}.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _test_db,
+            "OPTIONS": SQLITE_OPTIONS,
+            "TEST": {"NAME": _test_db},
+        }
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+LIVESYNC = {"ADMIN_SECRET": "test-admin-secret"}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,123 @@
+"""A real daphne process serving livesync, for tests that talk to it over real sockets.
+
+The server is configured only through the environment a test passes in: settings the developer's shell may
+export (``DATABASE_URL``, ``REDIS_URL``, ...) are not inherited, so a test gets exactly the deployment it names.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Environment the project reads; a test sets these explicitly or leaves them at the project's defaults.
+SERVER_SETTINGS = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "LIVESYNC_AUTH_TOKEN",
+    "LIVESYNC_ADMIN_SECRET",
+    "DJANGO_DEBUG",
+)
+
+
+def server_environment(settings):
+    """The inherited environment without project settings, plus ``settings``."""
+    inherited = {key: value for key, value in os.environ.items() if key not in SERVER_SETTINGS}
+    return {**inherited, **settings}
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class DaphneServer:
+    """``daphne -b 127.0.0.1 -p <port> livesync_project.asgi:application`` run from the repository root.
+
+    Started by ``start()`` or ``with``; ``stop()`` sends SIGTERM, ``kill()`` SIGKILL, and ``start()`` again
+    restarts it on the same port. Its output goes to ``log_path`` (appended across restarts).
+    """
+
+    def __init__(self, log_path, settings=None, port=None, ready_timeout=30.0):
+        self.log_path = Path(log_path)
+        self.settings = dict(settings or {})
+        self.port = port or free_port()
+        self.ready_timeout = ready_timeout
+        self._process = None
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        """Spawns the server and returns once ``GET /`` answers."""
+        if self._process is not None and self._process.poll() is None:
+            raise RuntimeError(f"daphne on port {self.port} is already running")
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [*command, "livesync_project.asgi:application"],
+                cwd=REPO_ROOT,
+                env=server_environment(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_until_ready()
+        return self
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL if daphne has not exited within ``timeout`` seconds."""
+        self._signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self):
+        self._signal(signal.SIGKILL)
+        self._process.wait()
+
+    def log_tail(self, lines=60):
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        if self._process is not None and self._process.poll() is None:
+            self.stop()
+
+    def _signal(self, signum):
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signum)
+
+    def _wait_until_ready(self):
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"daphne exited with {self._process.returncode} before serving:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.http_url}/", timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"daphne did not answer GET / within {self.ready_timeout} s:\n{self.log_tail()}")

@@ -1,0 +1,53 @@
+"""Fresh, migrated databases for livesync server processes, named by ``DATABASE_URL``."""
+
+import subprocess
+import sys
+import uuid
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from tests.services import POSTGRES_URL, require_postgres
+from tests.support.daphne import REPO_ROOT, server_environment
+
+
+def migrate(database_url):
+    """Runs ``manage.py migrate`` against ``database_url``, raising with its output if it fails."""
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=REPO_ROOT,
+        env=server_environment({"DATABASE_URL": database_url}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"migrate failed for {database_url}:\n{completed.stdout}\n{completed.stderr}")
+
+
+def sqlite_database(directory):
+    """``DATABASE_URL`` of a new, migrated SQLite file in ``directory`` (e.g. a pytest ``tmp_path``)."""
+    database_url = f"sqlite:///{(directory / 'livesync.sqlite3').resolve()}"
+    migrate(database_url)
+    return database_url
+
+
+@contextmanager
+def postgres_database():
+    """Yields the ``DATABASE_URL`` of a new, migrated PostgreSQL database and drops it afterwards.
+
+    Skips (or under CI fails) the calling test when PostgreSQL is not reachable.
+    """
+    require_postgres()
+    name = f"livesync_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        database_url = urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
+        migrate(database_url)
+        yield database_url
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
