@@ -49,9 +49,19 @@ class SyncConsumer(AsyncWebsocketConsumer):
 
     validate_payload = None
 
+    def __init__(self, *args, validate_payload=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if validate_payload is not None:
+            self.validate_payload = validate_payload
+
     async def websocket_connect(self, message):
         try:
-            self.store_id, self.payload = await handshake.check(self.scope, self.validate_payload)
+            self.store_id, self.payload = await handshake.check(
+                self.scope.get("query_string", b""),
+                handshake.scope_origin(self.scope),
+                self.scope,
+                self.validate_payload,
+            )
         except handshake.Refused as refused:
             await self._refuse(refused)
             return

@@ -59,15 +59,18 @@ def parse_search_params(query_string):
     return store_id, payload
 
 
-def origin_allowed(headers):
-    """Whether the request's Origin (if any) is allowed; clients without one always are."""
+def origin_allowed(origin):
+    """Whether the request's Origin header (None when absent) is allowed; clients without one always are."""
     allowed = conf.get("ALLOWED_ORIGINS")
-    if allowed is None:
-        return True
-    for name, value in headers:
+    return allowed is None or origin is None or origin in allowed
+
+
+def scope_origin(scope):
+    """The Origin header of an ASGI scope, or None."""
+    for name, value in scope.get("headers", []):
         if name.lower() == b"origin":
-            return value.decode("latin-1") in allowed
-    return True
+            return value.decode("latin-1")
+    return None
 
 
 async def validate_payload(payload, store_id, scope, override=None):
@@ -85,10 +88,14 @@ async def validate_payload(payload, store_id, scope, override=None):
         ) from None
 
 
-async def check(scope, override=None):
-    """``(store_id, payload)`` of an acceptable connection request, or raise Refused."""
-    store_id, payload = parse_search_params(scope.get("query_string", b""))
-    if not origin_allowed(scope.get("headers", [])):
+async def check(query_string, origin, scope, override=None):
+    """``(store_id, payload)`` of an acceptable connection request, or raise Refused.
+
+    ``scope`` is the request's ASGI scope, handed to the validator (None when the
+    request did not come through ASGI, as under Django's test client).
+    """
+    store_id, payload = parse_search_params(query_string)
+    if not origin_allowed(origin):
         raise Refused(403, "Origin not allowed")
     await validate_payload(payload, store_id, scope, override)
     return store_id, payload

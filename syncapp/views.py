@@ -49,7 +49,9 @@ async def websocket_without_upgrade(request):
     if request.method == "OPTIONS" and conf.get("ENABLE_CORS"):
         return _preflight(request)
     try:
-        await handshake.check(request.scope)
+        await handshake.check(
+            request.META.get("QUERY_STRING", ""), request.headers.get("Origin"), getattr(request, "scope", None)
+        )
     except handshake.Refused as refused:
         return _text(request, refused.body, refused.status)
     return _text(request, "Durable Object expected Upgrade: websocket", 426)

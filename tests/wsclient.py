@@ -12,10 +12,10 @@ application = URLRouter(websocket_urlpatterns)
 
 
 def connection_path(store_id, payload=None, path="/websocket"):
-    """The URL the real client builds: the payload URI-encoded, then query-encoded again."""
+    """The URL the real client builds: ``JSON.stringify``, ``encodeURIComponent``, then query-encoded again."""
     query = f"storeId={quote(store_id, safe='')}"
     if payload is not None:
-        query += "&payload=" + quote(quote(json.dumps(payload), safe=""), safe="")
+        query += "&payload=" + quote(quote(json.dumps(payload, separators=(",", ":")), safe=""), safe="")
     return f"{path}?{query}"
 
 

@@ -1,0 +1,27 @@
+from django.core import checks
+
+
+def ids(settings_override, settings, debug=True):
+    settings.DEBUG = debug
+    settings.LIVESYNC = settings_override
+    return sorted(message.id for message in checks.run_checks() if message.id.startswith("syncapp"))
+
+
+def test_a_correct_configuration_passes(settings):
+    assert ids({"VALIDATE_PAYLOAD": "tests.hooks.reject_all", "ADMIN_SECRET": "s3cret"}, settings, debug=False) == []
+
+
+def test_unimportable_and_uncallable_hooks_are_errors(settings):
+    assert ids({"ON_PUSH": "tests.hooks.nope", "ON_PULL": "tests.hooks.seen"}, settings) == [
+        "syncapp.E002",
+        "syncapp.E003",
+    ]
+
+
+def test_unknown_keys_and_bad_numbers_are_errors(settings):
+    assert ids({"PULL_CHUNK_SIZ": 5, "PULL_CHUNK_SIZE": 0}, settings) == ["syncapp.E001", "syncapp.E004"]
+
+
+def test_production_without_validator_or_with_default_secret_warns(settings):
+    assert ids({}, settings, debug=False) == ["syncapp.W001", "syncapp.W002"]
+    assert ids({}, settings, debug=True) == []

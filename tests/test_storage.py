@@ -1,0 +1,143 @@
+"""Per-store eventlog tables: names, creation, the chain check, paged reads."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from syncapp import protocol, storage
+from syncapp.models import Store
+
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
+
+
+def batch(first, last, client_id="c"):
+    return [
+        protocol.Event(name="v1.E", seqNum=n, parentSeqNum=n - 1, clientId=client_id, sessionId="s")
+        for n in range(first, last + 1)
+    ]
+
+
+def no_args(event):
+    return None
+
+
+def test_table_name_follows_the_reference(store_id):
+    assert storage.table_name_for("my-store.1") == "eventlog_7_my_store_1"
+    storage.append("my-store.1", batch(1, 1), no_args)
+    assert Store.objects.get(store_id="my-store.1").table_name == "eventlog_7_my_store_1"
+
+
+def test_store_ids_that_sanitize_alike_get_two_tables():
+    storage.append("a-b", batch(1, 2, "dash"), no_args)
+    storage.append("a_b", batch(1, 1, "underscore"), no_args)
+    tables = dict(Store.objects.values_list("store_id", "table_name"))
+    assert tables["a-b"] == "eventlog_7_a_b"
+    assert tables["a_b"].startswith("eventlog_7_a_b_") and tables["a_b"] != tables["a-b"]
+    assert [e.client_id for e in storage.read_page("a-b", 0, 10).events] == ["dash", "dash"]
+    assert [e.client_id for e in storage.read_page("a_b", 0, 10).events] == ["underscore"]
+
+
+def test_a_200_character_store_id_works():
+    store_id = "s" * 200
+    storage.append(store_id, batch(1, 3), no_args)
+    table = Store.objects.get(store_id=store_id).table_name
+    limit = connection.ops.max_name_length()
+    if limit:
+        assert len(table) <= limit
+    assert table in connection.introspection.table_names()
+    assert [e.seq_num for e in storage.read_page(store_id, 0, 10).events] == [1, 2, 3]
+
+
+def test_table_has_exactly_the_reference_columns(store_id):
+    storage.append(store_id, batch(1, 1), no_args)
+    table = Store.objects.get(store_id=store_id).table_name
+    with connection.cursor() as cursor:
+        columns = [c.name for c in connection.introspection.get_table_description(cursor, table)]
+    assert sorted(columns) == sorted(["seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId"])
+
+
+def test_rejected_batches_write_nothing(store_id):
+    storage.append(store_id, batch(1, 2), no_args)
+    with pytest.raises(storage.ParentMismatch) as mismatch:
+        storage.append(store_id, batch(4, 4), no_args)
+    assert (mismatch.value.received, mismatch.value.head) == (3, 2)
+    broken = batch(3, 3) + batch(5, 5)
+    with pytest.raises(storage.BrokenChain):
+        storage.append(store_id, broken, no_args)
+    assert storage.head(store_id) == 2
+    assert len(storage.read_page(store_id, 0, 100).events) == 2
+
+
+def test_page_remaining_counts_events_after_the_page(store_id):
+    storage.append(store_id, batch(1, 25), no_args)
+    page = storage.read_page(store_id, 5, 10)
+    assert [e.seq_num for e in page.events] == list(range(6, 16))
+    assert page.remaining == 10
+    assert storage.read_page(store_id, 25, 10).remaining == 0
+    assert storage.read_page("never-seen", 0, 10) == storage.Page(events=[], head=0)
+
+
+def test_concurrent_appends_on_one_parent_exactly_one_wins(store_id):
+    storage.append(store_id, batch(1, 1), no_args)
+    barrier = threading.Barrier(4)
+    outcomes = []
+
+    def contender(name):
+        barrier.wait()
+        try:
+            storage.append(store_id, batch(2, 3, name), no_args)
+            outcomes.append(("ok", name))
+        except storage.ParentMismatch:
+            outcomes.append(("rejected", name))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=contender, args=(f"c{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(kind for kind, _ in outcomes) == ["ok", "rejected", "rejected", "rejected"]
+    winner = next(name for kind, name in outcomes if kind == "ok")
+    events = storage.read_page(store_id, 0, 10).events
+    assert [(e.seq_num, e.client_id) for e in events] == [(1, "c"), (2, winner), (3, winner)]
+
+
+def test_concurrent_first_use_of_a_store_creates_one_table(store_id):
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def opener():
+        barrier.wait()
+        try:
+            storage.open_store(store_id)
+        except Exception as exc:  # noqa: BLE001 - any failure is the test's finding
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    storage._ensured_tables.clear()
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert Store.objects.filter(store_id=store_id).count() == 1
+
+
+def test_reset_and_delete(store_id):
+    storage.append(store_id, batch(1, 3), no_args)
+    storage.reset(store_id)
+    assert storage.head(store_id) == 0
+    assert storage.read_page(store_id, 0, 10).events == []
+    storage.append(store_id, batch(1, 1), no_args)
+    table = Store.objects.get(store_id=store_id).table_name
+    storage.delete(store_id)
+    assert storage.get_store(store_id) is None
+    assert table not in connection.introspection.table_names()
+
+
+def test_created_at_is_javascript_iso_format():
+    assert storage.now_iso()[-1] == "Z" and len(storage.now_iso()) == len("2026-11-26T16:35:38.179Z")
