@@ -7,14 +7,13 @@ as one pre-encoded ``PullRes`` frame. Storage is reached only through
 no SQL.
 """
 
-import hashlib
 import hmac
 import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from . import conf, db, handshake, protocol, storage
+from . import broadcast, conf, db, handshake, protocol, storage
 from .sequencer import DROP, FORWARD, Sequencer
 
 logger = logging.getLogger("syncapp")
@@ -23,17 +22,9 @@ logger = logging.getLogger("syncapp")
 # clients reconnect).
 CLOSE_STORE_RESET = 1012
 
-EVENTS_MESSAGE = "livesync.events"
-RESET_MESSAGE = "livesync.reset"
-
 
 class HookRejected(Exception):
     """An ON_PUSH / ON_PULL (or *_RES) hook raised: the request is answered with its message."""
-
-
-def group_name(store_id):
-    """The channel-layer group of a store (group names allow only a short ASCII alphabet)."""
-    return "livesync.store." + hashlib.sha256(store_id.encode()).hexdigest()[:40]
 
 
 def _args_text(event):
@@ -65,7 +56,7 @@ class SyncConsumer(AsyncWebsocketConsumer):
         except handshake.Refused as refused:
             await self._refuse(refused)
             return
-        self.group = group_name(self.store_id)
+        self.group = broadcast.group_name(self.store_id)
         self.sequencer = Sequencer()
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -228,15 +219,8 @@ class SyncConsumer(AsyncWebsocketConsumer):
     async def _broadcast(self, request_id, batch, created_at):
         frame = protocol.pull_res([(event, created_at) for event in batch], "push", request_id, 0)
         await self._run_hook("ON_PULL_RES", frame)
-        await self.channel_layer.group_send(
-            self.group,
-            {
-                "type": EVENTS_MESSAGE,
-                "frame": protocol.encode(frame),
-                "first": batch[0].seqNum,
-                "last": batch[-1].seqNum,
-                "request_id": request_id,
-            },
+        await broadcast.announce_events(
+            self.store_id, protocol.encode(frame), batch[0].seqNum, batch[-1].seqNum, request_id
         )
 
     async def livesync_events(self, event):
@@ -259,7 +243,7 @@ class SyncConsumer(AsyncWebsocketConsumer):
             return
         await db.run(storage.reset, self.store_id)
         self.sequencer.forget()
-        await self.channel_layer.group_send(self.group, {"type": RESET_MESSAGE, "origin": self.channel_name})
+        await broadcast.announce_reset(self.store_id, origin=self.channel_name)
         await self.send_message(protocol.AdminResetRoomRes(requestId=message.requestId))
 
     async def livesync_reset(self, event):

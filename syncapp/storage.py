@@ -157,10 +157,25 @@ def get_store(store_id):
 def open_store(store_id):
     """The Store for ``store_id``, created with its table on first use."""
     store = get_store(store_id)
-    if store is None:
-        store = _create_store(store_id)
+    if store is not None:
+        _ensure_table(store.table_name)
+        return store
+    store = _create_store(store_id)
     _ensure_table(store.table_name)
+    _adopt_existing_events(store)
     return store
+
+
+def _adopt_existing_events(store):
+    """A new Store row over a table that already holds events takes their head.
+
+    That happens when the registry row was lost or removed by hand while the
+    table stayed; starting at head 0 would make every later push collide.
+    """
+    latest = eventlog_model(store.table_name).objects.aggregate(latest=models.Max("seq_num"))["latest"]
+    if latest:
+        Store.objects.filter(pk=store.pk, head=0).update(head=latest)
+        store.refresh_from_db()
 
 
 def _create_store(store_id):

@@ -380,8 +380,9 @@ async def test_prefixed_path_is_a_sync_endpoint(connect):
     assert (await client.recv())["_tag"] == "WSMessage.Pong"
 
 
-async def test_hostile_store_ids_get_their_own_tables(connect):
-    names = ["a-b", "a_b", "a.b", "'; DROP TABLE syncapp_store; --", "日本", "x" * 200]
+async def test_hostile_store_ids_get_their_own_tables(connect, store_id):
+    names = [f"{store_id}{suffix}" for suffix in ("a-b", "a_b", "a.b", "'; DROP TABLE syncapp_store; --", "日本")]
+    names.append(store_id + "x" * (200 - len(store_id)))
     for index, name in enumerate(names):
         client = await connect(name)
         await client.push(f"push-{index}", [event(1, client_id=str(index))])

@@ -1,0 +1,59 @@
+"""One real daphne process, spoken to with a plain WebSocket client over TCP."""
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+import websockets
+
+from tests.support.daphne import DaphneServer
+from tests.support.databases import sqlite_database
+from tests.wsclient import connection_path, events
+
+TOKEN = "insecure-token-change-me"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("e2e")
+    settings = {"DATABASE_URL": sqlite_database(directory), "LIVESYNC_AUTH_TOKEN": TOKEN}
+    with DaphneServer(directory / "daphne.log", settings) as daphne:
+        yield daphne
+
+
+def url(server, store_id, token=TOKEN):
+    return server.url + connection_path(store_id, {"authToken": token})
+
+
+async def test_push_broadcast_and_pull_over_real_sockets(server):
+    async with websockets.connect(url(server, "e2e-store")) as a, websockets.connect(url(server, "e2e-store")) as b:
+        await a.send(json.dumps({"_tag": "WSMessage.PushReq", "requestId": "p1", "batch": events(1, 150)}))
+        assert json.loads(await a.recv()) == {"_tag": "WSMessage.PushAck", "requestId": "p1"}
+        from_a = await a.recv()
+        from_b = await asyncio.wait_for(b.recv(), 5)
+        assert from_a == from_b
+        assert len(json.loads(from_b)["batch"]) == 150
+        await b.send(json.dumps({"_tag": "WSMessage.PullReq", "requestId": "pull"}))
+        chunks = [json.loads(await b.recv()), json.loads(await b.recv())]
+        assert [len(c["batch"]) for c in chunks] == [100, 50]
+        assert [c["remaining"] for c in chunks] == [50, 0]
+
+
+async def test_daphne_refuses_a_wrong_token_with_403(server):
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(url(server, "e2e-store", token="wrong")):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+def test_http_answers_of_the_running_server(server):
+    with urllib.request.urlopen(server.http_url + "/") as response:
+        assert response.read().decode() == "Info: WebSocket sync backend endpoint for @livestore/sync-cf."
+    with pytest.raises(urllib.error.HTTPError) as no_upgrade:
+        urllib.request.urlopen(server.http_url + connection_path("s", {"authToken": TOKEN}))
+    assert no_upgrade.value.code == 426
+    with pytest.raises(urllib.error.HTTPError) as bad_token:
+        urllib.request.urlopen(server.http_url + connection_path("s", {"authToken": "wrong"}))
+    assert bad_token.value.code == 400
