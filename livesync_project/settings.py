@@ -97,6 +97,7 @@ else:
 LIVESYNC = {
     "ADMIN_SECRET": os.environ.get("LIVESYNC_ADMIN_SECRET", "change-me-admin-secret"),
     "VALIDATE_PAYLOAD": "livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None,
+    "DATABASE_THREADS": int(os.environ.get("LIVESYNC_DATABASE_THREADS", "4")),
 }
 
 AUTH_PASSWORD_VALIDATORS = [
