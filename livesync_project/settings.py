@@ -84,11 +84,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 
 REDIS_URL = os.environ.get("REDIS_URL")
+# Longer than channels_redis's 5 s blocking read, which redis-py's default
+# timeout would otherwise cut as a failure every time a process is idle.
+REDIS_SOCKET_TIMEOUT = 10
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}], "capacity": 1000},
         }
     }
 else:

@@ -1,17 +1,19 @@
-"""Messages to every socket of a store, in every process, through the channel layer.
+"""Messages to every socket of a store, in every process.
 
 A store's channel-layer group is the Durable Object analogue. Anything that
 changes a store — a push, an admin reset from a socket, the Django admin or a
-management command — announces it here; the consumers act on the messages.
+management command — announces it here; each process's hub (``syncapp.hub``)
+hands the messages to its sockets.
 """
 
 import hashlib
 
 from channels.layers import get_channel_layer
 
-# Message types, dispatched by Channels to SyncConsumer.livesync_events / livesync_reset.
+# Message types, dispatched to SyncConsumer.livesync_events / livesync_reset / livesync_head.
 EVENTS = "livesync.events"
 RESET = "livesync.reset"
+HEAD = "livesync.head"
 
 
 def group_name(store_id):
@@ -21,12 +23,21 @@ def group_name(store_id):
 
 async def announce_events(store_id, frame, first, last, request_id):
     """Events ``first``..``last`` were committed; ``frame`` is their PullRes, encoded once for all sockets."""
-    await get_channel_layer().group_send(
-        group_name(store_id),
-        {"type": EVENTS, "frame": frame, "first": first, "last": last, "request_id": request_id},
-    )
+    await _publish(store_id, {"type": EVENTS, "frame": frame, "first": first, "last": last, "request_id": request_id})
 
 
 async def announce_reset(store_id, origin=None):
-    """The store was reset or deleted: its sockets (except ``origin``'s channel) must reconnect."""
-    await get_channel_layer().group_send(group_name(store_id), {"type": RESET, "origin": origin})
+    """The store was reset or deleted: its sockets (except the ``origin`` socket) must reconnect."""
+    await _publish(store_id, {"type": RESET, "origin_socket": origin})
+
+
+async def _publish(store_id, message):
+    # The hub imports this module for the names above, hence the late import.
+    from .hub import existing_hub
+
+    hub = existing_hub()
+    if hub is not None:
+        await hub.publish(store_id, message)
+    else:
+        # Outside a server (the Django admin, a management command): no local sockets to serve.
+        await get_channel_layer().group_send(group_name(store_id), {**message, "store_id": store_id})

@@ -44,6 +44,12 @@ DEFAULTS = {
     "ALLOWED_ORIGINS": None,
     # Threads that run database work off the event loop (see syncapp.db).
     "DATABASE_THREADS": 4,
+    # Seconds between each process's reads of its stores' heads, the safety net
+    # for broadcasts the channel layer lost (see syncapp.hub).
+    "HEAD_CHECK_INTERVAL": 1.0,
+    # Store messages waiting for one socket; a socket whose backlog exceeds this
+    # is closed with code 1013 (try again later) and its client reconnects.
+    "SOCKET_QUEUE_SIZE": 1000,
 }
 
 HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")

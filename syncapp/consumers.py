@@ -1,26 +1,37 @@
 """The 0.3 sync endpoint: one WebSocket consumer per client socket.
 
-The store's channel-layer group is the Durable Object analogue: every socket of
-a store, in every process, is in it, and each committed push is broadcast to it
-as one pre-encoded ``PullRes`` frame. Storage is reached only through
-``syncapp.storage`` run on the database pool (``syncapp.db``); this module knows
-no SQL.
+The store's channel-layer group is the Durable Object analogue: each committed
+push is announced to it as one pre-encoded ``PullRes`` frame, and the process's
+hub (``syncapp.hub``) hands store messages to each socket's bounded inbox.
+Storage is reached only through ``syncapp.storage`` run on the database pool
+(``syncapp.db``); this module knows no SQL.
 """
 
+import asyncio
 import hmac
 import logging
+import uuid
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.utils import await_many_dispatch
 from django.db import DatabaseError
 
 from . import broadcast, conf, db, handshake, protocol, storage
+from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
 
 logger = logging.getLogger("syncapp")
 
-# Close code for the other sockets of a store that was reset ("Service Restart":
-# clients reconnect).
-CLOSE_STORE_RESET = 1012
+# Close codes; LiveStore clients reconnect after any close.
+# The store was reset, or the server is shutting down: "Service Restart".
+CLOSE_SERVICE_RESTART = 1012
+# The socket fell more than SOCKET_QUEUE_SIZE store messages behind: "Try Again Later".
+CLOSE_TOO_SLOW = 1013
+# requestId of the push-context PullRes that repairs a socket outside any request.
+CATCH_UP_REQUEST_ID = "livesync-catch-up"
+# How long a shutdown waits for a push in flight to commit and be acknowledged.
+SHUTDOWN_GRACE_SECONDS = 10
 
 
 class HookRejected(Exception):
@@ -39,11 +50,68 @@ class SyncConsumer(AsyncWebsocketConsumer):
     """
 
     validate_payload = None
+    # Store messages come from the process's hub, not from a channel of our own.
+    channel_layer_alias = None
 
     def __init__(self, *args, validate_payload=None, **kwargs):
         super().__init__(*args, **kwargs)
         if validate_payload is not None:
             self.validate_payload = validate_payload
+        self.store_id = None
+        self.joined = False
+        self.in_flight = None
+        self.socket_id = uuid.uuid4().hex
+
+    async def __call__(self, scope, receive, send):
+        """Channels' consumer loop, fed by the client and the hub inbox, with a graceful cancel.
+
+        Daphne cancels every application on SIGTERM; a push in flight is then
+        finished (committed and acknowledged) and the socket closed with 1012 so
+        the client reconnects to another process.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        self.inbox = asyncio.Queue()
+        try:
+            await await_many_dispatch([receive, self.inbox.get], self.dispatch)
+        except StopConsumer:
+            pass
+        except asyncio.CancelledError:
+            await self._close_for_shutdown()
+            raise
+        finally:
+            await self._leave_store()
+
+    async def dispatch(self, message):
+        # Unlike Channels' dispatch, no close_old_connections() per message: this
+        # consumer never touches the ORM on the event loop (syncapp.db does).
+        await getattr(self, message["type"].replace(".", "_"))(message)
+
+    async def _close_for_shutdown(self):
+        if self.in_flight is not None and not self.in_flight.done():
+            await asyncio.wait([self.in_flight], timeout=SHUTDOWN_GRACE_SECONDS)
+        if self.joined:
+            try:
+                await self.close(code=CLOSE_SERVICE_RESTART)
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass
+
+    def deliver(self, message):
+        """Called by the hub: queue a store message, or drop the socket if it is too far behind."""
+        if self.inbox.qsize() >= conf.get("SOCKET_QUEUE_SIZE"):
+            if message["type"] != "livesync.overflow":
+                while not self.inbox.empty():
+                    self.inbox.get_nowait()
+                self.inbox.put_nowait({"type": "livesync.overflow"})
+            return
+        self.inbox.put_nowait(message)
+
+    async def livesync_overflow(self, message):
+        logger.warning("closing a socket of store %r: more than %s messages behind", self.store_id,
+                       conf.get("SOCKET_QUEUE_SIZE"))
+        await self.close(code=CLOSE_TOO_SLOW)
+        await self._leave_store()
 
     async def websocket_connect(self, message):
         try:
@@ -56,9 +124,9 @@ class SyncConsumer(AsyncWebsocketConsumer):
         except handshake.Refused as refused:
             await self._refuse(refused)
             return
-        self.group = broadcast.group_name(self.store_id)
         self.sequencer = Sequencer()
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await get_hub().join(self.store_id, self)
+        self.joined = True
         await self.accept()
 
     async def _refuse(self, refused):
@@ -86,8 +154,12 @@ class SyncConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code):
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self._leave_store()
+
+    async def _leave_store(self):
+        if self.joined:
+            self.joined = False
+            await get_hub().leave(self.store_id, self)
 
     async def send_message(self, message):
         await self.send(text_data=protocol.encode(message))
@@ -112,7 +184,12 @@ class SyncConsumer(AsyncWebsocketConsumer):
             return
         handler = self._handlers[type(message)]
         try:
-            await handler(self, message)
+            if type(message) is protocol.PushReq:
+                # Shielded: a shutdown waits for the push to commit and be acknowledged.
+                self.in_flight = asyncio.ensure_future(handler(self, message))
+                await asyncio.shield(self.in_flight)
+            else:
+                await handler(self, message)
         except Exception:
             # A bug must cost one request, not the socket: answer and keep serving.
             logger.exception("%s failed for store %r", type(message).__name__, self.store_id)
@@ -243,13 +320,20 @@ class SyncConsumer(AsyncWebsocketConsumer):
             return
         await db.run(storage.reset, self.store_id)
         self.sequencer.forget()
-        await broadcast.announce_reset(self.store_id, origin=self.channel_name)
+        await broadcast.announce_reset(self.store_id, origin=self.socket_id)
         await self.send_message(protocol.AdminResetRoomRes(requestId=message.requestId))
 
-    async def livesync_reset(self, event):
+    async def livesync_reset(self, message):
         """The store was reset: other sockets hold a history that no longer exists."""
-        if event["origin"] != self.channel_name:
-            await self.close(code=CLOSE_STORE_RESET)
+        if message.get("origin_socket") != self.socket_id:
+            await self.close(code=CLOSE_SERVICE_RESTART)
+            await self._leave_store()
+
+    async def livesync_head(self, message):
+        """The hub saw the store's head move without a broadcast reaching us: catch up from storage."""
+        cursor = self.sequencer.cursor
+        if cursor is not None and cursor < message["head"]:
+            await self._stream(CATCH_UP_REQUEST_ID, "push", after=cursor)
 
     async def _admin_info(self, message):
         if not await self._admin_allowed(message):

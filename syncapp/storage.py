@@ -275,6 +275,11 @@ def head(store_id):
     return Store.objects.filter(store_id=store_id).values_list("head", flat=True).first() or 0
 
 
+def heads(store_ids):
+    """``{store_id: head}`` for the known stores among ``store_ids``, in one query."""
+    return dict(Store.objects.filter(store_id__in=store_ids).values_list("store_id", "head"))
+
+
 def reset(store_id):
     """Delete every event of the store and set its head back to 0."""
     store = get_store(store_id)

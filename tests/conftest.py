@@ -55,10 +55,15 @@ async def connect(store_id):
 
 @pytest.fixture(autouse=True)
 async def fresh_channel_layers():
-    """A new channel layer per test: Redis layers hold locks bound to the test's event loop."""
+    """A new hub and channel layer per test: both hold tasks and locks bound to the test's event loop."""
     from channels.layers import channel_layers
 
+    from syncapp.hub import existing_hub
+
     yield
+    hub = existing_hub()
+    if hub is not None:
+        await hub.stop()
     for layer in list(channel_layers.backends.values()):
         close_pools = getattr(layer, "close_pools", None)
         if close_pools is not None:

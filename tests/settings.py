@@ -11,7 +11,7 @@ import tempfile
 import dj_database_url
 
 from livesync_project.settings import *  # noqa: F403
-from livesync_project.settings import SQLITE_OPTIONS
+from livesync_project.settings import REDIS_SOCKET_TIMEOUT, SQLITE_OPTIONS
 
 from .services import POSTGRES_URL, REDIS_URL
 
@@ -22,7 +22,7 @@ if BACKEND == "postgres":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}], "capacity": 1000},
         }
     }
 else:

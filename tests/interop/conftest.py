@@ -28,6 +28,9 @@ def node_setup_problem():
     """Why the Node scenarios cannot run here, or None."""
     if shutil.which("node") is None:
         return "node is not on PATH"
+    version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        return f"the pinned LiveStore 0.3.1 clients need Node 20 or newer, found {version}"
     if not (INTEROP_DIR / "node_modules").is_dir():
         return "tests/interop/node_modules is missing (run `npm ci` in tests/interop)"
     return None
@@ -85,10 +88,10 @@ def postgres_redis_servers(tmp_path_factory):
 def run_scenario(request, tmp_path):
     """Runs ``scenario.mjs <name>`` against ``servers`` on a fresh storeId and returns its ``result`` object."""
 
-    def run(name, *servers, token=AUTH_TOKEN):
+    def run(name, *servers):
         store_id = f"{name}-{uuid.uuid4().hex[:12]}"
         stderr_path = tmp_path / f"{name}.stderr"
-        command = ["node", "scenario.mjs", name, "--store-id", store_id, "--token", token]
+        command = ["node", "scenario.mjs", name, "--store-id", store_id, "--token", AUTH_TOKEN]
         command += ["--wrong-token", WRONG_TOKEN, "--timeout-ms", str(SCENARIO_TIMEOUT_S * 1000)]
         for server in servers:
             command += ["--url", server.url]

@@ -63,6 +63,5 @@ export const startTcpProxy = async (targetUrl) => {
       isHeld = false
       for (const { upstream, chunk } of heldChunks.splice(0)) upstream.write(chunk)
     },
-    close: () => new Promise((resolve) => server.close(resolve)),
   }
 }

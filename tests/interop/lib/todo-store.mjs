@@ -59,8 +59,6 @@ export const makeTodoStore = ({ url, storeId, authToken, clientId }) =>
 /** The materialized todos as the app would render them, ordered by id. */
 export const readTodos = (store) => store.query(todos.orderBy('id', 'asc'))
 
-export const todoIds = (store) => readTodos(store).map((todo) => todo.id)
-
 /**
  * How far this store is in sync. The leader talks to the server: `upstreamHead` is the last global sequence
  * number the server confirmed to it, `pending` its own events the server has not confirmed yet. The session

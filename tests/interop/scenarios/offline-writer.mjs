@@ -5,7 +5,7 @@
  * and every client ends with every event exactly once. Concurrent commits also race each other now and then,
  * so parent rejections in general are expected; only the first push after reconnecting is reported.
  */
-import { receivedFrames, wireLogFor } from '../lib/client-runtime.mjs'
+import { wireLogFor } from '../lib/client-runtime.mjs'
 import { syncSocketUrl } from '../lib/sync-url.mjs'
 import { startTcpProxy } from '../lib/tcp-proxy.mjs'
 import { allSyncedTo, createTodo, describeStore, makeTodoStore } from '../lib/todo-store.mjs'
@@ -71,9 +71,9 @@ export const offlineWriter = async ({ urls: [url], storeId, authToken, syncWaitM
       clientId: offline.clientId,
       connectionsOpened: offlineWire.opens,
       firstPushAfterReconnect: firstPushOnConnection(offlineWire, 2),
-      eventsReceived: receivedFrames(offlineWire, 'WSMessage.PullRes').flatMap((frame) =>
-        frame.batch.map(({ eventEncoded }) => eventEncoded.seqNum),
-      ),
+      eventsReceivedAfterReconnect: offlineWire.received
+        .filter(({ connection, frame }) => connection === 2 && frame._tag === 'WSMessage.PullRes')
+        .flatMap(({ frame }) => frame.batch.map(({ eventEncoded }) => eventEncoded.seqNum)),
     },
     stores: await Promise.all(stores.map(describeStore)),
   }

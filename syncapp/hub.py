@@ -1,0 +1,180 @@
+"""One subscriber per process and store: fan-out to local sockets, outage tolerance, head checks.
+
+Channels' usual pattern puts every socket in the store's group, so one push
+costs one channel-layer message per socket and a Redis outage kills every
+socket's receive loop. Instead each process has one hub: it joins a store's
+group once (on its own channel) while the store has sockets here, hands each
+store message to those sockets' bounded inboxes, and delivers its own
+process's pushes locally without a round trip through Redis.
+
+The channel layer may lose messages (both Redis layers drop when a channel is
+full, Redis may be down, a process may die between commit and broadcast), so
+the hub also reads the heads of its stores from the database every
+``HEAD_CHECK_INTERVAL`` seconds. A store whose head stays ahead of every
+broadcast seen for a whole interval gets a ``livesync.head`` nudge, and sockets
+whose position is known repair themselves from storage. That one mechanism is
+how sockets catch up after a Redis outage, a lost broadcast or a crashed peer.
+"""
+
+import asyncio
+import logging
+import uuid
+import weakref
+
+from channels.layers import get_channel_layer
+
+from . import broadcast, conf, db, storage
+
+logger = logging.getLogger("syncapp")
+
+_hubs = weakref.WeakKeyDictionary()
+
+
+def existing_hub():
+    """The running event loop's hub if this loop serves sockets, else None."""
+    return _hubs.get(asyncio.get_running_loop())
+
+
+def get_hub():
+    """The hub of the running event loop (one per process under daphne)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub
+
+
+class Hub:
+    def __init__(self):
+        self.id = uuid.uuid4().hex
+        self.layer = get_channel_layer()
+        self.members = {}
+        self.last_seen = {}
+        self.suspect_heads = {}
+        self.channel_name = None
+        self.layer_down = False
+        self._tasks = []
+
+    async def join(self, store_id, member):
+        """Deliver ``store_id``'s messages to ``member.deliver(message)`` from now on."""
+        await self._start()
+        members = self.members.setdefault(store_id, set())
+        members.add(member)
+        if len(members) == 1:
+            await self._group_add(store_id)
+
+    async def leave(self, store_id, member):
+        members = self.members.get(store_id)
+        if not members:
+            return
+        members.discard(member)
+        if members:
+            return
+        del self.members[store_id]
+        self.last_seen.pop(store_id, None)
+        self.suspect_heads.pop(store_id, None)
+        if not self.layer_down:
+            try:
+                await self.layer.group_discard(broadcast.group_name(store_id), self.channel_name)
+            except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+                self._layer_failed(exc)
+
+    async def publish(self, store_id, message):
+        """Deliver a store message to this process's sockets now, and to other processes by the layer."""
+        message = {**message, "store_id": store_id, "origin": self.id}
+        self._deliver(message)
+        if self.layer_down:
+            return
+        try:
+            await self.layer.group_send(broadcast.group_name(store_id), message)
+        except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+            self._layer_failed(exc)
+
+    async def stop(self):
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+
+    async def _start(self):
+        if self._tasks:
+            return
+        self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
+        self._tasks = [asyncio.ensure_future(self._receive_loop()), asyncio.ensure_future(self._check_loop())]
+
+    async def _group_add(self, store_id):
+        if self.layer_down:
+            return
+        try:
+            await self.layer.group_add(broadcast.group_name(store_id), self.channel_name)
+        except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+            self._layer_failed(exc)
+
+    def _layer_failed(self, exc):
+        if not self.layer_down:
+            logger.error(
+                "channel layer unreachable (%s): sockets catch up from the database every %ss until it returns",
+                exc,
+                conf.get("HEAD_CHECK_INTERVAL"),
+            )
+        self.layer_down = True
+
+    async def _rejoin(self):
+        """After an outage: join every group again (a restarted Redis forgot them), then resume."""
+        for store_id in list(self.members):
+            await self.layer.group_add(broadcast.group_name(store_id), self.channel_name)
+        self.layer_down = False
+        logger.warning("channel layer reachable again: broadcasts resumed")
+
+    async def _receive_loop(self):
+        while True:
+            if self.layer_down:
+                await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
+                try:
+                    await self._rejoin()
+                except Exception:  # noqa: BLE001 - still down; the outage was logged once
+                    continue
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+                self._layer_failed(exc)
+                continue
+            if message.get("origin") != self.id:
+                self._deliver(message)
+
+    def _deliver(self, message):
+        store_id = message.get("store_id")
+        if message["type"] == broadcast.EVENTS:
+            self.last_seen[store_id] = max(self.last_seen.get(store_id, 0), message["last"])
+        for member in list(self.members.get(store_id, ())):
+            member.deliver(message)
+
+    async def _check_loop(self):
+        while True:
+            await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
+            if not self.members:
+                continue
+            try:
+                heads = await db.run(storage.heads, list(self.members))
+            except Exception:  # noqa: BLE001 - the database's own outage is reported by pushes
+                logger.debug("head check failed", exc_info=True)
+                continue
+            self._nudge_stale(heads)
+
+    def _nudge_stale(self, heads):
+        for store_id, head in heads.items():
+            seen = self.last_seen.get(store_id, 0)
+            suspect = self.suspect_heads.pop(store_id, None)
+            if head <= seen:
+                continue
+            if suspect is not None and seen < suspect:
+                self.last_seen[store_id] = head
+                self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": head})
+            else:
+                self.suspect_heads[store_id] = head
