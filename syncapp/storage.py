@@ -306,6 +306,12 @@ def delete(store_id):
     store.delete()
 
 
+def ping():
+    """Raise unless the database answers a trivial query."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
 def store_identifier(store_id):
     """A stable identifier of the store (the AdminInfoRes ``durableObjectId``)."""
     return hashlib.sha256(store_id.encode()).hexdigest()

@@ -1,8 +1,11 @@
 """The reference worker's plain-HTTP answers: the info text, ``Invalid path``, and 426 on ``…/websocket``."""
 
-from django.http import HttpResponse
+import asyncio
 
-from . import conf, handshake
+from channels.layers import get_channel_layer
+from django.http import HttpResponse, JsonResponse
+
+from . import conf, db, handshake, storage
 
 INFO_TEXT = "Info: WebSocket sync backend endpoint for @livestore/sync-cf."
 
@@ -55,3 +58,31 @@ async def websocket_without_upgrade(request):
     except handshake.Refused as refused:
         return _text(request, refused.body, refused.status)
     return _text(request, "Durable Object expected Upgrade: websocket", 426)
+
+
+HEALTH_TIMEOUT_SECONDS = 2
+
+
+async def _layer_round_trip():
+    layer = get_channel_layer()
+    channel = await layer.new_channel(prefix="livesync.health.")
+    await layer.send(channel, {"type": "livesync.health"})
+    await layer.receive(channel)
+
+
+async def _probe(check):
+    try:
+        await asyncio.wait_for(check(), HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, none raised
+        return f"unreachable: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+async def healthz(request):
+    """For load balancers: 200 when the database and the channel layer answer, else 503 saying which."""
+    report = {
+        "database": await _probe(lambda: db.run(storage.ping)),
+        "channel_layer": await _probe(_layer_round_trip),
+    }
+    healthy = all(value == "ok" for value in report.values())
+    return JsonResponse(report, status=200 if healthy else 503)

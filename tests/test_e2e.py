@@ -57,3 +57,29 @@ def test_http_answers_of_the_running_server(server):
     with pytest.raises(urllib.error.HTTPError) as bad_token:
         urllib.request.urlopen(server.http_url + connection_path("s", {"authToken": "wrong"}))
     assert bad_token.value.code == 400
+
+
+def test_healthz_of_a_server_whose_redis_is_unreachable_says_so(tmp_path):
+    """Redis down from the start: the health check says 503, and sockets of one process still sync."""
+    from tests.support.daphne import free_port
+
+    settings = {"DATABASE_URL": sqlite_database(tmp_path), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with DaphneServer(tmp_path / "daphne.log", settings) as daphne:
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            urllib.request.urlopen(daphne.http_url + "/healthz", timeout=10)
+        assert unhealthy.value.code == 503
+        report = json.loads(unhealthy.value.read())
+        assert report["database"] == "ok"
+        assert report["channel_layer"].startswith("unreachable")
+        asyncio.run(_push_and_receive_locally(daphne))
+        assert daphne.log_tail(200).count("channel layer unreachable") == 1
+
+
+async def _push_and_receive_locally(daphne):
+    async with websockets.connect(url(daphne, "no-redis")) as a, websockets.connect(url(daphne, "no-redis")) as b:
+        for n in (1, 2, 3):
+            await a.send(json.dumps({"_tag": "WSMessage.PushReq", "requestId": f"p{n}", "batch": events(n, n)}))
+            assert json.loads(await a.recv())["_tag"] == "WSMessage.PushAck"
+            await a.recv()
+            received = json.loads(await asyncio.wait_for(b.recv(), 5))
+            assert [item["eventEncoded"]["seqNum"] for item in received["batch"]] == [n]

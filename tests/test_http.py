@@ -44,3 +44,10 @@ def test_cors_when_enabled(client, settings):
 
 def test_admin_is_served_beside_the_sync_endpoint(client):
     assert client.get("/admin/login/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_healthz_reports_database_and_channel_layer(async_client):
+    response = await async_client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "channel_layer": "ok"}
