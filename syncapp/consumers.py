@@ -30,6 +30,8 @@ CLOSE_SERVICE_RESTART = 1012
 CLOSE_TOO_SLOW = 1013
 # requestId of the push-context PullRes that repairs a socket outside any request.
 CATCH_UP_REQUEST_ID = "livesync-catch-up"
+# PullRes chunks produced from one database read.
+PAGES_PER_READ = 10
 # How long a shutdown waits for a push in flight to commit and be acknowledged.
 SHUTDOWN_GRACE_SECONDS = 10
 
@@ -228,12 +230,17 @@ class SyncConsumer(AsyncWebsocketConsumer):
         """
         chunk_size = conf.get("PULL_CHUNK_SIZE")
         while True:
-            page = await db.run(storage.read_page, self.store_id, after, chunk_size)
-            items = [(_wire_event(stored), stored.created_at) for stored in page.events]
-            if items or context == "pull":
-                await self._send_pull_res(protocol.pull_res(items, context, request_id, page.remaining))
-            if page.events:
-                after = page.events[-1].seq_num
+            # One database read serves several chunks; memory stays bounded by the page.
+            page = await db.run(storage.read_page, self.store_id, after, chunk_size * PAGES_PER_READ)
+            if not page.events and context == "pull":
+                await self._send_pull_res(protocol.pull_res([], context, request_id, page.remaining))
+            for start in range(0, len(page.events), chunk_size):
+                chunk = page.events[start : start + chunk_size]
+                after = chunk[-1].seq_num
+                items = [(_wire_event(stored), stored.created_at) for stored in chunk]
+                await self._send_pull_res(
+                    protocol.pull_res(items, context, request_id, max(0, page.head - after))
+                )
             if page.remaining == 0:
                 break
         self.sequencer.sent(after)

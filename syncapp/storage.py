@@ -154,6 +154,31 @@ def get_store(store_id):
     return Store.objects.filter(store_id=store_id).first()
 
 
+@dataclass(frozen=True)
+class _Location:
+    pk: int
+    table_name: str
+
+
+# storeId -> where its events live. A store's row and table never move while it
+# exists, so each process looks them up once; delete() forgets the entry, and a
+# store deleted by another process is noticed when its row is missing.
+_locations = {}
+
+
+def _locate(store_id, create):
+    """The store's row id and table (created on first use when ``create``), or None."""
+    location = _locations.get(store_id)
+    if location is not None:
+        return location
+    store = open_store(store_id) if create else get_store(store_id)
+    if store is None:
+        return None
+    _ensure_table(store.table_name)
+    location = _locations[store_id] = _Location(store.pk, store.table_name)
+    return location
+
+
 def open_store(store_id):
     """The Store for ``store_id``, created with its table on first use."""
     store = get_store(store_id)
@@ -195,12 +220,9 @@ def now_iso():
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def check_chain(batch, head):
-    """Raise unless ``batch`` (objects with seqNum/parentSeqNum) extends a store whose head is ``head``."""
-    first = batch[0]
-    if first.parentSeqNum != head:
-        raise ParentMismatch(first.parentSeqNum, head)
-    previous = head
+def check_links(batch):
+    """Raise BrokenChain unless each event's parent is the previous event and its seqNum is parent + 1."""
+    previous = batch[0].parentSeqNum
     for index, event in enumerate(batch):
         if event.parentSeqNum != previous:
             raise BrokenChain(
@@ -213,37 +235,51 @@ def check_chain(batch, head):
         previous = event.seqNum
 
 
-def append(store_id, batch, args_text):
+def append(store_id, batch, args_text, created_at=None):
     """Append ``batch`` to the store in one transaction and return its createdAt.
 
     ``batch`` holds objects with name/seqNum/parentSeqNum/clientId/sessionId;
-    ``args_text(event)`` gives each event's args as JSON text or None. The store
-    row is locked (SELECT … FOR UPDATE; SQLite's write lock does the same), the
-    whole chain is checked against the head, the rows are inserted and the head
-    moved, then the transaction commits. Raises PushRejected with nothing written.
+    ``args_text(event)`` gives each event's args as JSON text or None;
+    ``created_at`` (ISO text) defaults to now — imports pass the original.
+
+    The head moves first, by a compare-and-set (``UPDATE … WHERE head = parent``)
+    that also takes the store row's lock, so concurrent pushes to one store queue
+    on the database and exactly one wins each parent, in any number of processes.
+    Then the rows are inserted and the transaction commits. Raises PushRejected
+    with nothing written.
     """
-    store = open_store(store_id)
-    model = eventlog_model(store.table_name)
-    created_at = now_iso()
-    with transaction.atomic():
-        head = Store.objects.select_for_update().values_list("head", flat=True).get(pk=store.pk)
-        check_chain(batch, head)
-        model.objects.bulk_create(
-            [
-                model(
-                    seq_num=event.seqNum,
-                    parent_seq_num=event.parentSeqNum,
-                    name=event.name,
-                    args=args_text(event),
-                    created_at=created_at,
-                    client_id=event.clientId,
-                    session_id=event.sessionId,
-                )
-                for event in batch
-            ]
-        )
-        Store.objects.filter(pk=store.pk).update(head=batch[-1].seqNum, updated_at=datetime.now(timezone.utc))
-    return created_at
+    check_links(batch)
+    created_at = created_at or now_iso()
+    parent, last = batch[0].parentSeqNum, batch[-1].seqNum
+    for _ in range(2):
+        location = _locate(store_id, create=True)
+        with transaction.atomic():
+            moved = Store.objects.filter(pk=location.pk, head=parent).update(
+                head=last, updated_at=datetime.now(timezone.utc)
+            )
+            if not moved:
+                head = Store.objects.filter(pk=location.pk).values_list("head", flat=True).first()
+                if head is None:
+                    _locations.pop(store_id, None)
+                    continue
+                raise ParentMismatch(parent, head)
+            model = eventlog_model(location.table_name)
+            model.objects.bulk_create(
+                [
+                    model(
+                        seq_num=event.seqNum,
+                        parent_seq_num=event.parentSeqNum,
+                        name=event.name,
+                        args=args_text(event),
+                        created_at=created_at,
+                        client_id=event.clientId,
+                        session_id=event.sessionId,
+                    )
+                    for event in batch
+                ]
+            )
+        return created_at
+    raise PushRejected(f"store {store_id!r} was deleted during the push")
 
 
 _COLUMNS = ("seq_num", "parent_seq_num", "name", "args", "created_at", "client_id", "session_id")
@@ -252,22 +288,24 @@ _COLUMNS = ("seq_num", "parent_seq_num", "name", "args", "created_at", "client_i
 def read_page(store_id, after, limit):
     """Up to ``limit`` events with seqNum > ``after``, ascending, and the head they were read at.
 
-    Rows are bounded by the head read first, so a page never shows an event of a
-    transaction that moved the head after that read.
+    Rows are bounded by the head read first: every event up to the head is
+    committed (the head moves in the same transaction), so a page is consistent
+    without a read transaction — which on SQLite would queue behind writers.
     """
-    store = get_store(store_id)
-    if store is None:
+    location = _locate(store_id, create=False)
+    if location is None:
         return Page(events=[], head=0)
-    _ensure_table(store.table_name)
-    model = eventlog_model(store.table_name)
-    with transaction.atomic():
-        head = Store.objects.values_list("head", flat=True).get(pk=store.pk)
-        rows = (
-            model.objects.filter(seq_num__gt=after, seq_num__lte=head)
-            .order_by("seq_num")
-            .values_list(*_COLUMNS)[:limit]
-        )
-        return Page(events=[StoredEvent(*row) for row in rows], head=head)
+    head = Store.objects.filter(pk=location.pk).values_list("head", flat=True).first()
+    if head is None:
+        _locations.pop(store_id, None)
+        return Page(events=[], head=0)
+    rows = (
+        eventlog_model(location.table_name)
+        .objects.filter(seq_num__gt=after, seq_num__lte=head)
+        .order_by("seq_num")
+        .values_list(*_COLUMNS)[:limit]
+    )
+    return Page(events=[StoredEvent(*row) for row in rows], head=head)
 
 
 def head(store_id):
@@ -303,6 +341,7 @@ def delete(store_id):
         with connection.schema_editor() as editor:
             editor.delete_model(model)
     _ensured_tables.discard(store.table_name)
+    _locations.pop(store_id, None)
     store.delete()
 
 

@@ -19,6 +19,8 @@ BACKEND = os.environ.get("LIVESYNC_TEST_BACKEND", "sqlite")
 
 if BACKEND == "postgres":
     DATABASES = {"default": dj_database_url.parse(POSTGRES_URL, conn_max_age=0)}
+    # One test database per run, so concurrent runs on one machine never collide.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_livesync_{os.getpid()}"}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
