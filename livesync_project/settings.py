@@ -75,11 +75,14 @@ SQLITE_OPTIONS = {
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
 }
 
+# No CONN_HEALTH_CHECKS: they cost a "SELECT 1" round trip before every push.
+# A connection that failed is still replaced: Django closes connections whose
+# last query errored, and livesync's database pool (syncapp.db) asks it to
+# after every call.
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
-        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

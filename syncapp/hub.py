@@ -29,6 +29,9 @@ logger = logging.getLogger("syncapp")
 
 _hubs = weakref.WeakKeyDictionary()
 
+# Store messages waiting to go out through the channel layer, per process.
+OUTGOING_LIMIT = 10_000
+
 
 def existing_hub():
     """The running event loop's hub if this loop serves sockets, else None."""
@@ -53,6 +56,7 @@ class Hub:
         self.suspect_heads = {}
         self.channel_name = None
         self.layer_down = False
+        self._outgoing = asyncio.Queue()
         self._tasks = []
 
     async def join(self, store_id, member):
@@ -80,15 +84,28 @@ class Hub:
                 self._layer_failed(exc)
 
     async def publish(self, store_id, message):
-        """Deliver a store message to this process's sockets now, and to other processes by the layer."""
+        """Deliver a store message to this process's sockets now, and to other processes soon.
+
+        The channel-layer send happens on the hub's own task, in order, so a
+        pusher's next frame never waits for Redis. Messages that cannot be sent
+        (Redis down, a backlog past OUTGOING_LIMIT) are dropped: other processes'
+        head checks deliver those events from the database instead.
+        """
+        await self._start()
         message = {**message, "store_id": store_id, "origin": self.id}
         self._deliver(message)
-        if self.layer_down:
-            return
-        try:
-            await self.layer.group_send(broadcast.group_name(store_id), message)
-        except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
-            self._layer_failed(exc)
+        if not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
+            self._outgoing.put_nowait(message)
+
+    async def _send_loop(self):
+        while True:
+            message = await self._outgoing.get()
+            if self.layer_down:
+                continue
+            try:
+                await self.layer.group_send(broadcast.group_name(message["store_id"]), message)
+            except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+                self._layer_failed(exc)
 
     async def stop(self):
         for task in self._tasks:
@@ -104,7 +121,11 @@ class Hub:
         if self._tasks:
             return
         self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
-        self._tasks = [asyncio.ensure_future(self._receive_loop()), asyncio.ensure_future(self._check_loop())]
+        self._tasks = [
+            asyncio.ensure_future(self._receive_loop()),
+            asyncio.ensure_future(self._check_loop()),
+            asyncio.ensure_future(self._send_loop()),
+        ]
 
     async def _group_add(self, store_id):
         if self.layer_down:
