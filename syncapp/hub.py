@@ -153,18 +153,13 @@ class Hub:
 
     async def _receive_loop(self):
         while True:
-            if self.layer_down:
-                await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
-                try:
-                    await self._rejoin()
-                except Exception:  # noqa: BLE001 - still down; the outage was logged once
-                    continue
             try:
                 message = await self.layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
+                await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
                 continue
             if message.get("origin") != self.id:
                 self._deliver(message)
@@ -179,6 +174,11 @@ class Hub:
     async def _check_loop(self):
         while True:
             await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
+            if self.layer_down:
+                try:
+                    await self._rejoin()
+                except Exception:  # noqa: BLE001 - still down; the outage was logged once
+                    pass
             if not self.members:
                 continue
             try:
