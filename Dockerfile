@@ -7,4 +7,4 @@ COPY livesync_project livesync_project
 COPY syncapp syncapp
 ENV PYTHONUNBUFFERED=1 DJANGO_DEBUG=false
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --noinput && daphne -b 0.0.0.0 -p 8000 livesync_project.asgi:application"]
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "livesync_project.asgi:application"]
