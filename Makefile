@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 INTEROP := tests/interop
+REFERENCE := bench/reference
 
-.PHONY: run test test-sqlite test-postgres interop-deps bench
+.PHONY: run test test-sqlite test-postgres interop-deps bench bench-deps
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +34,14 @@ test-sqlite: $(VENV)/.installed interop-deps
 
 test-postgres: $(VENV)/.installed
 	LIVESYNC_TEST_BACKEND=postgres $(PY) -m pytest -m protocol
+
+# The reference sync server's Node packages (wrangler, workerd, @livestore/sync-cf 0.3.1); without npm the
+# bench reports the reference as unavailable.
+bench-deps:
+	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: the bench will skip the reference"; \
+	elif [ ! -f $(REFERENCE)/node_modules/.package-lock.json ] || [ $(REFERENCE)/package-lock.json -nt $(REFERENCE)/node_modules/.package-lock.json ]; then \
+		cd $(REFERENCE) && npm ci --no-audit --no-fund --loglevel=error; fi
+
+# livesync (SQLite; PostgreSQL + Redis) against the reference, alternating; BENCH_ARGS=--large for the large sizes.
+bench: $(VENV)/.installed interop-deps bench-deps
+	$(PY) -m bench --compare $(BENCH_ARGS)

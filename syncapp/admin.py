@@ -1,14 +1,232 @@
-from django.contrib import admin
+"""Stores in the Django admin: the registry, each store's events (read-only), and reset, export and delete.
 
+Everything goes through ``storage``; a reset or a delete is announced with
+``broadcast.announce_reset`` so the store's sockets, in every server process,
+reconnect instead of holding a history that no longer exists.
+"""
+
+import json
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.http import content_disposition_header
+
+from . import broadcast, db, storage, transfer
+from .hub import existing_hub
 from .models import Store
+
+EVENTS_PER_PAGE = 50
+
+
+async def _socket_counts(store_ids):
+    """Connected sockets per store, when this process can know them all; else None.
+
+    Each server process's hub knows its own sockets. With the in-memory channel
+    layer there is one server process, so when the admin runs in it (on its event
+    loop, where ``async_to_sync`` puts this) the hub's count is the whole count.
+    Across processes (Redis) the count would take a question to every process.
+    """
+    hub = existing_hub()
+    if hub is None or not isinstance(hub.layer, InMemoryChannelLayer):
+        return None
+    return [hub.socket_count(store_id) for store_id in store_ids]
+
+
+def _disconnect_sockets(store_id):
+    async_to_sync(broadcast.announce_reset)(store_id)
+
+
+def _delete_store(store_id):
+    """Drop the store's table and row once the admin's transaction commits.
+
+    Django runs the delete view in a transaction, and SQLite cannot drop a table
+    inside one (its schema editor refuses); outside a transaction this runs at once.
+    """
+
+    def drop():
+        storage.delete(store_id)
+        _disconnect_sockets(store_id)
+
+    transaction.on_commit(drop)
+
+
+def _pretty_args(args):
+    return "" if args is None else json.dumps(json.loads(args), indent=2, ensure_ascii=False)
+
+
+async def _ndjson_stream(store_id):
+    """The store's NDJSON export as an async iterator, so an ASGI server streams it instead of buffering it.
+
+    Each page is read on the database pool; one page is in memory at a time.
+    """
+    pages = transfer.export_pages(store_id)
+    while (events := await db.run(next, pages, None)) is not None:
+        yield transfer.ndjson(events)
 
 
 @admin.register(Store)
 class StoreAdmin(admin.ModelAdmin):
-    list_display = ("store_id", "table_name", "head", "created_at", "updated_at")
-    search_fields = ("store_id",)
+    list_display = ("store_id", "table_name", "head", "event_count", "created_at", "last_write", "sockets")
+    search_fields = ("store_id", "table_name")
+    ordering = ("-updated_at",)
     readonly_fields = ("store_id", "table_name", "head", "created_at", "updated_at")
+    actions = ("reset_stores", "export_store")
+    change_form_template = "syncapp/admin/store_change_form.html"
+    delete_confirmation_template = "syncapp/admin/store_delete_confirmation.html"
+    delete_selected_confirmation_template = "syncapp/admin/store_delete_selected_confirmation.html"
 
     def has_add_permission(self, request):
         # Stores come into being with their first push, never by hand.
         return False
+
+    def has_change_permission(self, request, obj=None):
+        # A store has no editable field: its page is a view (with its events) for
+        # everyone, and "change" is what its actions do: reset.
+        return obj is None and super().has_change_permission(request)
+
+    # The change list
+
+    @admin.display(description="events", ordering="head")
+    def event_count(self, store):
+        # seqNums run 1..head without a gap, so the head is the count.
+        return store.head
+
+    @admin.display(description="updated (last push)", ordering="updated_at")
+    def last_write(self, store):
+        return store.updated_at
+
+    @admin.display(description="connected sockets")
+    def sockets(self, store):
+        return store.socket_count
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        stores = list(changelist.result_list)
+        counts = async_to_sync(_socket_counts)([store.store_id for store in stores]) or [None] * len(stores)
+        for store, count in zip(stores, counts):
+            store.socket_count = count
+        return changelist
+
+    # A store's page and its events
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        context = dict(extra_context or {})
+        store = self.get_object(request, unquote(object_id))
+        if store is not None and self.has_view_permission(request, store):
+            context.update(self._events_context(request, store))
+            context["can_reset"] = self.has_change_permission(request)
+        return super().change_view(request, object_id, form_url, context)
+
+    def _events_context(self, request, store):
+        """One page of the store's events, filtered by name and clientId, read with LIMIT/OFFSET."""
+        filters = {
+            field: request.GET[param]
+            for param, field in (("event_name", "name"), ("event_client_id", "client_id"))
+            if request.GET.get(param)
+        }
+        storage.open_store(store.store_id)
+        events = storage.eventlog_model(store.table_name).objects.filter(seq_num__lte=store.head, **filters)
+        paginator = Paginator(events.order_by("seq_num"), EVENTS_PER_PAGE)
+        if not filters:
+            paginator.count = store.head  # known without a COUNT(*): seqNums run 1..head
+        page = paginator.get_page(request.GET.get("events_page"))
+        return {
+            "event_filters": filters,
+            "event_page": page,
+            "event_rows": [(event, _pretty_args(event.args)) for event in page],
+        }
+
+    # Reset
+
+    @admin.action(description="Reset selected stores (delete their events)", permissions=["change"])
+    def reset_stores(self, request, queryset):
+        if request.POST.get("post"):
+            self._reset(request, list(queryset))
+            return None
+        return self._reset_confirmation(request, list(queryset), action="reset_stores")
+
+    def reset_view(self, request, object_id):
+        store = self._get_store_or_404(request, object_id)
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            self._reset(request, [store])
+            change_url = f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change"
+            return HttpResponseRedirect(reverse(change_url, args=[store.pk]))
+        return self._reset_confirmation(request, [store], action=None)
+
+    def _reset(self, request, stores):
+        for store in stores:
+            storage.reset(store.store_id)
+            _disconnect_sockets(store.store_id)
+            self.log_change(request, store, f"Reset: {store.head} events deleted.")
+        deleted = sum(store.head for store in stores)
+        self.message_user(
+            request, f"Reset {len(stores)} store(s): {deleted} events deleted, sockets disconnected.", messages.SUCCESS
+        )
+
+    def _reset_confirmation(self, request, stores, action):
+        request.current_app = self.admin_site.name
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reset stores?",
+            "opts": self.opts,
+            "stores": stores,
+            "action": action,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "syncapp/admin/store_reset_confirmation.html", context)
+
+    # Export
+
+    @admin.action(description="Export selected store as NDJSON", permissions=["view"])
+    def export_store(self, request, queryset):
+        stores = list(queryset[:2])
+        if len(stores) != 1:
+            self.message_user(request, "Select exactly one store to export: an export is one file.", messages.WARNING)
+            return None
+        return self._export_response(stores[0])
+
+    def export_view(self, request, object_id):
+        store = self._get_store_or_404(request, object_id)
+        if not self.has_view_permission(request, store):
+            raise PermissionDenied
+        return self._export_response(store)
+
+    def _export_response(self, store):
+        response = StreamingHttpResponse(_ndjson_stream(store.store_id), content_type="application/x-ndjson")
+        response["Content-Disposition"] = content_disposition_header(True, f"{store.store_id}.ndjson")
+        return response
+
+    # Delete: Django's views and confirmation pages; the table goes with the row.
+
+    def delete_model(self, request, obj):
+        _delete_store(obj.store_id)
+
+    def delete_queryset(self, request, queryset):
+        for store in queryset:
+            _delete_store(store.store_id)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/export/", self.admin_site.admin_view(self.export_view), name="%s_%s_export" % info),
+            path("<path:object_id>/reset/", self.admin_site.admin_view(self.reset_view), name="%s_%s_reset" % info),
+            *super().get_urls(),
+        ]
+
+    def _get_store_or_404(self, request, object_id):
+        store = self.get_object(request, unquote(object_id))
+        if store is None:
+            raise Http404(f"No store with primary key {object_id!r}.")
+        return store

@@ -67,6 +67,10 @@ class Hub:
         if len(members) == 1:
             await self._group_add(store_id)
 
+    def socket_count(self, store_id):
+        """Sockets of ``store_id`` served by this process."""
+        return len(self.members.get(store_id, ()))
+
     async def leave(self, store_id, member):
         members = self.members.get(store_id)
         if not members:

@@ -10,10 +10,12 @@ Everything here is synchronous and blocking; callers on an event loop run it
 through ``syncapp.db``. Nothing here knows about WebSockets or frames.
 """
 
+import contextlib
 import hashlib
 import re
 import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime, timezone
 
 from django.apps.registry import Apps
@@ -49,8 +51,9 @@ class BrokenChain(PushRejected):
     """The batch is not a contiguous chain of its own."""
 
 
-@dataclass(frozen=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
+    """One eventlog row (a tuple: pages of thousands are built per pull)."""
+
     seq_num: int
     parent_seq_num: int
     name: str
@@ -251,12 +254,26 @@ def _insert_sql(table_name):
     )
 
 
-def append(store_id, batch, args_text, created_at=None):
+_sqlite_writer = threading.Lock()
+
+
+def _local_writer():
+    """On SQLite, one writing thread per process at a time.
+
+    SQLite allows one writer; threads that meet its lock back off in sleeps of
+    up to 100 ms. Queuing them on a Python lock instead hands the write lock
+    over at once. Other databases lock rows themselves.
+    """
+    return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
+
+
+def append(store_id, batch, args_text, created_at=None, created_at_of=None):
     """Append ``batch`` to the store in one transaction and return its createdAt.
 
     ``batch`` holds objects with name/seqNum/parentSeqNum/clientId/sessionId;
     ``args_text(event)`` gives each event's args as JSON text or None;
-    ``created_at`` (ISO text) defaults to now — imports pass the original.
+    ``created_at`` (ISO text) defaults to now; ``created_at_of(event)``, when
+    given, is each event's own createdAt (imports keep the original times).
 
     The head moves first, by a compare-and-set (``UPDATE … WHERE head = parent``)
     that also takes the store row's lock, so concurrent pushes to one store queue
@@ -268,11 +285,20 @@ def append(store_id, batch, args_text, created_at=None):
     created_at = created_at or now_iso()
     parent, last = batch[0].parentSeqNum, batch[-1].seqNum
     rows = [
-        (e.seqNum, e.parentSeqNum, e.name, args_text(e), created_at, e.clientId, e.sessionId) for e in batch
+        (
+            e.seqNum,
+            e.parentSeqNum,
+            e.name,
+            args_text(e),
+            created_at_of(e) if created_at_of else created_at,
+            e.clientId,
+            e.sessionId,
+        )
+        for e in batch
     ]
     for _ in range(2):
         location = _locate(store_id, create=True)
-        with transaction.atomic(), connection.cursor() as cursor:
+        with _local_writer(), transaction.atomic(), connection.cursor() as cursor:
             now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
             cursor.execute(_MOVE_HEAD_SQL, [last, now, location.pk, parent])
             if cursor.rowcount != 1:
@@ -287,7 +313,11 @@ def append(store_id, batch, args_text, created_at=None):
     raise PushRejected(f"store {store_id!r} was deleted during the push")
 
 
-_COLUMNS = ("seq_num", "parent_seq_num", "name", "args", "created_at", "client_id", "session_id")
+def _select_sql(table_name):
+    quote = connection.ops.quote_name
+    return "SELECT {} FROM {} WHERE {seq} > %s AND {seq} <= %s ORDER BY {seq} LIMIT %s".format(
+        ", ".join(quote(c) for c in _EVENT_COLUMNS), quote(table_name), seq=quote("seqNum")
+    )
 
 
 def read_page(store_id, after, limit):
@@ -304,13 +334,9 @@ def read_page(store_id, after, limit):
     if head is None:
         _locations.pop(store_id, None)
         return Page(events=[], head=0)
-    rows = (
-        eventlog_model(location.table_name)
-        .objects.filter(seq_num__gt=after, seq_num__lte=head)
-        .order_by("seq_num")
-        .values_list(*_COLUMNS)[:limit]
-    )
-    return Page(events=[StoredEvent(*row) for row in rows], head=head)
+    with connection.cursor() as cursor:
+        cursor.execute(_select_sql(location.table_name), [after, head, limit])
+        return Page(events=[StoredEvent._make(row) for row in cursor.fetchall()], head=head)
 
 
 def head(store_id):

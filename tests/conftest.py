@@ -1,3 +1,4 @@
+import asyncio
 import os
 import uuid
 
@@ -61,11 +62,16 @@ async def fresh_channel_layers():
     from syncapp.hub import existing_hub
 
     yield
+    # Bounded: cancelling a task blocked in channels_redis's receive can leave its
+    # clean-up waiting on a connection that no one reads any more.
     hub = existing_hub()
     if hub is not None:
-        await hub.stop()
+        await asyncio.wait_for(hub.stop(), 5)
     for layer in list(channel_layers.backends.values()):
         close_pools = getattr(layer, "close_pools", None)
         if close_pools is not None:
-            await close_pools()
+            try:
+                await asyncio.wait_for(close_pools(), 5)
+            except asyncio.TimeoutError:
+                pass
     channel_layers.backends.clear()

@@ -1,0 +1,315 @@
+"""The Store admin: change list, a store's events, and the reset, export and delete actions, per permission.
+
+Runs on both backends (``-m protocol``): reset and delete reach the store's
+sockets through the channel layer, and the socket count reads it.
+"""
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from syncapp import protocol, storage
+from syncapp.models import Store
+
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
+
+CHANGELIST = reverse("admin:syncapp_store_changelist")
+
+
+def push(store_id, first, last, name="v1.TodoCreated", client_id="client-a"):
+    batch = [
+        protocol.Event(
+            name=name,
+            args=protocol.Raw(json.dumps({"id": f"todo-{n}", "done": False}, separators=(",", ":")).encode()),
+            seqNum=n,
+            parentSeqNum=n - 1,
+            clientId=client_id,
+            sessionId="session-1",
+        )
+        for n in range(first, last + 1)
+    ]
+    storage.append(store_id, batch, lambda event: bytes(event.args).decode())
+
+
+def store_url(store_id, view="change"):
+    return reverse(f"admin:syncapp_store_{view}", args=[Store.objects.get(store_id=store_id).pk])
+
+
+def browser(user):
+    client = HttpClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    return django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    """``staff(*codenames)``: a staff user with exactly these Store permissions."""
+
+    def make(*codenames):
+        user = django_user_model.objects.create_user(f"staff-{'-'.join(codenames) or 'none'}", is_staff=True)
+        user.user_permissions.set(Permission.objects.filter(content_type__app_label="syncapp", codename__in=codenames))
+        return user
+
+    return make
+
+
+def streamed(response):
+    """The body of a streaming response whose content is an async iterator (as the ASGI server reads it)."""
+
+    async def collect():
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(collect)()
+
+
+def action(client, name, *store_ids, confirm=False):
+    data = {"action": name, "_selected_action": [Store.objects.get(store_id=s).pk for s in store_ids]}
+    if confirm:
+        data["post"] = "yes"
+    return client.post(CHANGELIST, data)
+
+
+# The change list
+
+
+def test_change_list_shows_stores_by_activity_and_finds_them_by_store_id(superuser, store_id):
+    push(f"{store_id}-old", 1, 2)
+    push(store_id, 1, 5)
+    response = browser(superuser).get(CHANGELIST)
+    assert response.status_code == 200
+    stores = list(response.context["cl"].result_list)
+    assert [s.store_id for s in stores] == [store_id, f"{store_id}-old"]
+    html = response.content.decode()
+    for header in ("StoreId", "Table name", "Head", "Events", "Created at", "Updated (last push)", "Connected sockets"):
+        assert header in html
+    assert Store.objects.get(store_id=store_id).table_name in html
+
+    found = browser(superuser).get(CHANGELIST, {"q": f"{store_id}-old"})
+    assert [s.store_id for s in found.context["cl"].result_list] == [f"{store_id}-old"]
+
+
+async def test_change_list_counts_connected_sockets(connect, superuser, store_id):
+    await connect()
+    await connect()
+    await sync_to_async(push)(store_id, 1, 1)
+    await sync_to_async(push)(f"{store_id}-quiet", 1, 1)
+    response = await sync_to_async(lambda: browser(superuser).get(CHANGELIST))()
+    counts = {s.store_id: s.socket_count for s in response.context["cl"].result_list}
+    if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        assert counts == {store_id: 2, f"{store_id}-quiet": 0}
+    else:
+        # Several server processes share Redis: no one process knows every socket, so none is shown.
+        assert counts == {store_id: None, f"{store_id}-quiet": None}
+
+
+def test_nothing_without_a_store_permission(staff, store_id):
+    push(store_id, 1, 1)
+    client = browser(staff())
+    assert client.get(CHANGELIST).status_code == 403
+    assert client.get(store_url(store_id)).status_code == 403
+    assert client.get(store_url(store_id, "export")).status_code == 403
+
+
+# A store's page and its events
+
+
+def test_store_page_shows_one_page_of_events_with_pretty_args(superuser, store_id):
+    push(store_id, 1, 120)
+    client = browser(superuser)
+    with CaptureQueriesContext(connection) as queries:
+        first = client.get(store_url(store_id))
+    assert first.status_code == 200
+    assert [event.seq_num for event, _ in first.context["event_rows"]] == list(range(1, 51))
+    html = first.content.decode()
+    assert "<pre>{\n  &quot;id&quot;: &quot;todo-1&quot;,\n  &quot;done&quot;: false\n}</pre>" in html
+    assert "Page 1 of 3 (120 events)" in html
+    table = Store.objects.get(store_id=store_id).table_name
+    event_queries = [q["sql"] for q in queries.captured_queries if table in q["sql"]]
+    assert event_queries and all("COUNT(" not in sql.upper() for sql in event_queries)
+    assert any("LIMIT 50" in sql for sql in event_queries)
+
+    last = client.get(store_url(store_id), {"events_page": 3})
+    assert [event.seq_num for event, _ in last.context["event_rows"]] == list(range(101, 121))
+
+
+def test_store_events_filter_by_name_and_client_id(superuser, store_id):
+    push(store_id, 1, 3)
+    push(store_id, 4, 5, name="v1.TodoCompleted")
+    push(store_id, 6, 8, name="v1.TodoCompleted", client_id="client-b")
+    client = browser(superuser)
+
+    def shown(**params):
+        response = client.get(store_url(store_id), params)
+        return [event.seq_num for event, _ in response.context["event_rows"]], response.content.decode()
+
+    assert shown(event_name="v1.TodoCompleted")[0] == [4, 5, 6, 7, 8]
+    assert shown(event_client_id="client-b")[0] == [6, 7, 8]
+    seq_nums, html = shown(event_name="v1.TodoCompleted", event_client_id="client-a")
+    assert seq_nums == [4, 5] and "(2 events)" in html
+    assert shown(event_name="v1.Nothing")[1].count("No events match.") == 1
+
+
+def test_store_page_is_read_only_for_everyone(superuser, staff, store_id):
+    push(store_id, 1, 2)
+    for user in (superuser, staff("view_store")):
+        client = browser(user)
+        html = client.get(store_url(store_id)).content.decode()
+        assert 'name="_save"' not in html and 'name="_continue"' not in html
+        assert client.post(store_url(store_id), {}).status_code == 403
+    assert storage.head(store_id) == 2
+
+
+# Reset
+
+
+def test_reset_action_confirms_then_clears_events_and_head(superuser, store_id):
+    push(store_id, 1, 4)
+    push(f"{store_id}-kept", 1, 1)
+    client = browser(superuser)
+    confirmation = action(client, "reset_stores", store_id)
+    assert confirmation.status_code == 200
+    assert "syncapp/admin/store_reset_confirmation.html" in [t.name for t in confirmation.templates]
+    assert f"{store_id}: 4 events" in confirmation.content.decode()
+    assert storage.head(store_id) == 4
+
+    done = action(client, "reset_stores", store_id, confirm=True)
+    assert done.status_code == 302
+    assert storage.head(store_id) == 0 and storage.read_page(store_id, 0, 10).events == []
+    assert storage.head(f"{store_id}-kept") == 1
+    entry = LogEntry.objects.get(object_id=str(Store.objects.get(store_id=store_id).pk))
+    assert entry.action_flag == CHANGE and "4 events deleted" in entry.get_change_message()
+
+
+def test_reset_from_the_store_page(superuser, store_id):
+    push(store_id, 1, 3)
+    client = browser(superuser)
+    assert "Reset…" in client.get(store_url(store_id)).content.decode()
+    assert "Yes, reset" in client.get(store_url(store_id, "reset")).content.decode()
+    assert storage.head(store_id) == 3
+    response = client.post(store_url(store_id, "reset"), {"post": "yes"})
+    assert response.status_code == 302 and response["Location"] == store_url(store_id)
+    assert storage.head(store_id) == 0
+
+
+def test_reset_needs_the_change_permission(staff, store_id):
+    push(store_id, 1, 3)
+    viewer = browser(staff("view_store"))
+    changelist = viewer.get(CHANGELIST)
+    assert [name for name, _ in changelist.context["action_form"].fields["action"].choices] == ["", "export_store"]
+    assert "Reset…" not in viewer.get(store_url(store_id)).content.decode()
+    action(viewer, "reset_stores", store_id, confirm=True)
+    assert viewer.get(store_url(store_id, "reset")).status_code == 403
+    assert viewer.post(store_url(store_id, "reset"), {"post": "yes"}).status_code == 403
+    assert storage.head(store_id) == 3
+
+    changer = browser(staff("view_store", "change_store"))
+    action(changer, "reset_stores", store_id, confirm=True)
+    assert storage.head(store_id) == 0
+
+
+async def test_reset_disconnects_the_stores_sockets(connect, superuser, store_id):
+    socket = await connect()
+    await sync_to_async(push)(store_id, 1, 2)
+    await sync_to_async(lambda: action(browser(superuser), "reset_stores", store_id, confirm=True))()
+    assert await socket.recv_output() == {"type": "websocket.close", "code": 1012}
+
+
+# Export
+
+
+def test_export_action_downloads_the_store_as_ndjson(staff, store_id):
+    push(store_id, 1, 3)
+    viewer = browser(staff("view_store"))
+    response = action(viewer, "export_store", store_id)
+    assert response["Content-Type"] == "application/x-ndjson"
+    assert response["Content-Disposition"] == f'attachment; filename="{store_id}.ndjson"'
+    lines = [json.loads(line) for line in streamed(response).decode().splitlines()]
+    stored = storage.read_page(store_id, 0, 10).events
+    assert lines == [
+        {
+            "name": e.name,
+            "args": json.loads(e.args),
+            "seqNum": e.seq_num,
+            "parentSeqNum": e.parent_seq_num,
+            "clientId": e.client_id,
+            "sessionId": e.session_id,
+            "createdAt": e.created_at,
+        }
+        for e in stored
+    ]
+    # The store page's "Export NDJSON" link serves the same file.
+    assert streamed(viewer.get(store_url(store_id, "export"))) == streamed(action(viewer, "export_store", store_id))
+
+
+def test_export_action_wants_exactly_one_store(superuser, store_id):
+    push(store_id, 1, 1)
+    push(f"{store_id}-2", 1, 1)
+    response = browser(superuser).post(
+        CHANGELIST,
+        {"action": "export_store", "_selected_action": list(Store.objects.values_list("pk", flat=True))},
+        follow=True,
+    )
+    assert "Select exactly one store to export" in response.content.decode()
+
+
+# Delete
+
+
+def test_delete_confirms_then_drops_table_and_row(superuser, store_id):
+    push(store_id, 1, 4)
+    table = Store.objects.get(store_id=store_id).table_name
+    client = browser(superuser)
+    confirmation = client.get(store_url(store_id, "delete"))
+    assert f"drops its table {table} with its 4 events" in confirmation.content.decode()
+    assert table in connection.introspection.table_names()
+
+    assert client.post(store_url(store_id, "delete"), {"post": "yes"}).status_code == 302
+    assert storage.get_store(store_id) is None
+    assert table not in connection.introspection.table_names()
+
+
+def test_delete_selected_confirms_then_drops_every_table(superuser, store_id):
+    ids = [store_id, f"{store_id}-2"]
+    for each in ids:
+        push(each, 1, 2)
+    tables = [Store.objects.get(store_id=each).table_name for each in ids]
+    client = browser(superuser)
+    confirmation = action(client, "delete_selected", *ids)
+    html = confirmation.content.decode()
+    assert all(f"table {table}, 2 events" in html for table in tables)
+    action(client, "delete_selected", *ids, confirm=True)
+    assert not Store.objects.filter(store_id__in=ids).exists()
+    assert not set(tables) & set(connection.introspection.table_names())
+
+
+def test_delete_needs_the_delete_permission(staff, store_id):
+    push(store_id, 1, 1)
+    viewer = browser(staff("view_store", "change_store"))
+    assert viewer.get(store_url(store_id, "delete")).status_code == 403
+    action(viewer, "delete_selected", store_id, confirm=True)
+    assert storage.get_store(store_id) is not None
+
+    deleter = browser(staff("view_store", "delete_store"))
+    assert deleter.post(store_url(store_id, "delete"), {"post": "yes"}).status_code == 302
+    assert storage.get_store(store_id) is None
+
+
+async def test_delete_disconnects_the_stores_sockets(connect, superuser, store_id):
+    socket = await connect()
+    await sync_to_async(push)(store_id, 1, 1)
+    url = await sync_to_async(store_url)(store_id, "delete")
+    await sync_to_async(lambda: browser(superuser).post(url, {"post": "yes"}))()
+    assert await socket.recv_output() == {"type": "websocket.close", "code": 1012}
