@@ -1,0 +1,253 @@
+"""The servers a benchmark runs against: livesync (daphne on SQLite, or N processes on PostgreSQL + Redis), the
+reference (``bench/reference``: ``@livestore/sync-cf@0.3.1`` under ``wrangler dev``), or any URL."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import procinfo
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO_ROOT / "bench" / "reference"
+
+# The deployment livesync is benchmarked as: production settings, and the token check the reference does too.
+LIVESYNC_SETTINGS = {
+    "DJANGO_DEBUG": "false",
+    "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+    "LIVESYNC_ADMIN_SECRET": "bench-admin-secret",
+    "LIVESYNC_AUTH_TOKEN": "insecure-token-change-me",
+}
+
+
+class Unavailable(RuntimeError):
+    """This server cannot run here; the message says why."""
+
+
+class Server:
+    name = "server"
+    description = ""
+
+    def __init__(self):
+        self.urls = []
+        self.pids = []  # the server processes whose memory and CPU are reported
+        self.aux_pids = []  # helpers whose CPU is reported apart
+
+    @property
+    def url(self):
+        return self.urls[0]
+
+    def start(self):
+        return self
+
+    def stop(self):
+        pass
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class ExternalServer(Server):
+    """A server someone else runs at ``url``; memory and CPU only if its ``pid`` is given."""
+
+    def __init__(self, url, pid=None, name="server"):
+        super().__init__()
+        self.name = name
+        self.urls = [url.rstrip("/")]
+        self.pids = [pid] if pid else []
+        self.description = f"{url}" + (f" (pid {pid})" if pid else "")
+
+
+def _postgres_and_redis_problem():
+    from tests.services import POSTGRES_URL, REDIS_URL, reachable
+
+    for label, url in (("PostgreSQL", POSTGRES_URL), ("Redis", REDIS_URL)):
+        if not reachable(url):
+            return f"{label} is not reachable"
+    return None
+
+
+class LivesyncServer(Server):
+    """``processes`` daphne processes serving livesync on a fresh database.
+
+    ``backend="sqlite"``: the embedded default (a new SQLite file, the in-memory channel layer; one process).
+    ``backend="postgres"``: a new PostgreSQL database and Redis (``tests/services.py`` finds both).
+    """
+
+    def __init__(self, backend="sqlite", processes=1, workdir=None, name=None, extra_settings=None):
+        super().__init__()
+        if backend == "sqlite" and processes != 1:
+            raise ValueError("the embedded default serves from one process")
+        self.backend = backend
+        self.processes = processes
+        self.name = name or f"livesync-{backend}"
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livesync-bench-"))
+        self._own_workdir = workdir is None  # a directory of our own is removed on stop()
+        self.extra_settings = dict(extra_settings or {})
+        self.servers = []
+        self._stack = None
+        self.description = (
+            "daphne, SQLite file + in-memory channel layer"
+            if backend == "sqlite"
+            else f"{processes} daphne process{'es' if processes > 1 else ''}, PostgreSQL + Redis"
+        )
+
+    def problem(self):
+        if self.backend == "postgres":
+            return _postgres_and_redis_problem()
+        return None
+
+    def start(self):
+        from tests.services import REDIS_URL
+        from tests.support.daphne import DaphneServer
+        from tests.support.databases import postgres_database, sqlite_database
+
+        problem = self.problem()
+        if problem:
+            raise Unavailable(problem)
+        self._stack = ExitStack()
+        directory = self.workdir / f"{self.name}-{int(time.time() * 1000)}"
+        directory.mkdir(parents=True)
+        if self.backend == "sqlite":
+            settings = {"DATABASE_URL": sqlite_database(directory)}
+        else:
+            settings = {"DATABASE_URL": self._stack.enter_context(postgres_database()), "REDIS_URL": REDIS_URL}
+        settings.update(LIVESYNC_SETTINGS)
+        settings.update(self.extra_settings)
+        for index in range(self.processes):
+            server = DaphneServer(directory / f"daphne-{index}.log", settings)
+            self._stack.enter_context(server)
+            self.servers.append(server)
+        self.urls = [server.url for server in self.servers]
+        self.pids = [server.pid for server in self.servers]
+        return self
+
+    def stop(self):
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+        self.servers = []
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self):
+        return "\n".join(server.log_tail(20) for server in self.servers)
+
+
+def reference_problem():
+    """Why the reference cannot start here, or None."""
+    if shutil.which("node") is None or shutil.which("npx") is None:
+        return "node/npx not found"
+    if not (REFERENCE_DIR / "node_modules" / ".bin" / "wrangler").exists():
+        return "bench/reference/node_modules is missing: run `npm ci` in bench/reference"
+    return None
+
+
+class ReferenceServer(Server):
+    """``bench/reference/start.sh``: ``wrangler dev`` on loopback, telemetry off, state in a temp directory.
+
+    ``pids`` is the ``workerd`` that runs the worker, its Durable Objects and the local D1. ``wrangler dev``
+    also runs a second ``workerd`` as a proxy in front of it (a development-only hop; production has the
+    Cloudflare edge there): ``proxy_pids``.
+    """
+
+    name = "reference"
+
+    def __init__(self, workdir=None, port=None, ready_timeout=180.0):
+        super().__init__()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livesync-bench-"))
+        self._own_workdir = workdir is None  # a directory of our own is removed on stop()
+        self.requested_port = port
+        self.port = None
+        self.ready_timeout = ready_timeout
+        self.proxy_pids = []
+        self.process = None
+        self.description = "@livestore/sync-cf@0.3.1 under wrangler dev (workerd, local D1)"
+        self.note_on_failures = ("wrangler dev's proxy workerd uses ~9 file descriptors per WebSocket and dies "
+                                 "with 'accept: Too many open files' when it reaches the open-files limit")
+
+    def start(self):
+        from tests.support.daphne import free_port
+
+        problem = reference_problem()
+        if problem:
+            raise Unavailable(problem)
+        self.port = self.requested_port or free_port()
+        directory = self.workdir / f"reference-{int(time.time() * 1000)}"
+        (directory / "state").mkdir(parents=True)
+        self.log_path = directory / "wrangler.log"
+        env = {**os.environ, "READY_TIMEOUT": str(int(self.ready_timeout))}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["bash", str(REFERENCE_DIR / "start.sh"), str(self.port), str(directory / "state")],
+                cwd=REFERENCE_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.ready_timeout + 10
+        while True:
+            if self.process.poll() is not None:
+                raise Unavailable(f"wrangler dev exited with {self.process.returncode}:\n{self.log_tail()}")
+            if "ready http" in self.log_path.read_text(errors="replace"):
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable(f"wrangler dev did not start within {self.ready_timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.2)
+        self.urls = [f"ws://127.0.0.1:{self.port}"]
+        workerds = [pid for pid in procinfo.descendants(self.process.pid) if procinfo.comm(pid) == "workerd"]
+        entry = f"entry=127.0.0.1:{self.port}"
+        self.proxy_pids = [pid for pid in workerds if entry in procinfo.cmdline(pid)]
+        self.pids = [pid for pid in workerds if pid not in self.proxy_pids] or workerds
+        # wrangler's node processes, esbuild and the proxy workerd: development plumbing, CPU shown apart
+        self.aux_pids = [pid for pid in procinfo.descendants(self.process.pid) if pid not in self.pids]
+        return self
+
+    def stop(self):
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # start.sh stops wrangler, its workerd and esbuild
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        # Anything left of the process group start.sh led (its own session): nothing may outlive the run.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.process = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines=30):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def http_ok(url, timeout=2.0):
+    try:
+        with urllib.request.urlopen(url.replace("ws://", "http://", 1) + "/", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
