@@ -43,14 +43,16 @@ class DaphneServer:
     """``daphne -b 127.0.0.1 -p <port> livesync_project.asgi:application`` run from the repository root.
 
     Started by ``start()`` or ``with``; ``stop()`` sends SIGTERM, ``kill()`` SIGKILL, and ``start()`` again
-    restarts it on the same port. Its output goes to ``log_path`` (appended across restarts).
+    restarts it on the same port. Its output goes to ``log_path`` (appended across restarts). ``daphne_args``
+    are extra daphne command-line options, e.g. ``("--ping-interval", "1", "--ping-timeout", "3")``.
     """
 
-    def __init__(self, log_path, settings=None, port=None, ready_timeout=30.0):
+    def __init__(self, log_path, settings=None, port=None, ready_timeout=30.0, daphne_args=()):
         self.log_path = Path(log_path)
         self.settings = dict(settings or {})
         self.port = port or free_port()
         self.ready_timeout = ready_timeout
+        self.daphne_args = tuple(str(arg) for arg in daphne_args)
         self._process = None
 
     @property
@@ -61,11 +63,21 @@ class DaphneServer:
     def http_url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self):
+        """The process id of the running (or last) daphne process, or None before the first start."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def returncode(self):
+        """None while daphne runs (or before it started), else its exit status (negative: killed by a signal)."""
+        return None if self._process is None else self._process.poll()
+
     def start(self):
         """Spawns the server and returns once ``GET /`` answers."""
         if self._process is not None and self._process.poll() is None:
             raise RuntimeError(f"daphne on port {self.port} is already running")
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.daphne_args]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [*command, "livesync_project.asgi:application"],
