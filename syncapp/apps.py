@@ -8,3 +8,6 @@ class SyncAppConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import daphne_compat
+
+        daphne_compat.install()

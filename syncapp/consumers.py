@@ -34,6 +34,8 @@ CATCH_UP_REQUEST_ID = "livesync-catch-up"
 PAGES_PER_READ = 10
 # How long a shutdown waits for a push in flight to commit and be acknowledged.
 SHUTDOWN_GRACE_SECONDS = 10
+# How long a shutdown waits for a client to answer the 1012 close frame.
+SHUTDOWN_CLOSE_SECONDS = 2
 
 
 class HookRejected(Exception):
@@ -80,7 +82,7 @@ class SyncConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         except asyncio.CancelledError:
-            await self._close_for_shutdown()
+            await self._close_for_shutdown(receive)
             raise
         finally:
             await self._leave_store()
@@ -90,12 +92,15 @@ class SyncConsumer(AsyncWebsocketConsumer):
         # consumer never touches the ORM on the event loop (syncapp.db does).
         await getattr(self, message["type"].replace(".", "_"))(message)
 
-    async def _close_for_shutdown(self):
+    async def _close_for_shutdown(self, receive):
         if self.in_flight is not None and not self.in_flight.done():
             await asyncio.wait([self.in_flight], timeout=SHUTDOWN_GRACE_SECONDS)
         if self.joined:
             try:
                 await self.close(code=CLOSE_SERVICE_RESTART)
+                # Daphne drops every connection once the applications are done, buffered frames included:
+                # wait for the client's answer to the close frame, so the 1012 reaches it.
+                await asyncio.wait_for(_until_disconnected(receive), SHUTDOWN_CLOSE_SECONDS)
             except Exception:  # noqa: BLE001 - the connection may already be gone
                 pass
 
@@ -269,18 +274,39 @@ class SyncConsumer(AsyncWebsocketConsumer):
             return
         except DatabaseError:
             logger.exception("push failed for store %r", self.store_id)
-            await self._push_res(
-                protocol.Error(
-                    requestId=request_id, message="Push failed: the database is unavailable; nothing was stored"
+            # The error may have come after the database committed (a connection lost during COMMIT):
+            # look before answering, so a stored batch is acknowledged and a lost one is not.
+            created_at = await self._committed_anyway(message.batch)
+            if not created_at:
+                outcome = "nothing was stored" if created_at is False else "it may have been stored"
+                await self._push_res(
+                    protocol.Error(
+                        requestId=request_id, message=f"Push failed: the database is unavailable; {outcome}"
+                    )
                 )
-            )
-            return
+                return
         except HookRejected as exc:
             await self._push_res(protocol.Error(requestId=request_id, message=str(exc)))
             return
         self.sequencer.client_has(message.batch[0].parentSeqNum)
         await self._push_res(protocol.PushAck(requestId=request_id))
         await self._broadcast(request_id, message.batch, created_at)
+
+    async def _committed_anyway(self, batch):
+        """createdAt of ``batch`` if the store holds it after all, False if it does not, None if unknown."""
+        try:
+            page = await db.run(storage.read_page, self.store_id, batch[0].parentSeqNum, len(batch))
+        except DatabaseError:
+            return None
+        stored = [
+            (e.seq_num, e.parent_seq_num, e.name, e.args, e.client_id, e.session_id) for e in page.events
+        ]
+        pushed = [
+            (e.seqNum, e.parentSeqNum, e.name, _args_text(e), e.clientId, e.sessionId) for e in batch
+        ]
+        if stored == pushed:
+            return page.events[0].created_at
+        return False
 
     async def _reject_stale_push(self, request_id, mismatch):
         """Reject a push whose parent is not the head, first sending what the client lacks.
@@ -293,7 +319,7 @@ class SyncConsumer(AsyncWebsocketConsumer):
         if mismatch.received < mismatch.head:
             self.sequencer.client_has(mismatch.received)
             if self.sequencer.cursor < mismatch.head:
-                await self._stream(request_id, "push", after=self.sequencer.cursor)
+                await self._repair(request_id)
         await self._push_res(
             protocol.Error(
                 requestId=request_id, message=protocol.parent_mismatch_message(mismatch.received, mismatch.head)
@@ -313,7 +339,15 @@ class SyncConsumer(AsyncWebsocketConsumer):
         if decision == FORWARD:
             await self.send(text_data=event["frame"])
         elif decision != DROP:
-            await self._stream(event["request_id"], "push", after=self.sequencer.cursor)
+            await self._repair(event["request_id"])
+
+    async def _repair(self, request_id):
+        """Send this socket what it lacks from storage; if the database is down, let a later head check retry."""
+        try:
+            await self._stream(request_id, "push", after=self.sequencer.cursor)
+        except DatabaseError:
+            logger.warning("could not catch a socket of store %r up: the database is unavailable", self.store_id)
+            get_hub().repair_later(self.store_id)
 
     async def _admin_allowed(self, message):
         secret = conf.get("ADMIN_SECRET")
@@ -340,7 +374,7 @@ class SyncConsumer(AsyncWebsocketConsumer):
         """The hub saw the store's head move without a broadcast reaching us: catch up from storage."""
         cursor = self.sequencer.cursor
         if cursor is not None and cursor < message["head"]:
-            await self._stream(CATCH_UP_REQUEST_ID, "push", after=cursor)
+            await self._repair(CATCH_UP_REQUEST_ID)
 
     async def _admin_info(self, message):
         if not await self._admin_allowed(message):
@@ -355,6 +389,11 @@ class SyncConsumer(AsyncWebsocketConsumer):
         protocol.AdminResetRoomReq: _admin_reset,
         protocol.AdminInfoReq: _admin_info,
     }
+
+
+async def _until_disconnected(receive):
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
 
 
 def _wire_event(stored):

@@ -47,6 +47,21 @@ def get_hub():
     return hub
 
 
+async def _twice(call, *args):
+    """``await call(*args)``, tried once more at once if it fails.
+
+    A Redis outage leaves dead connections in the client's pool; the first use
+    of each after Redis returns fails (and discards it). That is no new outage,
+    and the message it carried must not be lost.
+    """
+    try:
+        return await call(*args)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the second attempt's failure is the one that counts
+        return await call(*args)
+
+
 class Hub:
     def __init__(self):
         self.id = uuid.uuid4().hex
@@ -56,6 +71,8 @@ class Hub:
         self.suspect_heads = {}
         self.channel_name = None
         self.layer_down = False
+        # Stores with a socket whose repair failed (database down): nudged at the next head check that works.
+        self.repairs_wanted = set()
         self._outgoing = asyncio.Queue()
         self._tasks = []
 
@@ -83,7 +100,7 @@ class Hub:
         self.suspect_heads.pop(store_id, None)
         if not self.layer_down:
             try:
-                await self.layer.group_discard(broadcast.group_name(store_id), self.channel_name)
+                await _twice(self.layer.group_discard, broadcast.group_name(store_id), self.channel_name)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
 
@@ -107,7 +124,7 @@ class Hub:
             if self.layer_down:
                 continue
             try:
-                await self.layer.group_send(broadcast.group_name(message["store_id"]), message)
+                await _twice(self.layer.group_send, broadcast.group_name(message["store_id"]), message)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
 
@@ -135,7 +152,7 @@ class Hub:
         if self.layer_down:
             return
         try:
-            await self.layer.group_add(broadcast.group_name(store_id), self.channel_name)
+            await _twice(self.layer.group_add, broadcast.group_name(store_id), self.channel_name)
         except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
             self._layer_failed(exc)
 
@@ -151,14 +168,14 @@ class Hub:
     async def _rejoin(self):
         """After an outage: join every group again (a restarted Redis forgot them), then resume."""
         for store_id in list(self.members):
-            await self.layer.group_add(broadcast.group_name(store_id), self.channel_name)
+            await _twice(self.layer.group_add, broadcast.group_name(store_id), self.channel_name)
         self.layer_down = False
         logger.warning("channel layer reachable again: broadcasts resumed")
 
     async def _receive_loop(self):
         while True:
             try:
-                message = await self.layer.receive(self.channel_name)
+                message = await _twice(self.layer.receive, self.channel_name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
@@ -192,7 +209,13 @@ class Hub:
                 continue
             self._nudge_stale(heads)
 
+    def repair_later(self, store_id):
+        self.repairs_wanted.add(store_id)
+
     def _nudge_stale(self, heads):
+        wanted, self.repairs_wanted = self.repairs_wanted, set()
+        for store_id in wanted & heads.keys():
+            self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": heads[store_id]})
         for store_id, head in heads.items():
             seen = self.last_seen.get(store_id, 0)
             suspect = self.suspect_heads.pop(store_id, None)

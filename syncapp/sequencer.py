@@ -28,13 +28,20 @@ class Sequencer:
         return REPAIR
 
     def client_has(self, seq_num):
-        """The client demonstrably holds every event up to ``seq_num``."""
-        if self.cursor is None or seq_num > self.cursor:
+        """The client demonstrably holds every event up to ``seq_num``: its position, if it was unknown.
+
+        A known position is not moved: the events between it and ``seq_num`` are
+        the client's own earlier pushes, whose echo is still queued for this
+        socket, and a LiveStore client confirms its pending events only by that
+        echo. Skipping it makes the client rebase (and push again) its own events.
+        """
+        if self.cursor is None:
             self.cursor = seq_num
 
     def sent(self, seq_num):
         """Events up to ``seq_num`` were sent to the socket."""
-        self.client_has(seq_num)
+        if self.cursor is None or seq_num > self.cursor:
+            self.cursor = seq_num
 
     def forget(self):
         """The store was reset: the client's position no longer means anything."""
