@@ -107,22 +107,23 @@ class SyncConsumer(AsyncWebsocketConsumer):
     def deliver(self, message):
         """Called by the hub: queue a store message, or drop the socket if it is too far behind."""
         if self.inbox.qsize() >= conf.get("SOCKET_QUEUE_SIZE"):
-            if message["type"] != "livesync.overflow":
-                while not self.inbox.empty():
-                    self.inbox.get_nowait()
-                self.inbox.put_nowait({"type": "livesync.overflow"})
+            # The backlog is dropped: the socket is closed, and its client catches up after reconnecting.
+            while not self.inbox.empty():
+                self.inbox.get_nowait()
+            self.inbox.put_nowait({"type": "livesync.overflow"})
             return
         self.inbox.put_nowait(message)
 
     async def livesync_overflow(self, message):
-        logger.warning("closing a socket of store %r: more than %s messages behind", self.store_id,
-                       conf.get("SOCKET_QUEUE_SIZE"))
+        logger.warning(
+            "closing a socket of store %r: more than %s messages behind", self.store_id, conf.get("SOCKET_QUEUE_SIZE")
+        )
         await self.close(code=CLOSE_TOO_SLOW)
         await self._leave_store()
 
     async def websocket_connect(self, message):
         try:
-            self.store_id, self.payload = await handshake.check(
+            self.store_id, _payload = await handshake.check(
                 self.scope.get("query_string", b""),
                 handshake.scope_origin(self.scope),
                 self.scope,
