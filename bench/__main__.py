@@ -201,7 +201,7 @@ def main(argv=None):
         "servers": {t.name: t.description for t in targets},
         "results": results,
         "scaleout": {str(k): v for k, v in (scaleout or {}).items()},
-        "targets": [dict(zip(("target", "server", "verdict", "measured"), c)) for c in checks],
+        "targets": [dict(zip(("target", "server", "verdict", "measured"), c, strict=True)) for c in checks],
         "metrics": {k: {"label": v[0], "better": v[2]} for k, v in scenarios.METRICS.items()},
         "table": text,
         "elapsed_s": elapsed,

@@ -112,7 +112,7 @@ class StoreAdmin(admin.ModelAdmin):
         changelist = super().get_changelist_instance(request)
         stores = list(changelist.result_list)
         counts = async_to_sync(_socket_counts)([store.store_id for store in stores]) or [None] * len(stores)
-        for store, count in zip(stores, counts):
+        for store, count in zip(stores, counts, strict=True):
             store.socket_count = count
         return changelist
 

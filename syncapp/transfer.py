@@ -271,7 +271,7 @@ def d1_events(database, table):
         raise TransferError(f"{table.name} lacks the eventlog columns {', '.join(missing)}")
     query = f"SELECT {', '.join(_D1_COLUMNS)} FROM {_quoted(table.name)} ORDER BY seqNum"
     for number, row in enumerate(database.execute(query), start=1):
-        fields = dict(zip(_D1_COLUMNS, row))
+        fields = dict(zip(_D1_COLUMNS, row, strict=True))
         where = f"row {number} (seqNum {fields['seqNum']})"
         args = fields.pop("args")
         try:

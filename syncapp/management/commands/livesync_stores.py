@@ -19,6 +19,6 @@ class Command(BaseCommand):
         ]
         widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
         for row in [header, *rows]:
-            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         total = sum(store.head for store in stores)
         self.stdout.write(f"{len(stores)} store{pluralize(len(stores))}, {total} event{pluralize(total)}")
