@@ -47,8 +47,11 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="benchmark the 0.3 server at this ws:// URL instead of starting livesync")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its memory and CPU")
-    parser.add_argument("--compare", action="store_true",
-                        help="livesync-sqlite, livesync-postgres (+ Redis) and the reference, alternating")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="livesync-sqlite, livesync-postgres (+ Redis) and the reference, alternating",
+    )
     parser.add_argument("--large", action="store_true", help="add the large sizes (100,000 / 200 / 10,000)")
     parser.add_argument("--json", default=str(REPO_ROOT / "bench" / "results.json"), help="where to write results")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
@@ -80,9 +83,11 @@ def environment():
         "python": platform.python_version(),
         "node": tool_version(["node", "--version"]) if shutil.which("node") else None,
         "wrangler": tool_version([str(wrangler_bin / "wrangler"), "--version"])
-        if (wrangler_bin / "wrangler").exists() else None,
+        if (wrangler_bin / "wrangler").exists()
+        else None,
         "workerd": tool_version([str(wrangler_bin / "workerd"), "--version"])
-        if (wrangler_bin / "workerd").exists() else None,
+        if (wrangler_bin / "workerd").exists()
+        else None,
     }
 
 
@@ -131,8 +136,9 @@ def run_scaleout(config, workdir):
     for processes in config.scale_processes:
         started = time.monotonic()
         try:
-            with LivesyncServer("postgres", processes=processes, workdir=workdir,
-                                name=f"livesync-postgres-x{processes}") as server:
+            with LivesyncServer(
+                "postgres", processes=processes, workdir=workdir, name=f"livesync-postgres-x{processes}"
+            ) as server:
                 warm_up(server, config)
                 results[processes] = scenarios.scaleout_one(server, config)
         except (JobFailed, RuntimeError, OSError) as error:
@@ -170,27 +176,32 @@ def main(argv=None):
     env["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
 
     out = []
-    out.append(f"# livesync bench - {env['date']} - {env['cpus']} CPUs, {env['memory_gb']} GB - "
-               f"python {env['python']}, node {env['node']}, wrangler {env['wrangler']}, workerd {env['workerd']}")
+    out.append(
+        f"# livesync bench - {env['date']} - {env['cpus']} CPUs, {env['memory_gb']} GB - "
+        f"python {env['python']}, node {env['node']}, wrangler {env['wrangler']}, workerd {env['workerd']}"
+    )
     if any(name != "scaleout" for name in args.scenarios):
         out.append("servers: " + "; ".join(f"{t.name} = {t.description}" for t in targets))
-    out.append("load generator: its own process, raw WebSocket frames identical to the 0.3.1 client's "
-               "(bench.verify_frames); 'load generator CPU' = its CPU time / wall time of the measured part. "
-               "Ratios are livesync/reference of each metric. Server memory and CPU: /proc of the server process "
-               "(reference: the workerd running the worker, Durable Objects and D1; wrangler dev's node processes "
-               "and proxy workerd are shown apart). 'Other processes' CPU' is the rest of the machine's busy time "
-               "during the measured jobs: PostgreSQL and Redis, and anything else running on the machine.")
+    out.append(
+        "load generator: its own process, raw WebSocket frames identical to the 0.3.1 client's "
+        "(bench.verify_frames); 'load generator CPU' = its CPU time / wall time of the measured part. "
+        "Ratios are livesync/reference of each metric. Server memory and CPU: /proc of the server process "
+        "(reference: the workerd running the worker, Durable Objects and D1; wrangler dev's node processes "
+        "and proxy workerd are shown apart). 'Other processes' CPU' is the rest of the machine's busy time "
+        "during the measured jobs: PostgreSQL and Redis, and anything else running on the machine."
+    )
     for name in args.scenarios:
         if name == "scaleout":
-            out.append(report.scaleout_table("6. Scale-out", scenarios.describe("scaleout", config), scaleout,
-                                             config))
+            out.append(report.scaleout_table("6. Scale-out", scenarios.describe("scaleout", config), scaleout, config))
         else:
             title, _ = scenarios.SCENARIOS[name]
             out.append(report.scenario_table(title, scenarios.describe(name, config), results[name]))
     checks = report.check_targets(results, scaleout, config)
     out.append(report.targets_table(checks))
-    out.append(f"total time: {elapsed:.0f} s; load average at start {' '.join(env['loadavg_at_start'])}, "
-               f"at end {' '.join(env['loadavg_at_end'])} (other work on the machine skews every number)")
+    out.append(
+        f"total time: {elapsed:.0f} s; load average at start {' '.join(env['loadavg_at_start'])}, "
+        f"at end {' '.join(env['loadavg_at_end'])} (other work on the machine skews every number)"
+    )
     text = "\n\n".join(out)
     print(text, flush=True)
 

@@ -330,8 +330,12 @@ async def job_scale_push(job):
     received = [entry["next"] - 1 for entry in state]
     ok = all(r == total for r in received) and not any(entry["errors"] for entry in state)
     return measure.result(
-        events=total, batch=batch, events_per_s=total / measure.wall_s, subscribers_received=received,
-        out_of_order=sum(entry["errors"] for entry in state), ok=ok,
+        events=total,
+        batch=batch,
+        events_per_s=total / measure.wall_s,
+        subscribers_received=received,
+        out_of_order=sum(entry["errors"] for entry in state),
+        ok=ok,
     )
 
 

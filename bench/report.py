@@ -39,8 +39,9 @@ def _table(header, rows, right=None):
     right = set(range(1, len(header))) if right is None else set(right)
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(str(cell).rjust(widths[i]) if i in right else str(cell).ljust(widths[i])
-                  for i, cell in enumerate(row)).rstrip()
+        "  ".join(
+            str(cell).rjust(widths[i]) if i in right else str(cell).ljust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
         for row in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -98,11 +99,17 @@ def scaleout_table(title, description, results, config):
     first = results[counts[0]].get("metrics", {})
     header = ["metric", *[f"{n} process{'es' if n > 1 else ''}" for n in counts], *[f"{n} vs 1" for n in counts[1:]]]
     rows = []
-    specs = [(f"push_b{b}_eps", f"scenario 1, batch {b}: acknowledged events/s", "{:,.0f}", True)
-             for b in config.scale_push_batches]
+    specs = [
+        (f"push_b{b}_eps", f"scenario 1, batch {b}: acknowledged events/s", "{:,.0f}", True)
+        for b in config.scale_push_batches
+    ]
     specs += [
-        ("many_total_s", f"scenario 4: {config.many_stores} stores x {config.many_events} events, total (s)", "{:.2f}",
-         False),
+        (
+            "many_total_s",
+            f"scenario 4: {config.many_stores} stores x {config.many_events} events, total (s)",
+            "{:.2f}",
+            False,
+        ),
         ("many_eps", "scenario 4: events/s", "{:,.0f}", True),
         ("correct", "every event delivered once, in order, on every process", "{}", False),
         ("loadgen_pct", "load generator CPU, max (% of one core)", "{:.0f}%", False),
@@ -142,8 +149,14 @@ def check_targets(results, scaleout, config):
         return value, ""
 
     ran = set(results)
-    scenario_of = {"push": "push", "cold": "pull", "fan-out": "fanout", "many": "many", "idle": "idle",
-                   "10,000 idle": "idle"}
+    scenario_of = {
+        "push": "push",
+        "cold": "pull",
+        "fan-out": "fanout",
+        "many": "many",
+        "idle": "idle",
+        "10,000 idle": "idle",
+    }
 
     def add(text, target, ok, measured):
         scenario = next((name for prefix, name in scenario_of.items() if text.startswith(prefix)), None)
@@ -153,52 +166,95 @@ def check_targets(results, scaleout, config):
 
     for target in livesync:
         for batch in (1, 100):
-            value, (reference, note) = _get(results, "push", target, f"push_b{batch}_eps"), ref("push",
-                                                                                                 f"push_b{batch}_eps")
+            value, (reference, note) = (
+                _get(results, "push", target, f"push_b{batch}_eps"),
+                ref("push", f"push_b{batch}_eps"),
+            )
             ok = None if value is None or reference is None else value >= 5 * reference
-            add(f"push batch {batch} >= 5x reference", target, ok,
-                f"{_fmt('{:,.0f}', value)} vs {_fmt('{:,.0f}', reference)} events/s{note}")
+            add(
+                f"push batch {batch} >= 5x reference",
+                target,
+                ok,
+                f"{_fmt('{:,.0f}', value)} vs {_fmt('{:,.0f}', reference)} events/s{note}",
+            )
         value, (reference, note) = _get(results, "pull", target, "pull_10000_s"), ref("pull", "pull_10000_s")
         ok = None if value is None or reference is None else reference >= 5 * value
-        add("cold pull of 10,000 >= 5x faster", target, ok,
-            f"{_fmt('{:.3f}', value)} s vs {_fmt('{:.3f}', reference)} s{note}")
-        small, large = _get(results, "pull", target, "pull_10000_delta_mb"), _get(results, "pull", target,
-                                                                                     "pull_100000_delta_mb")
+        add(
+            "cold pull of 10,000 >= 5x faster",
+            target,
+            ok,
+            f"{_fmt('{:.3f}', value)} s vs {_fmt('{:.3f}', reference)} s{note}",
+        )
+        small, large = (
+            _get(results, "pull", target, "pull_10000_delta_mb"),
+            _get(results, "pull", target, "pull_100000_delta_mb"),
+        )
         ok = None if small is None or large is None else large <= 2 * small + 16
-        add("cold pull in bounded memory (peak growth at 100,000 ~ at 10,000)", target, ok,
+        add(
+            "cold pull in bounded memory (peak growth at 100,000 ~ at 10,000)",
+            target,
+            ok,
             f"+{_fmt('{:.1f}', small)} MB at 10,000, +{_fmt('{:.1f}', large)} MB at 100,000"
-            + ("" if large is not None else " (100,000 needs --large)"))
+            + ("" if large is not None else " (100,000 needs --large)"),
+        )
         value, (reference, note) = _get(results, "fanout", target, "fan_20_p99"), ref("fanout", "fan_20_p99")
         ok = None if value is None or reference is None else value <= reference / 2
-        add("fan-out p99 with 20 subscribers <= half the reference's", target, ok,
-            f"{_fmt('{:.1f}', value)} ms vs {_fmt('{:.1f}', reference)} ms{note}")
+        add(
+            "fan-out p99 with 20 subscribers <= half the reference's",
+            target,
+            ok,
+            f"{_fmt('{:.1f}', value)} ms vs {_fmt('{:.1f}', reference)} ms{note}",
+        )
         value = _get(results, "fanout", target, "fan_200_p99")
         ok = None if value is None or reference is None else value < reference
-        add("fan-out p99 with 200 subscribers < reference p99 with 20", target, ok,
+        add(
+            "fan-out p99 with 200 subscribers < reference p99 with 20",
+            target,
+            ok,
             f"{_fmt('{:.1f}', value)} ms vs {_fmt('{:.1f}', reference)} ms{note}"
-            + ("" if value is not None else " (200 subscribers need --large)"))
+            + ("" if value is not None else " (200 subscribers need --large)"),
+        )
         value, (reference, note) = _get(results, "many", target, "many_total_s"), ref("many", "many_total_s")
         ok = None if value is None or reference is None else reference >= 10 * value
-        add("many stores >= 10x faster", target, ok,
-            f"{_fmt('{:.2f}', value)} s vs {_fmt('{:.2f}', reference)} s{note}")
+        add(
+            "many stores >= 10x faster", target, ok, f"{_fmt('{:.2f}', value)} s vs {_fmt('{:.2f}', reference)} s{note}"
+        )
         for n in config.idle_sockets:
-            value, opened = _get(results, "idle", target, f"idle_{n}_kb"), _get(results, "idle", target,
-                                                                               f"idle_{n}_open")
+            value, opened = (
+                _get(results, "idle", target, f"idle_{n}_kb"),
+                _get(results, "idle", target, f"idle_{n}_open"),
+            )
             ok = None if value is None else value < 50 and opened == n
-            add(f"idle sockets < 50 KB each at {n:,} in one process", target, ok,
-                f"{_fmt('{:.1f}', value)} KB per socket, {_fmt('{:,.0f}', opened)} of {n:,} open")
+            add(
+                f"idle sockets < 50 KB each at {n:,} in one process",
+                target,
+                ok,
+                f"{_fmt('{:.1f}', value)} KB per socket, {_fmt('{:,.0f}', opened)} of {n:,} open",
+            )
         if 10_000 not in config.idle_sockets:
             add("10,000 idle sockets in one process", target, None, "needs --large")
     if scaleout and "unavailable" not in scaleout:
         one, two, four = (scaleout.get(n, {}).get("metrics", {}) for n in (1, 2, 4))
         ratio = (two.get("many_eps") / one["many_eps"]) if one.get("many_eps") and two.get("many_eps") else None
-        add("scale-out: 2 processes >= 1.5x many-stores throughput of 1", "livesync-postgres x N",
-            None if ratio is None else ratio >= 1.5, f"{_fmt('{:.2f}', ratio)}x")
+        add(
+            "scale-out: 2 processes >= 1.5x many-stores throughput of 1",
+            "livesync-postgres x N",
+            None if ratio is None else ratio >= 1.5,
+            f"{_fmt('{:.2f}', ratio)}x",
+        )
         loads = [m.get("loadgen_pct") for m in (one, two, four) if m.get("loadgen_pct") is not None]
-        add("scale-out: load generator well under a core (< 50%)", "livesync-postgres x N",
-            None if not loads else max(loads) < 50, f"max {_fmt('{:.0f}', max(loads) if loads else None)}% of one core")
-        add("scale-out: 4 processes correct", "livesync-postgres x N",
-            None if "correct" not in four else four["correct"], f"{_fmt('{}', four.get('correct'))}")
+        add(
+            "scale-out: load generator well under a core (< 50%)",
+            "livesync-postgres x N",
+            None if not loads else max(loads) < 50,
+            f"max {_fmt('{:.0f}', max(loads) if loads else None)}% of one core",
+        )
+        add(
+            "scale-out: 4 processes correct",
+            "livesync-postgres x N",
+            None if "correct" not in four else four["correct"],
+            f"{_fmt('{}', four.get('correct'))}",
+        )
     if not have_reference:
         checks.append(("(the reference did not run: ratios use the reference numbers given in the issue)", "", "", ""))
     return checks

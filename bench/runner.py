@@ -79,7 +79,8 @@ def run_job(job, server_pids=(), on_ready=None, timeout=600.0, sample_memory=Tru
     # Everything else that ran meanwhile: a server's database and Redis, wrangler's proxy, other people's work.
     result["aux_cpu_s"] = procinfo.cpu_seconds(aux_pids) - aux_cpu0
     result["other_cpu_s"] = max(
-        0.0, machine_cpu_s - result["loadgen_cpu_total_s"] - result["server_cpu_s"] - result["aux_cpu_s"])
+        0.0, machine_cpu_s - result["loadgen_cpu_total_s"] - result["server_cpu_s"] - result["aux_cpu_s"]
+    )
     result["machine_cpu_s"] = machine_cpu_s
     if server_pids:
         if sample_memory:

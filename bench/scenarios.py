@@ -74,13 +74,17 @@ def _loadgen_peak_pct(details):
 def _cpu_rows(prefix, metrics, details):
     """Informational rows: the load generator's peak share of a core, the server's CPU, everyone else's."""
     metrics[metric(f"{prefix}_loadgen_pct", "load generator CPU, max (% of one core)", "{:.0f}%", None)] = (
-        _loadgen_peak_pct(details))
+        _loadgen_peak_pct(details)
+    )
     metrics[metric(f"{prefix}_server_cpu", "server process CPU in the measured jobs (s)", "{:.1f}", None)] = (
-        details.get("server_cpu_s"))
+        details.get("server_cpu_s")
+    )
     metrics[metric(f"{prefix}_aux_cpu", "wrangler dev's node + proxy workerd CPU (s)", "{:.1f}", None)] = (
-        details.get("aux_cpu_s") or None)
+        details.get("aux_cpu_s") or None
+    )
     metrics[metric(f"{prefix}_other_cpu", "other processes' CPU meanwhile (s)", "{:.1f}", None)] = details.get(
-        "other_cpu_s")
+        "other_cpu_s"
+    )
 
 
 # -- 1. push throughput ------------------------------------------------------------------------------------
@@ -90,16 +94,24 @@ def push(server, config):
     metrics, details = {}, {"runs": {}}
     for batch in config.push_batches:
         result = run_job(
-            {"kind": "push", "url": server.url, "store": config.store(f"push{batch}"), "total": config.push_total,
-             "batch": batch},
-            **aux(server), timeout=config.job_timeout,
+            {
+                "kind": "push",
+                "url": server.url,
+                "store": config.store(f"push{batch}"),
+                "total": config.push_total,
+                "batch": batch,
+            },
+            **aux(server),
+            timeout=config.job_timeout,
         )
         _loadgen(details, result)
         details["runs"][batch] = result
         metrics[metric(f"push_b{batch}_eps", f"batch {batch}: acknowledged events/s", "{:,.0f}", "higher")] = result[
-            "events_per_s"]
+            "events_per_s"
+        ]
         metrics[metric(f"push_b{batch}_ack_p50", f"batch {batch}: PushAck p50 (ms)", "{:.1f}", "lower")] = result[
-            "ack_ms"]["p50"]
+            "ack_ms"
+        ]["p50"]
     _cpu_rows("push", metrics, details)
     return {"metrics": metrics, "details": details}
 
@@ -111,13 +123,19 @@ def pull(server, config):
     metrics, details = {}, {"runs": {}}
     for size in config.pull_sizes:
         store = config.store(f"pull{size}")
-        seed = run_job({"kind": "push", "url": server.url, "store": store, "total": size, "batch": 100}, **aux(server),
-                       timeout=config.job_timeout)
+        seed = run_job(
+            {"kind": "push", "url": server.url, "store": store, "total": size, "batch": 100},
+            **aux(server),
+            timeout=config.job_timeout,
+        )
         time.sleep(0.5)
         baseline = procinfo.rss(server.pids)
         exact_peak = procinfo.reset_peak(server.pids) and bool(server.pids)
-        result = run_job({"kind": "pull", "url": server.url, "store": store, "expected": size}, **aux(server),
-                         timeout=config.job_timeout)
+        result = run_job(
+            {"kind": "pull", "url": server.url, "store": store, "expected": size},
+            **aux(server),
+            timeout=config.job_timeout,
+        )
         peak = max(procinfo.hwm(server.pids) if exact_peak else 0, result.get("server_peak_rss", 0))
         result.update(seed_s=seed["wall_s"], rss_before=baseline, peak_rss=peak, peak_is_vmhwm=exact_peak)
         _loadgen(details, result)
@@ -129,7 +147,8 @@ def pull(server, config):
         if server.pids:
             metrics[metric(f"pull_{size}_peak_mb", f"{n}: server peak RSS (MB)", "{:.1f}", "lower")] = peak / 2**20
             metrics[metric(f"pull_{size}_delta_mb", f"{n}: peak RSS over before-pull (MB)", "{:.1f}", "lower")] = (
-                max(0, peak - baseline) / 2**20)
+                max(0, peak - baseline) / 2**20
+            )
     _cpu_rows("pull", metrics, details)
     return {"metrics": metrics, "details": details}
 
@@ -141,17 +160,25 @@ def fanout(server, config):
     metrics, details = {}, {"runs": {}}
     for subscribers in config.fanout_subscribers:
         result = run_job(
-            {"kind": "fanout", "url": server.url, "store": config.store(f"fan{subscribers}"),
-             "subscribers": subscribers, "pushes": config.fanout_pushes},
-            **aux(server), timeout=config.job_timeout,
+            {
+                "kind": "fanout",
+                "url": server.url,
+                "store": config.store(f"fan{subscribers}"),
+                "subscribers": subscribers,
+                "pushes": config.fanout_pushes,
+            },
+            **aux(server),
+            timeout=config.job_timeout,
         )
         _loadgen(details, result)
         details["runs"][subscribers] = result
         for p in ("p50", "p95", "p99"):
-            metrics[metric(f"fan_{subscribers}_{p}", f"{subscribers} subscribers: latency {p} (ms)", "{:.1f}",
-                           "lower")] = result["latency_ms"][p]
-        metrics[metric(f"fan_{subscribers}_missing", f"{subscribers} subscribers: receipts missing", "{:,.0f}",
-                       None)] = result["missing"]
+            metrics[
+                metric(f"fan_{subscribers}_{p}", f"{subscribers} subscribers: latency {p} (ms)", "{:.1f}", "lower")
+            ] = result["latency_ms"][p]
+        metrics[
+            metric(f"fan_{subscribers}_missing", f"{subscribers} subscribers: receipts missing", "{:,.0f}", None)
+        ] = result["missing"]
     _cpu_rows("fan", metrics, details)
     return {"metrics": metrics, "details": details}
 
@@ -162,9 +189,15 @@ def fanout(server, config):
 def many(server, config, urls=None):
     prefix = config.store("many")
     result = run_job(
-        {"kind": "many", "urls": urls or server.urls, "stores": config.many_stores, "events": config.many_events,
-         "prefix": prefix},
-        **aux(server), timeout=config.job_timeout,
+        {
+            "kind": "many",
+            "urls": urls or server.urls,
+            "stores": config.many_stores,
+            "events": config.many_events,
+            "prefix": prefix,
+        },
+        **aux(server),
+        timeout=config.job_timeout,
     )
     details = {"run": result, "prefix": prefix}
     _loadgen(details, result)
@@ -187,8 +220,11 @@ def idle(server, config):
     for n in config.idle_sockets:
         prefix = config.store(f"idle{n}")
         # open and close a few sockets first, so one-off allocations do not count per socket
-        run_job({"kind": "idle", "url": server.url, "n": 50, "stores": 5, "prefix": prefix + "-warm"}, **aux(server),
-                timeout=config.job_timeout)
+        run_job(
+            {"kind": "idle", "url": server.url, "n": 50, "stores": 5, "prefix": prefix + "-warm"},
+            **aux(server),
+            timeout=config.job_timeout,
+        )
         time.sleep(1.0)
         baseline, proxy_baseline = procinfo.rss(server.pids), procinfo.rss(proxy_pids)
         measured = {}
@@ -198,9 +234,16 @@ def idle(server, config):
             measured.update(info, rss=procinfo.rss(server.pids), proxy_rss=procinfo.rss(proxy_pids))
 
         result = run_job(
-            {"kind": "idle", "url": server.url, "n": n, "stores": max(1, n // config.idle_sockets_per_store),
-             "prefix": prefix},
-            **aux(server), on_ready=on_ready, timeout=config.job_timeout,
+            {
+                "kind": "idle",
+                "url": server.url,
+                "n": n,
+                "stores": max(1, n // config.idle_sockets_per_store),
+                "prefix": prefix,
+            },
+            **aux(server),
+            on_ready=on_ready,
+            timeout=config.job_timeout,
         )
         time.sleep(1.0)
         result.update(rss_before=baseline, rss_open=measured.get("rss"), rss_after_close=procinfo.rss(server.pids))
@@ -210,24 +253,28 @@ def idle(server, config):
         details["runs"][n] = result
         # the sockets still open after the measurement (a server that dropped some is not measured per socket)
         opened = result["still_open"]
-        metrics[metric(f"idle_{n}_open", f"{n:,}: sockets open at once (still open after measuring)", "{:,.0f}",
-                       "higher")] = opened
-        metrics[metric(f"idle_{n}_open_s", f"{n:,}: time to open them (s)", "{:.2f}", "lower")] = measured.get(
-            "open_s")
+        metrics[
+            metric(f"idle_{n}_open", f"{n:,}: sockets open at once (still open after measuring)", "{:,.0f}", "higher")
+        ] = opened
+        metrics[metric(f"idle_{n}_open_s", f"{n:,}: time to open them (s)", "{:.2f}", "lower")] = measured.get("open_s")
         if opened < n:
             details.setdefault("notes", []).append(
                 f"{n:,} sockets: {result['open']:,} opened ({result['n_failures']:,} failed: "
                 f"{(result['failures'] or ['-'])[0]}), {opened:,} still open after measuring"
-                + (f"; {server.note_on_failures}" if getattr(server, "note_on_failures", None) else ""))
+                + (f"; {server.note_on_failures}" if getattr(server, "note_on_failures", None) else "")
+            )
         if server.pids and opened and opened == result["open"]:
             per_socket = (measured["rss"] - baseline) / opened
             metrics[metric(f"idle_{n}_kb", f"{n:,}: server memory per idle socket (KB)", "{:.1f}", "lower")] = (
-                per_socket / 1024)
+                per_socket / 1024
+            )
             metrics[metric(f"idle_{n}_rss_mb", f"{n:,}: server RSS with them open (MB)", "{:.0f}", "lower")] = (
-                measured["rss"] / 2**20)
+                measured["rss"] / 2**20
+            )
             if proxy_pids and measured.get("proxy_rss") is not None:
-                metrics[metric(f"idle_{n}_proxy_kb", f"{n:,}: wrangler-dev proxy memory per socket (KB)",
-                               "{:.1f}", None)] = (measured["proxy_rss"] - proxy_baseline) / opened / 1024
+                metrics[
+                    metric(f"idle_{n}_proxy_kb", f"{n:,}: wrangler-dev proxy memory per socket (KB)", "{:.1f}", None)
+                ] = (measured["proxy_rss"] - proxy_baseline) / opened / 1024
     _cpu_rows("idle", metrics, details)
     return {"metrics": metrics, "details": details}
 
@@ -244,9 +291,16 @@ def scaleout_one(server, config):
         # The pusher on the first process; a subscriber on every other one (on the same one when alone) must
         # receive every event once and in order.
         result = run_job(
-            {"kind": "scale_push", "pusher_url": urls[0], "sub_urls": urls[1:] or urls[:1],
-             "store": config.store(f"scale{processes}-b{batch}"), "total": config.push_total, "batch": batch},
-            **aux(server), timeout=config.job_timeout,
+            {
+                "kind": "scale_push",
+                "pusher_url": urls[0],
+                "sub_urls": urls[1:] or urls[:1],
+                "store": config.store(f"scale{processes}-b{batch}"),
+                "total": config.push_total,
+                "batch": batch,
+            },
+            **aux(server),
+            timeout=config.job_timeout,
         )
         _loadgen(details, result)
         details["runs"][f"push_b{batch}"] = result
@@ -259,8 +313,16 @@ def scaleout_one(server, config):
     metrics["many_total_s"] = result["metrics"]["many_total_s"]
     metrics["many_eps"] = result["metrics"]["many_eps"]
     metrics["many_loadgen_pct"] = result["metrics"]["many_loadgen_pct"]
-    verify = run_job({"kind": "verify_counts", "urls": urls, "stores": config.many_stores, "prefix": prefix,
-                      "expected": config.many_events}, timeout=config.job_timeout)
+    verify = run_job(
+        {
+            "kind": "verify_counts",
+            "urls": urls,
+            "stores": config.many_stores,
+            "prefix": prefix,
+            "expected": config.many_events,
+        },
+        timeout=config.job_timeout,
+    )
     details["runs"]["verify"] = verify
     metrics["many_ok"] = verify["ok"]
     metrics["correct"] = verify["ok"] and all(metrics[f"push_b{b}_ok"] for b in config.scale_push_batches)
@@ -280,14 +342,14 @@ DESCRIPTIONS = {
     "push": "one client pushes {push_total:,} events, each push waiting for its PushAck",
     "pull": "a fresh socket pulls a backlog of {pull_sizes_text} events (seeded first, not timed)",
     "fanout": "{fanout_subscribers_text} subscriber sockets on one store; a pusher sends {fanout_pushes} "
-              "single-event pushes one after another; push sent -> broadcast received, over all subscribers",
+    "single-event pushes one after another; push sent -> broadcast received, over all subscribers",
     "many": "{many_stores} clients at once, each pushing {many_events} single-event pushes to its own store "
-            "(connects included)",
+    "(connects included)",
     "idle": "{idle_sockets_text} sockets connected as the client connects (PullReq + Ping), {idle_sockets_per_store} "
-            "per store, then idle; server RSS growth / sockets",
+    "per store, then idle; server RSS growth / sockets",
     "scaleout": "livesync only, N daphne processes on one PostgreSQL database + Redis, clients round-robin: "
-                "scenario 1 (pusher on process 1, a subscriber on every other process checking it gets every event "
-                "in order) and scenario 4 (then each store pulled through another process and checked)",
+    "scenario 1 (pusher on process 1, a subscriber on every other process checking it gets every event "
+    "in order) and scenario 4 (then each store pulled through another process and checked)",
 }
 
 

@@ -177,8 +177,10 @@ class ReferenceServer(Server):
         self.proxy_pids = []
         self.process = None
         self.description = "@livestore/sync-cf@0.3.1 under wrangler dev (workerd, local D1)"
-        self.note_on_failures = ("wrangler dev's proxy workerd uses ~9 file descriptors per WebSocket and dies "
-                                 "with 'accept: Too many open files' when it reaches the open-files limit")
+        self.note_on_failures = (
+            "wrangler dev's proxy workerd uses ~9 file descriptors per WebSocket and dies "
+            "with 'accept: Too many open files' when it reaches the open-files limit"
+        )
 
     def start(self):
         from tests.support.daphne import free_port

@@ -75,9 +75,11 @@ def check(server_name, url):
         elif rebuilt != text:
             problems.append(f"{tag} differs:\n  client: {text[:300]}\n  bench:  {rebuilt[:300]}")
     pushes = [json.loads(t) for t in recording["sent"] if '"WSMessage.PushReq"' in t]
-    print(f"{server_name}: the real client synced={recording['synced']}, opened {len(recording['urls'])} socket(s), "
-          f"sent {counts}; push batch sizes {[len(p['batch']) for p in pushes]}; "
-          f"negotiated extensions {recording['extensions']!r}")
+    print(
+        f"{server_name}: the real client synced={recording['synced']}, opened {len(recording['urls'])} socket(s), "
+        f"sent {counts}; push batch sizes {[len(p['batch']) for p in pushes]}; "
+        f"negotiated extensions {recording['extensions']!r}"
+    )
     if not recording["synced"]:
         problems.append("the real client did not sync all 11 events")
     if not pushes:

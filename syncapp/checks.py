@@ -22,9 +22,7 @@ def check_settings(app_configs, **kwargs):
         try:
             target = import_string(value)
         except ImportError as exc:
-            errors.append(
-                Error(f"LIVESYNC[{name!r}] cannot be imported: {exc}", obj=value, id="syncapp.E002")
-            )
+            errors.append(Error(f"LIVESYNC[{name!r}] cannot be imported: {exc}", obj=value, id="syncapp.E002"))
             continue
         if not callable(target):
             errors.append(Error(f"LIVESYNC[{name!r}] is not callable.", obj=value, id="syncapp.E003"))

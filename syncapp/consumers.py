@@ -244,9 +244,7 @@ class SyncConsumer(AsyncWebsocketConsumer):
                 chunk = page.events[start : start + chunk_size]
                 after = chunk[-1].seq_num
                 items = [(_wire_event(stored), stored.created_at) for stored in chunk]
-                await self._send_pull_res(
-                    protocol.pull_res(items, context, request_id, max(0, page.head - after))
-                )
+                await self._send_pull_res(protocol.pull_res(items, context, request_id, max(0, page.head - after)))
             if page.remaining == 0:
                 break
         self.sequencer.sent(after)
@@ -281,9 +279,7 @@ class SyncConsumer(AsyncWebsocketConsumer):
             if not created_at:
                 outcome = "nothing was stored" if created_at is False else "it may have been stored"
                 await self._push_res(
-                    protocol.Error(
-                        requestId=request_id, message=f"Push failed: the database is unavailable; {outcome}"
-                    )
+                    protocol.Error(requestId=request_id, message=f"Push failed: the database is unavailable; {outcome}")
                 )
                 return
         except HookRejected as exc:
@@ -299,12 +295,8 @@ class SyncConsumer(AsyncWebsocketConsumer):
             page = await db.run(storage.read_page, self.store_id, batch[0].parentSeqNum, len(batch))
         except DatabaseError:
             return None
-        stored = [
-            (e.seq_num, e.parent_seq_num, e.name, e.args, e.client_id, e.session_id) for e in page.events
-        ]
-        pushed = [
-            (e.seqNum, e.parentSeqNum, e.name, _args_text(e), e.clientId, e.sessionId) for e in batch
-        ]
+        stored = [(e.seq_num, e.parent_seq_num, e.name, e.args, e.client_id, e.session_id) for e in page.events]
+        pushed = [(e.seqNum, e.parentSeqNum, e.name, _args_text(e), e.clientId, e.sessionId) for e in batch]
         if stored == pushed:
             return page.events[0].created_at
         return False

@@ -21,8 +21,7 @@ class Refused(Exception):
 
 
 _SEARCH_PARAMS_SCHEMA = (
-    "{ readonly storeId: string; readonly payload: "
-    "(StringFromUriComponent <-> (parseJson <-> JsonValue)) | undefined }"
+    "{ readonly storeId: string; readonly payload: (StringFromUriComponent <-> (parseJson <-> JsonValue)) | undefined }"
 )
 
 
@@ -47,9 +46,7 @@ def parse_search_params(query_string):
     store_id = store_ids[0]
     max_length = conf.get("MAX_STORE_ID_LENGTH")
     if not store_id or len(store_id) > max_length or not store_id.isprintable():
-        raise _invalid_search_params(
-            f'└─ ["storeId"]\n   └─ must be 1 to {max_length} printable characters'
-        )
+        raise _invalid_search_params(f'└─ ["storeId"]\n   └─ must be 1 to {max_length} printable characters')
     payload = None
     if "payload" in params:
         try:

@@ -228,9 +228,7 @@ def check_links(batch):
     previous = batch[0].parentSeqNum
     for index, event in enumerate(batch):
         if event.parentSeqNum != previous:
-            raise BrokenChain(
-                f"Invalid batch: event {index} has parent e{event.parentSeqNum} but follows e{previous}"
-            )
+            raise BrokenChain(f"Invalid batch: event {index} has parent e{event.parentSeqNum} but follows e{previous}")
         if event.seqNum != event.parentSeqNum + 1:
             raise BrokenChain(
                 f"Invalid batch: event {index} has seqNum e{event.seqNum} but its parent is e{event.parentSeqNum}"

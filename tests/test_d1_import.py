@@ -178,9 +178,7 @@ def test_table_suffixes_are_the_default_store_ids_and_ambiguous_ones_are_named(s
 def test_a_broken_table_is_reported_and_skipped_whole(store_id, tmp_path):
     good, broken = f"{store_id}good", f"{store_id}broken"
     gap = pushes(3) + [("2025-05-09T00:00:00.000Z", [{**pushes(1, start=5)[0][1][0]}])]
-    path = write_d1(
-        tmp_path / "d1.sqlite", {reference_table(good): pushes(2, 2), reference_table(broken): gap}
-    )
+    path = write_d1(tmp_path / "d1.sqlite", {reference_table(good): pushes(2, 2), reference_table(broken): gap})
     stdout = io.StringIO()
     with pytest.raises(CommandError, match=f"Not imported \\(see above\\): {reference_table(broken)}"):
         call_command("livesync_import_d1", str(path), stdout=stdout)
@@ -244,7 +242,7 @@ def test_bad_mappings_and_files_import_nothing(store_id, tmp_path):
         run("livesync_import_d1", str(path), "--store", f"{table}=other-id")
     with pytest.raises(CommandError, match="expected TABLE=STORE_ID"):
         run("livesync_import_d1", str(path), "--store", table)
-    assert storage.get_store(hyphenated) is None and storage.get_store(table[len("eventlog_7_"):]) is None
+    assert storage.get_store(hyphenated) is None and storage.get_store(table[len("eventlog_7_") :]) is None
 
     (tmp_path / "notes.txt").write_text("this is not SQL")
     with pytest.raises(CommandError, match="neither a SQLite database nor SQL"):

@@ -88,9 +88,13 @@ async def _push_and_receive_locally(daphne):
 async def test_frames_over_the_limit_get_an_error_and_over_daphnes_limit_a_dropped_connection(server):
     """MAX_MESSAGE_BYTES (1,000,000) answers with an Error; daphne's own 1 MiB cap drops the connection."""
     async with websockets.connect(url(server, "e2e-big"), max_size=None) as socket:
-        await socket.send(json.dumps({"_tag": "WSMessage.PushReq", "requestId": "big", "batch": [], "pad": "x" * 1_010_000}))
+        await socket.send(
+            json.dumps({"_tag": "WSMessage.PushReq", "requestId": "big", "batch": [], "pad": "x" * 1_010_000})
+        )
         assert json.loads(await socket.recv())["message"] == "Message too large: more than 1000000 bytes"
-        await socket.send(json.dumps({"_tag": "WSMessage.PushReq", "requestId": "huge", "batch": [], "pad": "x" * 1_100_000}))
+        await socket.send(
+            json.dumps({"_tag": "WSMessage.PushReq", "requestId": "huge", "batch": [], "pad": "x" * 1_100_000})
+        )
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await socket.recv()
         # Daphne (autobahn) fails the connection by dropping it: no close frame, the client sees 1006.

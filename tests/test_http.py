@@ -7,9 +7,7 @@ from tests.transcripts import probe
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize(
-    "name", ["http_get_root", "http_invalid_path", "http_post_root", "http_options_root"]
-)
+@pytest.mark.parametrize("name", ["http_get_root", "http_invalid_path", "http_post_root", "http_options_root"])
 def test_http_answers_match_the_reference(client, name):
     recorded = probe(name)
     request = recorded["request"]

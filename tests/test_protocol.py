@@ -182,9 +182,7 @@ async def test_concurrent_pushes_on_one_parent_one_wins(connect):
             frames.append(await client.recv())
         replies[client] = frames
     acks = [c for c, frames in replies.items() if any(f["_tag"] == "WSMessage.PushAck" for f in frames)]
-    errors = [
-        f for frames in replies.values() for f in frames if f["_tag"] == "WSMessage.Error"
-    ]
+    errors = [f for frames in replies.values() for f in frames if f["_tag"] == "WSMessage.Error"]
     assert len(acks) == 1
     assert [e["message"] for e in errors] == ["Invalid parent event number. Received e0 but expected e1"]
     # Each socket received the winning event exactly once.

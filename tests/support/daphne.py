@@ -121,9 +121,7 @@ class DaphneServer:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"daphne exited with {self._process.returncode} before serving:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"daphne exited with {self._process.returncode} before serving:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.http_url}/", timeout=1.0) as response:
                     if response.status == 200:
