@@ -1,31 +1,34 @@
 """How many database threads? livesync's pool against one thread (what database_sync_to_async gives).
 
-Starts daphne on PostgreSQL with LIVESYNC_DATABASE_THREADS=1, 2, 4 and 8 in turn and
-pushes 50 stores x 20 single-event pushes concurrently. Prints a table.
+Starts livesync on PostgreSQL + Redis with LIVESYNC_DATABASE_THREADS=1, 2, 4 and 8
+in turn and runs the many-stores job (50 stores x 20 single-event pushes at once)
+with the bench's load generator. Prints a table.
 
     .venv/bin/python -m bench.db_threads
 """
 
-import asyncio
-import tempfile
 import uuid
-from pathlib import Path
 
-from bench.load import many_stores
-from tests.support.daphne import DaphneServer
-from tests.support.databases import postgres_database
+from bench.runner import run_job
+from bench.servers import LivesyncServer
 
 STORES, EVENTS = 50, 20
 
 
 def main():
     rows = []
-    with postgres_database() as database_url, tempfile.TemporaryDirectory() as directory:
-        for threads in (1, 2, 4, 8):
-            settings = {"DATABASE_URL": database_url, "LIVESYNC_DATABASE_THREADS": str(threads)}
-            with DaphneServer(Path(directory) / f"daphne-{threads}.log", settings) as server:
-                seconds = asyncio.run(many_stores(server.url, STORES, EVENTS, uuid.uuid4().hex[:8]))
-            rows.append((threads, seconds))
+    for threads in (1, 2, 4, 8):
+        settings = {"LIVESYNC_DATABASE_THREADS": str(threads)}
+        with LivesyncServer("postgres", extra_settings=settings) as server:
+            job = {
+                "kind": "many",
+                "urls": server.urls,
+                "stores": STORES,
+                "events": EVENTS,
+                "prefix": uuid.uuid4().hex[:8],
+            }
+            result = run_job(job, server_pids=server.pids)
+        rows.append((threads, result["wall_s"]))
     baseline = rows[0][1]
     print(f"{'DATABASE_THREADS':>16} | {'50 stores x 20 pushes (s)':>26} | {'events/s':>9} | vs 1 thread")
     for threads, seconds in rows:
