@@ -7,6 +7,7 @@ hands the messages to its sockets.
 """
 
 import hashlib
+from functools import lru_cache
 
 from channels.layers import get_channel_layer
 
@@ -16,6 +17,7 @@ RESET = "livesync.reset"
 HEAD = "livesync.head"
 
 
+@lru_cache(maxsize=4096)
 def group_name(store_id):
     """The channel-layer group of a store (group names allow only a short ASCII alphabet)."""
     return "livesync.store." + hashlib.sha256(store_id.encode()).hexdigest()[:40]

@@ -75,6 +75,7 @@ class Hub:
         self.repairs_wanted = set()
         self._outgoing = asyncio.Queue()
         self._tasks = []
+        self._starting = asyncio.Lock()
 
     async def join(self, store_id, member):
         """Deliver ``store_id``'s messages to ``member.deliver(message)`` from now on."""
@@ -141,12 +142,17 @@ class Hub:
     async def _start(self):
         if self._tasks:
             return
-        self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
-        self._tasks = [
-            asyncio.ensure_future(self._receive_loop()),
-            asyncio.ensure_future(self._check_loop()),
-            asyncio.ensure_future(self._send_loop()),
-        ]
+        # Locked: with a layer whose new_channel() awaits I/O, two first sockets
+        # would otherwise each start a set of loops.
+        async with self._starting:
+            if self._tasks:
+                return
+            self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
+            self._tasks = [
+                asyncio.ensure_future(self._receive_loop()),
+                asyncio.ensure_future(self._check_loop()),
+                asyncio.ensure_future(self._send_loop()),
+            ]
 
     async def _group_add(self, store_id):
         if self.layer_down:
