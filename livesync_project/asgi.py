@@ -10,13 +10,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from syncapp.routing import websocket_urlpatterns  # noqa: E402
+from syncapp.routing import TransportRouter, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # The admin's CSS and JS, served by daphne itself: livesync has no other static files,
-        # so a separate static server would be one more thing to run.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": URLRouter(websocket_urlpatterns),
+        # 0.4 clients on any path with ?transport=http; the rest is Django, whose static files (the admin's
+        # CSS and JS) daphne serves itself, so a separate static server is not one more thing to run.
+        "http": TransportRouter(ASGIStaticFilesHandler(django_asgi_app)),
+        # 0.4 clients on any path with ?transport=ws, 0.3 clients on …/websocket.
+        "websocket": TransportRouter(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -23,9 +23,23 @@ def group_name(store_id):
     return "livesync.store." + hashlib.sha256(store_id.encode()).hexdigest()[:40]
 
 
-async def announce_events(store_id, frame, first, last, request_id):
-    """Events ``first``..``last`` were committed; ``frame`` is their PullRes, encoded once for all sockets."""
-    await _publish(store_id, {"type": EVENTS, "frame": frame, "first": first, "last": last, "request_id": request_id})
+async def announce_events(store_id, first, last, request_id, v03_frame, v04_pages):
+    """Events ``first``..``last`` were committed, by the push ``request_id``.
+
+    ``v03_frame`` is their 0.3 PullRes and ``v04_pages`` their 0.4 PullResponses
+    (JSON text), encoded once for all sockets of both protocol generations.
+    """
+    await _publish(
+        store_id,
+        {
+            "type": EVENTS,
+            "first": first,
+            "last": last,
+            "request_id": request_id,
+            "v03_frame": v03_frame,
+            "v04_pages": v04_pages,
+        },
+    )
 
 
 async def announce_reset(store_id, origin=None):

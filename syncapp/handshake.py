@@ -70,7 +70,15 @@ def scope_origin(scope):
     return None
 
 
-async def validate_payload(payload, store_id, scope, override=None):
+# The reference's text for a rejected payload, per protocol generation: the
+# validator's error wrapped in 0.3's UnexpectedError or 0.4's UnknownError.
+_REJECTED_PAYLOAD = {
+    "0.3": 'LiveStore.UnexpectedError: {{ "cause": Error: {}, "note": undefined, "payload": undefined }}',
+    "0.4": 'UnknownError: {{ "cause": Error: {}, "note": undefined, "payload": undefined }}',
+}
+
+
+async def validate_payload(payload, store_id, scope, override=None, generation="0.3"):
     """Run the payload validator; raise Refused(400, …) when it rejects."""
     validator = conf.hook("VALIDATE_PAYLOAD", override)
     if validator is None:
@@ -78,21 +86,25 @@ async def validate_payload(payload, store_id, scope, override=None):
     try:
         await validator(payload, {"store_id": store_id, "scope": scope})
     except Exception as exc:
-        # The reference's text: its UnexpectedError wrapping the validator's error.
-        raise Refused(
-            400,
-            f'LiveStore.UnexpectedError: {{ "cause": Error: {exc}, "note": undefined, "payload": undefined }}',
-        ) from None
+        raise Refused(400, _REJECTED_PAYLOAD[generation].format(exc)) from None
 
 
-async def check(query_string, origin, scope, override=None):
+async def check(query_string, origin, scope, override=None, generation="0.3"):
     """``(store_id, payload)`` of an acceptable connection request, or raise Refused.
 
     ``scope`` is the request's ASGI scope, handed to the validator (None when the
     request did not come through ASGI, as under Django's test client).
+    ``generation`` ("0.3" or "0.4") picks the reference's refusal texts: a 0.4
+    request without valid sync params is "not a sync request" to the reference,
+    answered ``400 Invalid path``.
     """
-    store_id, payload = parse_search_params(query_string)
+    try:
+        store_id, payload = parse_search_params(query_string)
+    except Refused:
+        if generation == "0.4":
+            raise Refused(400, "Invalid path") from None
+        raise
     if not origin_allowed(origin):
         raise Refused(403, "Origin not allowed")
-    await validate_payload(payload, store_id, scope, override)
+    await validate_payload(payload, store_id, scope, override, generation)
     return store_id, payload

@@ -1,21 +1,42 @@
 """The store registry. Each store's events live in a table of their own (see ``storage``)."""
 
+import secrets
+
 from django.db import models
+
+# nanoid's alphabet and length, as the reference generates its backendIds.
+BACKEND_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+BACKEND_ID_LENGTH = 21
+
+
+def new_backend_id():
+    """A fresh random backendId: one per incarnation of a store's log."""
+    return "".join(secrets.choice(BACKEND_ID_ALPHABET) for _ in range(BACKEND_ID_LENGTH))
 
 
 class Store(models.Model):
-    """One LiveStore ``storeId``: the name of its eventlog table and its head.
+    """One LiveStore ``storeId``: the name of its eventlog table, its head and its backendId.
 
     ``head`` is the seqNum of the store's last event (0 for an empty store). It is
     moved in the same transaction that inserts the events, under a lock on this
     row, which is what serializes pushes to one store across processes.
+
+    ``backend_id`` names this incarnation of the log for 0.4 clients: it is
+    replaced when the store is reset, which makes those clients drop their local
+    copy instead of pushing onto a history that no longer exists.
+
+    ``last_v03_client_at`` / ``last_v04_client_at`` record when a client of each
+    protocol generation last connected (updated at most once a minute per process).
     """
 
     store_id = models.CharField("storeId", max_length=255, unique=True)
     table_name = models.CharField(max_length=255, unique=True)
     head = models.BigIntegerField(default=0)
+    backend_id = models.CharField("backendId", max_length=64, default=new_backend_id)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    last_v03_client_at = models.DateTimeField("last 0.3 client", null=True, blank=True)
+    last_v04_client_at = models.DateTimeField("last 0.4 client", null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]

@@ -15,13 +15,13 @@ import hashlib
 import re
 import threading
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from django.apps.registry import Apps
 from django.db import IntegrityError, connection, models, transaction
 
-from .models import Store
+from .models import Store, new_backend_id
 
 # The reference's storage format version (``PERSISTENCE_FORMAT_VERSION`` in
 # @livestore/sync-cf 0.3.1); part of every eventlog table name.
@@ -51,6 +51,22 @@ class BrokenChain(PushRejected):
     """The batch is not a contiguous chain of its own."""
 
 
+class BackendIdMismatch(PushRejected):
+    """The pusher's log belongs to another incarnation of the store (it was reset since)."""
+
+    def __init__(self, expected, received):
+        super().__init__(f"backendId {received!r}, store has {expected!r}")
+        self.expected = expected
+        self.received = received
+
+
+class Appended(NamedTuple):
+    """A committed batch: its createdAt and the backendId of the log it joined."""
+
+    created_at: str
+    backend_id: str
+
+
 class StoredEvent(NamedTuple):
     """One eventlog row (a tuple: pages of thousands are built per pull)."""
 
@@ -65,10 +81,11 @@ class StoredEvent(NamedTuple):
 
 @dataclass(frozen=True)
 class Page:
-    """Events after a cursor, and the store's head when they were read."""
+    """Events after a cursor, and the store's head and backendId when they were read."""
 
     events: list
     head: int
+    backend_id: str | None = None
 
     @property
     def remaining(self):
@@ -161,11 +178,14 @@ def get_store(store_id):
 class _Location:
     pk: int
     table_name: str
+    backend_id: str
 
 
 # storeId -> where its events live. A store's row and table never move while it
 # exists, so each process looks them up once; delete() forgets the entry, and a
-# store deleted by another process is noticed when its row is missing.
+# store deleted by another process is noticed when its row is missing. The
+# backendId changes on reset: append() checks it in its compare-and-set, so a
+# stale cached one costs a retry, never a wrong answer.
 _locations = {}
 
 
@@ -178,7 +198,7 @@ def _locate(store_id, create):
     if store is None:
         return None
     _ensure_table(store.table_name)
-    location = _locations[store_id] = _Location(store.pk, store.table_name)
+    location = _locations[store_id] = _Location(store.pk, store.table_name, store.backend_id)
     return location
 
 
@@ -236,11 +256,14 @@ def check_links(batch):
         previous = event.seqNum
 
 
-_MOVE_HEAD_SQL = "UPDATE {table} SET {head} = %s, {updated} = %s WHERE {pk} = %s AND {head} = %s".format(
-    table=connection.ops.quote_name(Store._meta.db_table),
-    head=connection.ops.quote_name("head"),
-    updated=connection.ops.quote_name("updated_at"),
-    pk=connection.ops.quote_name("id"),
+_MOVE_HEAD_SQL = (
+    "UPDATE {table} SET {head} = %s, {updated} = %s WHERE {pk} = %s AND {head} = %s AND {backend_id} = %s".format(
+        table=connection.ops.quote_name(Store._meta.db_table),
+        head=connection.ops.quote_name("head"),
+        updated=connection.ops.quote_name("updated_at"),
+        pk=connection.ops.quote_name("id"),
+        backend_id=connection.ops.quote_name("backend_id"),
+    )
 )
 _EVENT_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
 
@@ -265,17 +288,19 @@ def _local_writer():
     return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
 
 
-def append(store_id, batch, args_text, created_at=None, created_at_of=None):
-    """Append ``batch`` to the store in one transaction and return its createdAt.
+def append(store_id, batch, args_text, created_at=None, created_at_of=None, backend_id=None):
+    """Append ``batch`` to the store in one transaction and return it as Appended.
 
     ``batch`` holds objects with name/seqNum/parentSeqNum/clientId/sessionId;
     ``args_text(event)`` gives each event's args as JSON text or None;
     ``created_at`` (ISO text) defaults to now; ``created_at_of(event)``, when
-    given, is each event's own createdAt (imports keep the original times).
+    given, is each event's own createdAt (imports keep the original times);
+    ``backend_id``, when given, is the incarnation the pusher's log belongs to.
 
-    The head moves first, by a compare-and-set (``UPDATE … WHERE head = parent``)
-    that also takes the store row's lock, so concurrent pushes to one store queue
-    on the database and exactly one wins each parent, in any number of processes.
+    The head moves first, by a compare-and-set (``UPDATE … WHERE head = parent
+    AND backend_id = …``) that also takes the store row's lock, so concurrent
+    pushes to one store queue on the database and exactly one wins each parent,
+    in any number of processes, and no push lands on a log reset meanwhile.
     Then the rows are inserted and the transaction commits. Raises PushRejected
     with nothing written.
     """
@@ -294,21 +319,33 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None):
         )
         for e in batch
     ]
-    for _ in range(2):
+    for _ in range(3):
         location = _locate(store_id, create=True)
+        if backend_id is not None and backend_id != location.backend_id:
+            # The cache may predate a reset by another process: decide on the stored id.
+            location = _refresh(store_id) or location
+            if backend_id != location.backend_id:
+                raise BackendIdMismatch(location.backend_id, backend_id)
         with _local_writer(), transaction.atomic(), connection.cursor() as cursor:
             now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
-            cursor.execute(_MOVE_HEAD_SQL, [last, now, location.pk, parent])
+            cursor.execute(_MOVE_HEAD_SQL, [last, now, location.pk, parent, location.backend_id])
             if cursor.rowcount != 1:
-                head = Store.objects.filter(pk=location.pk).values_list("head", flat=True).first()
-                if head is None:
+                stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
+                if stored is None or stored[1] != location.backend_id:
+                    # Deleted, or reset, since this process cached it: look again.
                     _locations.pop(store_id, None)
                     continue
-                raise ParentMismatch(parent, head)
+                raise ParentMismatch(parent, stored[0])
             # Plain SQL on the hot path: one statement, no model instance per event.
             cursor.executemany(_insert_sql(location.table_name), rows)
-        return created_at
-    raise PushRejected(f"store {store_id!r} was deleted during the push")
+        return Appended(created_at, location.backend_id)
+    raise PushRejected(f"store {store_id!r} was deleted or reset during the push")
+
+
+def _refresh(store_id):
+    """The store's location read anew (None if it no longer exists)."""
+    _locations.pop(store_id, None)
+    return _locate(store_id, create=False)
 
 
 def _select_sql(table_name):
@@ -318,23 +355,27 @@ def _select_sql(table_name):
     )
 
 
-def read_page(store_id, after, limit):
+def read_page(store_id, after, limit, create=False):
     """Up to ``limit`` events with seqNum > ``after``, ascending, and the head they were read at.
+
+    With ``create``, an unknown store is created first, so that its (empty)
+    page carries the backendId later pushes will be checked against.
 
     Rows are bounded by the head read first: every event up to the head is
     committed (the head moves in the same transaction), so a page is consistent
     without a read transaction — which on SQLite would queue behind writers.
     """
-    location = _locate(store_id, create=False)
+    location = _locate(store_id, create=create)
     if location is None:
-        return Page(events=[], head=0)
-    head = Store.objects.filter(pk=location.pk).values_list("head", flat=True).first()
-    if head is None:
+        return Page(events=[], head=0, backend_id=None)
+    stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
+    if stored is None:
         _locations.pop(store_id, None)
-        return Page(events=[], head=0)
+        return Page(events=[], head=0, backend_id=None)
+    head, backend_id = stored
     with connection.cursor() as cursor:
         cursor.execute(_select_sql(location.table_name), [after, head, limit])
-        return Page(events=[StoredEvent._make(row) for row in cursor.fetchall()], head=head)
+        return Page(events=[StoredEvent._make(row) for row in cursor.fetchall()], head=head, backend_id=backend_id)
 
 
 def head(store_id):
@@ -348,7 +389,7 @@ def heads(store_ids):
 
 
 def reset(store_id):
-    """Delete every event of the store and set its head back to 0."""
+    """Delete every event of the store, set its head back to 0 and give it a new backendId."""
     store = get_store(store_id)
     if store is None:
         return
@@ -357,7 +398,10 @@ def reset(store_id):
     with transaction.atomic():
         Store.objects.select_for_update().filter(pk=store.pk).get()
         model.objects.all().delete()
-        Store.objects.filter(pk=store.pk).update(head=0, updated_at=datetime.now(timezone.utc))
+        Store.objects.filter(pk=store.pk).update(
+            head=0, backend_id=new_backend_id(), updated_at=datetime.now(timezone.utc)
+        )
+    _locations.pop(store_id, None)
 
 
 def delete(store_id):
@@ -372,6 +416,16 @@ def delete(store_id):
     _ensured_tables.discard(store.table_name)
     _locations.pop(store_id, None)
     store.delete()
+
+
+# Client generations whose last connection is recorded on the Store row, by field.
+CLIENT_GENERATION_FIELDS = {"0.3": "last_v03_client_at", "0.4": "last_v04_client_at"}
+
+
+def note_client(store_id, generation):
+    """Record that a client of ``generation`` ("0.3" or "0.4") connected; False if the store does not exist yet."""
+    field = CLIENT_GENERATION_FIELDS[generation]
+    return Store.objects.filter(store_id=store_id).update(**{field: datetime.now(timezone.utc)}) == 1
 
 
 def ping():

@@ -6,18 +6,13 @@ from channels.layers import get_channel_layer
 from django.http import HttpResponse, JsonResponse
 
 from . import conf, db, handshake, storage
+from .cors import cors_headers
 
 INFO_TEXT = "Info: WebSocket sync backend endpoint for @livestore/sync-cf."
 
 
 def _cors_headers(request):
-    if not conf.get("ENABLE_CORS"):
-        return {}
-    return {
-        "Access-Control-Allow-Origin": "*",
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
-    }
+    return cors_headers(request.headers.get("Access-Control-Request-Headers"))
 
 
 def _text(request, body, status):

@@ -1,0 +1,128 @@
+"""A store's event log as every transport uses it: commit a push, announce it, read pages.
+
+The 0.3 WebSocket consumer, the 0.4 WebSocket consumer and the 0.4 HTTP
+endpoint differ only in their envelopes; what a push means (durable before it
+is acknowledged, announced to every socket of the store, in both protocol
+generations' encodings) and how a backlog is read are the same, and live here.
+Storage runs on the database pool (``syncapp.db``); nothing here knows SQL or
+sockets.
+"""
+
+import time
+
+from django.db import DatabaseError
+
+from . import broadcast, conf, db, protocol, rpc_protocol, storage
+
+# Events per database read while streaming a backlog: several chunks per round trip.
+PAGES_PER_READ = 10
+
+
+class StoreUnavailable(Exception):
+    """The database failed; the message says whether the push may have been stored."""
+
+
+def args_text(event):
+    """An event's args as stored: the client's JSON text, or None when it sent none."""
+    return None if event.args is protocol.UNSET else bytes(event.args).decode()
+
+
+async def commit(store_id, batch, backend_id=None):
+    """Append ``batch`` durably and return storage.Appended; raise PushRejected or StoreUnavailable.
+
+    An error may come after the database committed (a connection lost during
+    COMMIT): the store is read back before answering, so a stored batch is
+    acknowledged and a lost one is not.
+    """
+    try:
+        return await db.run(storage.append, store_id, batch, args_text, backend_id=backend_id)
+    except DatabaseError:
+        appended = await _committed_anyway(store_id, batch)
+        if appended:
+            return appended
+        outcome = "nothing was stored" if appended is False else "it may have been stored"
+        raise StoreUnavailable(f"Push failed: the database is unavailable; {outcome}") from None
+
+
+async def _committed_anyway(store_id, batch):
+    """Appended if the store holds ``batch`` after all, False if it does not, None if unknown."""
+    try:
+        page = await db.run(storage.read_page, store_id, batch[0].parentSeqNum, len(batch))
+    except DatabaseError:
+        return None
+    stored = [(e.seq_num, e.parent_seq_num, e.name, e.args, e.client_id, e.session_id) for e in page.events]
+    pushed = [(e.seqNum, e.parentSeqNum, e.name, args_text(e), e.clientId, e.sessionId) for e in batch]
+    if stored == pushed:
+        return storage.Appended(page.events[0].created_at, page.backend_id)
+    return False
+
+
+async def announce(store_id, batch, appended, request_id, v03_frame=None):
+    """Tell every socket of the store, in every process, that ``batch`` was committed.
+
+    The message carries the batch encoded once per protocol generation: the 0.3
+    ``PullRes`` frame (``v03_frame`` if the caller already built it) and the 0.4
+    ``NoMore`` pull responses; each socket only adds its envelope.
+    """
+    if v03_frame is None:
+        v03_frame = protocol.pull_res([(event, appended.created_at) for event in batch], "push", request_id, 0)
+    items = [rpc_protocol.encode_item(event, appended.created_at) for event in batch]
+    await broadcast.announce_events(
+        store_id,
+        first=batch[0].seqNum,
+        last=batch[-1].seqNum,
+        request_id=request_id,
+        v03_frame=protocol.encode(v03_frame),
+        v04_pages=[bytes(page).decode() for page in rpc_protocol.live_pages(items, appended.backend_id)],
+    )
+
+
+async def reads(store_id, after, create=False):
+    """The store's events after ``after`` as successive storage Pages, until the head is reached.
+
+    Reading goes on until a read finds nothing beyond it, so events committed
+    while a long backlog streams are part of it. Memory stays bounded by one
+    read. The first Page is yielded even when empty (it carries the head and
+    the backendId).
+    """
+    limit = conf.get("PULL_CHUNK_SIZE") * PAGES_PER_READ
+    while True:
+        page = await db.run(storage.read_page, store_id, after, limit, create)
+        yield page
+        if page.events:
+            after = page.events[-1].seq_num
+        if page.remaining == 0:
+            return
+
+
+def wire_event(stored):
+    """A stored row as the protocol's Event (args passed through as the stored JSON text)."""
+    return protocol.Event(
+        name=stored.name,
+        args=protocol.NULL_ARGS if stored.args is None else protocol.Raw(stored.args.encode()),
+        seqNum=stored.seq_num,
+        parentSeqNum=stored.parent_seq_num,
+        clientId=stored.client_id,
+        sessionId=stored.session_id,
+    )
+
+
+# How often each process records a store's client generations (``Store.last_v0X_client_at``).
+CLIENT_NOTE_INTERVAL_SECONDS = 60
+_client_noted_at = {}
+
+
+async def note_client(store_id, generation):
+    """Record (at most once a minute per process) that a ``generation`` client used the store.
+
+    A bookkeeping write must never cost a client its connection: failures are ignored.
+    """
+    key = (store_id, generation)
+    now = time.monotonic()
+    if now - _client_noted_at.get(key, -CLIENT_NOTE_INTERVAL_SECONDS) < CLIENT_NOTE_INTERVAL_SECONDS:
+        return
+    try:
+        if await db.run(storage.note_client, store_id, generation):
+            _client_noted_at[key] = now
+    except DatabaseError:
+        pass

@@ -1,0 +1,170 @@
+"""The 0.4 sync endpoint over HTTP: ``makeHttpSync`` POSTs one Effect RPC request per call (``?transport=http``).
+
+The reply is always ``200`` with a JSON array of RPC messages: a pull's
+``Chunk`` pages and its ``Exit``, or a push's or ping's ``Exit`` (the
+reference's framing; the client treats anything else as UnknownError). A pull
+is streamed as the array is written, so a long backlog costs one database read
+of memory, not the whole reply. Refusals before any RPC (a rejected payload,
+``transport=ws`` without an upgrade, a body over ``MAX_MESSAGE_BYTES``) are
+text answers with the reference's status.
+
+A plain ASGI application rather than a Channels consumer: a request needs no
+channel of its own, and ``AsyncConsumer`` would create one per request.
+"""
+
+import asyncio
+from urllib.parse import parse_qs
+
+from . import conf, eventlog, handshake, rpc_calls, rpc_protocol
+from .cors import cors_headers
+
+HTTP_TAGS = frozenset({rpc_protocol.HTTP_PULL, rpc_protocol.HTTP_PUSH, rpc_protocol.HTTP_PING})
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+def header(scope, name):
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def transport_of(scope):
+    """The ``transport`` query parameter (``ws`` / ``http`` for 0.4 sync requests), or None."""
+    query = scope.get("query_string", b"")
+    if b"transport=" not in query:
+        return None
+    values = parse_qs(query.decode("latin-1")).get("transport")
+    return values[0] if values else None
+
+
+async def read_body(receive, limit):
+    """The request body and whether it exceeded ``limit`` bytes (beyond which it is not kept)."""
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body = message.get("body", b"")
+        size += len(body)
+        if size <= limit:
+            parts.append(body)
+        if not message.get("more_body"):
+            return b"".join(parts), size > limit
+
+
+class RpcHttpEndpoint:
+    """``@livestore/sync-cf`` 0.4 ``makeHttpSync`` protocol at ``…?storeId=…&payload=…&transport=http``.
+
+    ``RpcHttpEndpoint(validate_payload=callable_or_import_string)`` overrides
+    ``LIVESYNC["VALIDATE_PAYLOAD"]`` for one mount.
+    """
+
+    def __init__(self, validate_payload=None):
+        self.validate_payload = validate_payload
+
+    async def __call__(self, scope, receive, send):
+        reply = _Reply(send, cors_headers(header(scope, b"access-control-request-headers")))
+        try:
+            body, too_large = await read_body(receive, conf.get("MAX_MESSAGE_BYTES"))
+        except ClientGone:
+            return
+        if scope["method"] == "OPTIONS" and conf.get("ENABLE_CORS"):
+            await reply.empty(204)
+            return
+        try:
+            store_id, _payload = await handshake.check(
+                scope.get("query_string", b""),
+                handshake.scope_origin(scope),
+                scope,
+                self.validate_payload,
+                generation="0.4",
+            )
+        except handshake.Refused as refused:
+            await reply.text(refused.status, refused.body)
+            return
+        if transport_of(scope) == "ws":
+            await reply.text(426, "Durable Object expected Upgrade: websocket")
+        elif too_large:
+            await reply.text(413, f"Request too large: more than {conf.get('MAX_MESSAGE_BYTES')} bytes")
+        else:
+            await eventlog.note_client(store_id, "0.4")
+            await self._call(store_id, body, reply)
+
+    async def _call(self, store_id, body, reply):
+        try:
+            request = rpc_protocol.decode(body)
+        except rpc_protocol.ProtocolError as exc:
+            await reply.messages([rpc_protocol.Defect(defect=exc.defect)])
+            return
+        if type(request) is not rpc_protocol.Request:
+            # Acks, Interrupts and Pings belong to streams and sockets: over http there is nothing to answer.
+            await reply.messages([])
+            return
+        try:
+            payload = rpc_protocol.decode_payload(request, HTTP_TAGS)
+        except rpc_protocol.UnknownTag as exc:
+            await reply.messages([rpc_protocol.Defect(defect=str(exc))])
+            return
+        except rpc_protocol.PayloadError as exc:
+            await reply.messages([rpc_protocol.died(request.id, str(exc))])
+            return
+        if request.tag == rpc_protocol.HTTP_PING:
+            await reply.messages([rpc_calls.ping(request.id)])
+        elif request.tag == rpc_protocol.HTTP_PUSH:
+            # Shielded: a server shutdown must not cut a push between its commit and its answer.
+            await reply.messages([await asyncio.shield(rpc_calls.push(store_id, request.id, payload))])
+        else:
+            await self._pull(store_id, request.id, payload, reply)
+
+    async def _pull(self, store_id, request_id, payload, reply):
+        await reply.start_array()
+        try:
+            async for response, _last in rpc_calls.pull_responses(store_id, request_id, payload):
+                await reply.element(rpc_protocol.chunk(request_id, [response]))
+            outcome = rpc_protocol.success(request_id)
+        except rpc_calls.CallFailed as failed:
+            outcome = failed.exit
+        await reply.end_array(rpc_protocol.encode(outcome))
+
+
+class _Reply:
+    """Writes one HTTP response: a text, an empty answer, or a JSON array written element by element."""
+
+    def __init__(self, send, extra_headers):
+        self.send = send
+        self.headers = [(name.encode(), value.encode()) for name, value in extra_headers.items()]
+        self.separator = b""
+
+    async def _start(self, status, content_type=None):
+        headers = list(self.headers)
+        if content_type is not None:
+            headers.append((b"content-type", content_type))
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def text(self, status, text):
+        await self._start(status, b"text/plain;charset=UTF-8")
+        await self.send({"type": "http.response.body", "body": text.encode()})
+
+    async def empty(self, status):
+        await self._start(status)
+        await self.send({"type": "http.response.body", "body": b""})
+
+    async def messages(self, messages):
+        await self._start(200, b"application/json")
+        body = b"[" + b",".join(rpc_protocol.encode_bytes(message) for message in messages) + b"]"
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def start_array(self):
+        await self._start(200, b"application/json")
+        await self.send({"type": "http.response.body", "body": b"[", "more_body": True})
+
+    async def element(self, text):
+        await self.send({"type": "http.response.body", "body": self.separator + text.encode(), "more_body": True})
+        self.separator = b","
+
+    async def end_array(self, text):
+        await self.send({"type": "http.response.body", "body": self.separator + text.encode() + b"]"})

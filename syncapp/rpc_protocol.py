@@ -1,0 +1,366 @@
+"""The LiveStore ``@livestore/sync-cf`` 0.4 wire protocol: Effect RPC messages as JSON.
+
+0.4 clients (``makeWsSync`` / ``makeHttpSync``) wrap the sync messages in Effect
+RPC envelopes: ``Request`` / ``Ack`` / ``Interrupt`` / ``Ping`` from the client,
+``Chunk`` / ``Exit`` / ``Pong`` / ``Defect`` from the server. The domain types
+(events, pull responses, errors) are Effect Schema encodings: ``Option`` as
+``{"_tag": "None"}`` / ``{"_tag": "Some", "value": …}``, typed errors with their
+``_tag`` written last. As in ``syncapp.protocol``, msgspec decodes into typed
+structs and encodes fields in declaration order, which reproduces the
+reference's bytes; events reuse ``protocol.Event`` (the same six keys).
+
+Pull responses are assembled from items encoded once each (``msgspec.Raw``):
+a page is cut at 100 events or ~900 kB, and one broadcast page serves every
+0.4 subscriber of the store, only the envelope's requestId differing.
+"""
+
+import re
+from typing import Any
+
+import msgspec
+
+from .protocol import Event, SeqNum
+
+# The reference's limits (MAX_PULL_EVENTS_PER_MESSAGE, MAX_TRANSPORT_PAYLOAD_BYTES in 0.4.0).
+MAX_PAGE_EVENTS = 100
+MAX_PAGE_BYTES = 900_000
+
+WS_PULL = "SyncWsRpc.Pull"
+WS_PUSH = "SyncWsRpc.Push"
+HTTP_PULL = "SyncHttpRpc.Pull"
+HTTP_PUSH = "SyncHttpRpc.Push"
+HTTP_PING = "SyncHttpRpc.Ping"
+
+# Effect Schema's description of each request payload, quoted by the reference when one does not decode.
+_COMMON_FIELDS = "readonly storeId: string; readonly payload?: JsonValue | undefined"
+_CURSOR_SCHEMA = (
+    "(OptionEncoded<{ readonly backendId: @livestore/sync-cf:BackendId; readonly eventSequenceNumber: "
+    "{ Int | filter } }> <-> Option<{ readonly backendId: @livestore/sync-cf:BackendId; "
+    "readonly eventSequenceNumber: { Int | filter } }>)"
+)
+_BATCH_SCHEMA = "ReadonlyArray<LiveStoreEvent.Global.Encoded>"
+_BACKEND_ID_SCHEMA = "(OptionEncoded<string> <-> Option<string>)"
+SCHEMA_DESCRIPTIONS = {
+    WS_PULL: f"{{ {_COMMON_FIELDS}; readonly live: boolean; readonly cursor: {_CURSOR_SCHEMA} }}",
+    HTTP_PULL: f"{{ {_COMMON_FIELDS}; readonly cursor: {_CURSOR_SCHEMA} }}",
+    WS_PUSH: f"{{ {_COMMON_FIELDS}; readonly batch: {_BATCH_SCHEMA}; readonly backendId: {_BACKEND_ID_SCHEMA} }}",
+    HTTP_PUSH: f"{{ {_COMMON_FIELDS}; readonly batch: {_BATCH_SCHEMA}; readonly backendId: {_BACKEND_ID_SCHEMA} }}",
+    HTTP_PING: f"{{ {_COMMON_FIELDS} }}",
+}
+
+
+# Client -> server envelopes
+
+
+class Request(msgspec.Struct, tag_field="_tag", tag="Request"):
+    """An RPC call; ``payload`` is decoded by ``decode_payload`` once ``tag`` is known."""
+
+    id: str
+    tag: str
+    payload: msgspec.Raw
+    headers: list = []
+
+
+class Ack(msgspec.Struct, tag_field="_tag", tag="Ack"):
+    requestId: str
+
+
+class Interrupt(msgspec.Struct, tag_field="_tag", tag="Interrupt"):
+    requestId: str
+
+
+class Ping(msgspec.Struct, tag_field="_tag", tag="Ping"):
+    pass
+
+
+class Eof(msgspec.Struct, tag_field="_tag", tag="Eof"):
+    pass
+
+
+ClientMessage = Request | Ack | Interrupt | Ping | Eof
+
+
+# Request payloads
+
+
+class NoneOption(msgspec.Struct, tag_field="_tag", tag="None"):
+    pass
+
+
+class Cursor(msgspec.Struct):
+    backendId: str
+    eventSequenceNumber: SeqNum
+
+
+class SomeCursor(msgspec.Struct, tag_field="_tag", tag="Some"):
+    value: Cursor
+
+
+class SomeBackendId(msgspec.Struct, tag_field="_tag", tag="Some"):
+    value: str
+
+
+class WsPullPayload(msgspec.Struct):
+    storeId: str
+    live: bool
+    cursor: NoneOption | SomeCursor
+    payload: Any = None
+
+
+class HttpPullPayload(msgspec.Struct):
+    storeId: str
+    cursor: NoneOption | SomeCursor
+    payload: Any = None
+    live = False
+
+
+class PushPayload(msgspec.Struct):
+    storeId: str
+    batch: list[Event]
+    backendId: NoneOption | SomeBackendId
+    payload: Any = None
+
+
+class PingPayload(msgspec.Struct):
+    storeId: str
+    payload: Any = None
+
+
+_payload_decoders = {
+    WS_PULL: msgspec.json.Decoder(WsPullPayload),
+    HTTP_PULL: msgspec.json.Decoder(HttpPullPayload),
+    WS_PUSH: msgspec.json.Decoder(PushPayload),
+    HTTP_PUSH: msgspec.json.Decoder(PushPayload),
+    HTTP_PING: msgspec.json.Decoder(PingPayload),
+}
+
+
+# Server -> client
+
+
+class Pong(msgspec.Struct, tag_field="_tag", tag="Pong"):
+    pass
+
+
+class Chunk(msgspec.Struct, tag_field="_tag", tag="Chunk"):
+    requestId: str
+    values: list[msgspec.Raw]
+
+
+class Success(msgspec.Struct, tag_field="_tag", tag="Success"):
+    """``value`` is left out for streams, whose success type is void."""
+
+    value: Any = msgspec.UNSET
+
+
+class Failure(msgspec.Struct, tag_field="_tag", tag="Failure"):
+    cause: Any
+
+
+class Exit(msgspec.Struct, tag_field="_tag", tag="Exit"):
+    requestId: str
+    exit: Success | Failure
+
+
+class Defect(msgspec.Struct, tag_field="_tag", tag="Defect"):
+    defect: Any
+
+
+class Fail(msgspec.Struct, tag_field="_tag", tag="Fail"):
+    error: Any
+
+
+class Die(msgspec.Struct, tag_field="_tag", tag="Die"):
+    defect: Any
+
+
+class InterruptCause(msgspec.Struct, tag_field="_tag", tag="Interrupt"):
+    fiberId: NoneOption
+
+
+class ServerAheadError(msgspec.Struct):
+    minimumExpectedNum: int
+    providedNum: int
+    tag: str = msgspec.field(default="ServerAheadError", name="_tag")
+
+
+class BackendIdMismatchError(msgspec.Struct):
+    expected: str
+    received: str
+    tag: str = msgspec.field(default="BackendIdMismatchError", name="_tag")
+
+
+class UnknownError(msgspec.Struct):
+    cause: Any
+    tag: str = msgspec.field(default="UnknownError", name="_tag")
+
+
+class SyncMetadata(msgspec.Struct, tag_field="_tag", tag="SyncMessage.SyncMetadata"):
+    createdAt: str
+
+
+class SomeMetadata(msgspec.Struct, tag_field="_tag", tag="Some"):
+    value: SyncMetadata
+
+
+class PullItem(msgspec.Struct):
+    eventEncoded: Event
+    metadata: SomeMetadata
+
+
+class NoMore(msgspec.Struct, tag_field="_tag", tag="NoMore"):
+    pass
+
+
+class MoreKnown(msgspec.Struct, tag_field="_tag", tag="MoreKnown"):
+    remaining: int
+
+
+class PullResponse(msgspec.Struct):
+    batch: list[msgspec.Raw]
+    pageInfo: NoMore | MoreKnown
+    backendId: str
+
+
+PONG_RESULT = {"_tag": "SyncMessage.Pong"}
+
+
+class ProtocolError(ValueError):
+    """A frame or body that is not an RPC message: answered with a connection-level Defect."""
+
+    def __init__(self, defect):
+        super().__init__(str(defect))
+        self.defect = defect
+
+
+class PayloadError(ValueError):
+    """A request whose payload does not match its schema: answered with an Exit Die for that request."""
+
+
+class UnknownTag(ValueError):
+    """A request for an RPC this endpoint does not have."""
+
+
+_decoder = msgspec.json.Decoder(ClientMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(data):
+    """Decode one client message (str or bytes), or raise ProtocolError with the Defect to send."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError({"name": "SyntaxError", "message": str(exc)}) from None
+
+
+def decode_payload(request, allowed_tags):
+    """The typed payload of ``request``; UnknownTag or PayloadError when it cannot be served.
+
+    Event ``args`` are compacted as in ``protocol.decode``, so storage does not
+    depend on a sender's whitespace.
+    """
+    if request.tag not in allowed_tags:
+        raise UnknownTag(f"Unknown request tag: {request.tag}")
+    try:
+        payload = _payload_decoders[request.tag].decode(request.payload)
+    except msgspec.DecodeError as exc:
+        raise PayloadError(_effect_style_error(request.tag, str(exc))) from None
+    if type(payload) is PushPayload:
+        for event in payload.batch:
+            if event.args is not msgspec.UNSET:
+                event.args = msgspec.Raw(msgspec.json.format(event.args, indent=-1))
+    return payload
+
+
+# A msgspec location such as ``batch[0].seqNum``: keys and array indexes.
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _effect_style_error(tag, detail):
+    """A schema error in the shape Effect Schema prints (the reference's text for a missing key)."""
+    path = detail.rsplit(" - at `$.", 1)[1].rstrip("`") if " - at `$." in detail else ""
+    if detail.startswith("Object missing required field `"):
+        field = detail.split("`")[1]
+        location = f"{path}.{field}" if path else field
+        problem = "is missing"
+    else:
+        location, problem = path, detail.split(" - at `")[0]
+    keys = "".join(f"[{index}]" if index else f'["{key}"]' for key, index in _PATH_PART.findall(location))
+    return f"{SCHEMA_DESCRIPTIONS[tag]}\n└─ {keys or '[]'}\n   └─ {problem}"
+
+
+def encode(message):
+    """Encode one server message as text."""
+    return _encoder.encode(message).decode()
+
+
+def encode_bytes(message):
+    return _encoder.encode(message)
+
+
+def pong():
+    return encode(Pong())
+
+
+def chunk(request_id, encoded_responses):
+    """A Chunk frame around PullResponses already encoded (``msgspec.Raw``)."""
+    return encode(Chunk(requestId=request_id, values=encoded_responses))
+
+
+def chunk_around(request_id, response_text):
+    """A Chunk frame around one PullResponse given as JSON text (a broadcast page shared by subscribers)."""
+    return f'{{"_tag":"Chunk","requestId":{encode(request_id)},"values":[{response_text}]}}'
+
+
+def success(request_id, value=msgspec.UNSET):
+    return Exit(requestId=request_id, exit=Success(value=value))
+
+
+def failure(request_id, error):
+    """An Exit failing with one of the typed errors (ServerAheadError, BackendIdMismatchError, UnknownError)."""
+    return Exit(requestId=request_id, exit=Failure(cause=Fail(error=error)))
+
+
+def died(request_id, defect):
+    return Exit(requestId=request_id, exit=Failure(cause=Die(defect=defect)))
+
+
+def interrupted(request_id):
+    return Exit(requestId=request_id, exit=Failure(cause=InterruptCause(fiberId=NoneOption())))
+
+
+def encode_item(event, created_at):
+    """One pull-response batch item, encoded once."""
+    return msgspec.Raw(
+        _encoder.encode(PullItem(eventEncoded=event, metadata=SomeMetadata(SyncMetadata(createdAt=created_at))))
+    )
+
+
+def split_items(items):
+    """Cut encoded items into page-sized runs: at most MAX_PAGE_EVENTS and about MAX_PAGE_BYTES each."""
+    runs, current, size = [], [], 0
+    for item in items:
+        if current and (len(current) == MAX_PAGE_EVENTS or size + len(item) > MAX_PAGE_BYTES):
+            runs.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current or not runs:
+        runs.append(current)
+    return runs
+
+
+def pull_response(items, backend_id, remaining):
+    """One encoded PullResponse: ``MoreKnown{remaining}`` while events remain, else ``NoMore``."""
+    page_info = MoreKnown(remaining=remaining) if remaining > 0 else NoMore()
+    return msgspec.Raw(_encoder.encode(PullResponse(batch=items, pageInfo=page_info, backendId=backend_id)))
+
+
+def live_pages(items, backend_id):
+    """The ``NoMore`` PullResponses a live subscriber receives for one committed batch."""
+    return [pull_response(run, backend_id, 0) for run in split_items(items)]
+
+
+def to_builtins(message):
+    """A message as plain dicts and lists, the shape hooks receive."""
+    return msgspec.json.decode(_encoder.encode(message))
