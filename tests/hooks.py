@@ -18,3 +18,10 @@ def reject_forbidden_push(message):
 
 def reject_all(payload, context):
     raise ValueError(f"no entry to {context['store_id']}")
+
+
+async def pause(message):
+    """Slows every page down, so that pushes commit while a catch-up is still streaming."""
+    import asyncio
+
+    await asyncio.sleep(0.05)
