@@ -19,6 +19,7 @@ from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import content_disposition_header
+from django.utils.timesince import timesince
 
 from . import broadcast, db, storage, transfer
 from .hub import existing_hub
@@ -75,10 +76,28 @@ async def _ndjson_stream(store_id):
 
 @admin.register(Store)
 class StoreAdmin(admin.ModelAdmin):
-    list_display = ("store_id", "table_name", "head", "event_count", "created_at", "last_write", "sockets")
+    list_display = (
+        "store_id",
+        "table_name",
+        "head",
+        "event_count",
+        "created_at",
+        "last_write",
+        "client_generations",
+        "sockets",
+    )
     search_fields = ("store_id", "table_name")
     ordering = ("-updated_at",)
-    readonly_fields = ("store_id", "table_name", "head", "created_at", "updated_at")
+    readonly_fields = (
+        "store_id",
+        "table_name",
+        "head",
+        "backend_id",
+        "created_at",
+        "updated_at",
+        "last_v03_client_at",
+        "last_v04_client_at",
+    )
     actions = ("reset_stores", "export_store")
     change_form_template = "syncapp/admin/store_change_form.html"
     delete_confirmation_template = "syncapp/admin/store_delete_confirmation.html"
@@ -103,6 +122,18 @@ class StoreAdmin(admin.ModelAdmin):
     @admin.display(description="updated (last push)", ordering="updated_at")
     def last_write(self, store):
         return store.updated_at
+
+    @admin.display(description="client protocols (last seen)")
+    def client_generations(self, store):
+        """Which LiveStore protocol generations the store's clients used, most recent first."""
+        seen = [
+            (at, generation)
+            for generation, at in (("0.3", store.last_v03_client_at), ("0.4", store.last_v04_client_at))
+            if at is not None
+        ]
+        if not seen:
+            return "-"
+        return ", ".join(f"{generation} ({timesince(at)} ago)" for at, generation in sorted(seen, reverse=True))
 
     @admin.display(description="connected sockets")
     def sockets(self, store):

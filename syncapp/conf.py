@@ -16,13 +16,16 @@ from django.utils.module_loading import import_string
 DEFAULT_ADMIN_SECRET = "change-me-admin-secret"
 
 DEFAULTS = {
-    # Import string of ``callable(payload, context)``, sync or async, run before the
-    # WebSocket upgrade. It rejects a connection by raising; ``context`` is a dict
-    # with ``store_id`` and the ASGI ``scope``. None accepts every payload.
+    # Import string of ``callable(payload, context)``, sync or async, run before each
+    # WebSocket upgrade and each 0.4 HTTP request (both protocol generations). It
+    # rejects by raising; ``context`` is a dict with ``store_id`` and the ASGI
+    # ``scope``. None accepts every payload.
     "VALIDATE_PAYLOAD": None,
     # Import strings of ``callable(message)`` mirroring ``makeDurableObject``'s
-    # onPush / onPushRes / onPull / onPullRes. ``message`` is the frame as a dict.
-    # A raising ON_PUSH or ON_PULL rejects the request with a ``WSMessage.Error``.
+    # onPush / onPushRes / onPull / onPullRes, for both generations. ``message`` is
+    # the request (0.3: the frame; 0.4: the RPC payload) or response as a dict. A
+    # raising ON_PUSH or ON_PULL rejects the request (0.3: ``WSMessage.Error``;
+    # 0.4: ``UnknownError``); a raising 0.4 ON_*_RES hook is logged.
     "ON_PUSH": None,
     "ON_PUSH_RES": None,
     "ON_PULL": None,

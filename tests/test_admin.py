@@ -115,6 +115,24 @@ async def test_change_list_counts_connected_sockets(connect, superuser, store_id
         assert counts == {store_id: None, f"{store_id}-quiet": None}
 
 
+async def test_change_list_shows_which_protocol_generations_clients_used(connect, superuser, store_id):
+    from tests.rpcclient import RpcClient
+
+    await sync_to_async(push)(store_id, 1, 1)
+    await sync_to_async(push)(f"{store_id}-classic", 1, 1)
+    await connect()
+    await connect(f"{store_id}-classic")
+    modern = RpcClient(store_id)
+    assert (await modern.connect())[0]
+    await modern.close()
+    response = await sync_to_async(lambda: browser(superuser).get(CHANGELIST))()
+    admin = response.context["cl"].model_admin
+    shown = {s.store_id: admin.client_generations(s) for s in response.context["cl"].result_list}
+    assert shown[store_id].startswith("0.4 (") and ", 0.3 (" in shown[store_id]
+    assert shown[f"{store_id}-classic"].startswith("0.3 (") and "0.4" not in shown[f"{store_id}-classic"]
+    assert "Client protocols (last seen)" in response.content.decode()
+
+
 def test_nothing_without_a_store_permission(staff, store_id):
     push(store_id, 1, 1)
     client = browser(staff())
