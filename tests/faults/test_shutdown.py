@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from syncapp.consumers import CLOSE_SERVICE_RESTART
+from syncapp.sockets import CLOSE_SERVICE_RESTART
 
 from .cluster import database_head, stored_events
 from .wire import batch_key, check_whole_batches, close_all, open_sockets, push_batches

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from syncapp.consumers import CLOSE_TOO_SLOW
+from syncapp.sockets import CLOSE_TOO_SLOW
 
 from .wire import check_whole_batches, close_all, open_sockets, push_batches
 
