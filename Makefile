@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 INTEROP := tests/interop
+DEMO := examples/todomvc
 REFERENCE := bench/reference
 
-.PHONY: run test test-sqlite test-postgres interop-deps bench bench-deps
+.PHONY: run test test-sqlite test-postgres interop-deps demo bench bench-deps
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +15,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed demo
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) livesync_project.asgi:application
 
@@ -24,12 +25,23 @@ interop-deps:
 	elif [ ! -f $(INTEROP)/node_modules/.package-lock.json ] || [ $(INTEROP)/package-lock.json -nt $(INTEROP)/node_modules/.package-lock.json ]; then \
 		cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error; fi
 
+# The TodoMVC demo daphne serves at /demo/: built when the build is missing or older than a source file or the
+# lock file. Without npm, /demo/ says how to build it (and the browser tests skip, or fail under CI).
+demo: $(DEMO)/dist/index.html
+
+$(DEMO)/dist/index.html: $(DEMO)/package-lock.json $(DEMO)/index.html $(DEMO)/vite.config.js $(wildcard $(DEMO)/src/*)
+	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: the TodoMVC demo at /demo/ is not built"; \
+	else cd $(DEMO) && \
+		{ [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ] || \
+			npm ci --no-audit --no-fund --loglevel=error; } && \
+		npm run build --silent -- --logLevel=warn; fi
+
 # First pass: everything on SQLite + the in-memory channel layer (interop tests start
 # their own daphne processes, on PostgreSQL + Redis where a scenario needs them).
 # Second pass: the protocol suite again on PostgreSQL + Redis.
 test: test-sqlite test-postgres
 
-test-sqlite: $(VENV)/.installed interop-deps
+test-sqlite: $(VENV)/.installed interop-deps demo
 	$(PY) -m pytest
 
 test-postgres: $(VENV)/.installed

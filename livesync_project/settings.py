@@ -122,6 +122,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The TodoMVC demo's Vite build (`make demo`), served at /demo/ by livesync_project.demo.
+DEMO_ROOT = BASE_DIR / "examples" / "todomvc" / "dist"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {

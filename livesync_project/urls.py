@@ -1,7 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
+
+from . import demo
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Before livesync's catch-all, which answers any other path with "Invalid path" as the reference does.
+    path("demo", RedirectView.as_view(url="/demo/", query_string=True)),
+    path("demo/", demo.demo, name="demo"),
+    path("demo/<path:path>", demo.demo, name="demo-asset"),
     path("", include("syncapp.urls")),
 ]
