@@ -127,7 +127,12 @@ class SyncConsumer(StoreSocketConsumer):
             return
         self.sequencer.client_has(message.batch[0].parentSeqNum)
         await self._push_res(protocol.PushAck(requestId=request_id))
-        await self._broadcast(request_id, message.batch, appended)
+        written = message.batch[appended.already_stored :]
+        if written:
+            await self._broadcast(request_id, written, appended)
+        elif self.sequencer.cursor < message.batch[-1].seqNum:
+            # A retry of events stored before: the client confirms them only by their echo.
+            await self._repair(request_id)
         await eventlog.note_client(self.store_id, self.generation)
 
     async def _reject_stale_push(self, request_id, mismatch):

@@ -67,7 +67,9 @@ async def push(store_id, request_id, payload):
         logger.exception("push failed for store %r", store_id)
         reply = unknown_error(request_id, str(exc))
     else:
-        await eventlog.announce(store_id, payload.batch, appended, request_id)
+        written = payload.batch[appended.already_stored :]
+        if written:
+            await eventlog.announce(store_id, written, appended, request_id)
         await eventlog.note_client(store_id, "0.4")
         reply = rpc_protocol.success(request_id, {})
     try:

@@ -61,10 +61,12 @@ class BackendIdMismatch(PushRejected):
 
 
 class Appended(NamedTuple):
-    """A committed batch: its createdAt and the backendId of the log it joined."""
+    """A committed batch: its createdAt, the backendId of the log it joined, and how many of
+    its leading events were already stored (an identical retry; those were not written again)."""
 
     created_at: str
     backend_id: str
+    already_stored: int = 0
 
 
 class StoredEvent(NamedTuple):
@@ -303,6 +305,11 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
     in any number of processes, and no push lands on a log reset meanwhile.
     Then the rows are inserted and the transaction commits. Raises PushRejected
     with nothing written.
+
+    A batch whose leading events are already stored, identical in every field
+    but createdAt, is a retry of a push whose acknowledgement the client lost
+    (a dropped socket, a reloaded page): those events are skipped and the rest
+    is appended on top of them. Any difference is a ParentMismatch as usual.
     """
     check_links(batch)
     created_at = created_at or now_iso()
@@ -319,7 +326,8 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
         )
         for e in batch
     ]
-    for _ in range(3):
+    skipped = 0
+    for _ in range(4):
         location = _locate(store_id, create=True)
         if backend_id is not None and backend_id != location.backend_id:
             # The cache may predate a reset by another process: decide on the stored id.
@@ -328,18 +336,38 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
                 raise BackendIdMismatch(location.backend_id, backend_id)
         with _local_writer(), transaction.atomic(), connection.cursor() as cursor:
             now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
-            cursor.execute(_MOVE_HEAD_SQL, [last, now, location.pk, parent, location.backend_id])
+            cursor.execute(_MOVE_HEAD_SQL, [last, now, location.pk, rows[skipped][1], location.backend_id])
             if cursor.rowcount != 1:
                 stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
                 if stored is None or stored[1] != location.backend_id:
                     # Deleted, or reset, since this process cached it: look again.
                     _locations.pop(store_id, None)
                     continue
-                raise ParentMismatch(parent, stored[0])
+                head = stored[0]
+                skipped = _already_stored(cursor, location.table_name, rows, head)
+                if skipped == 0:
+                    raise ParentMismatch(parent, head)
+                if skipped == len(rows):
+                    return Appended(created_at, location.backend_id, skipped)
+                continue
             # Plain SQL on the hot path: one statement, no model instance per event.
-            cursor.executemany(_insert_sql(location.table_name), rows)
-        return Appended(created_at, location.backend_id)
+            cursor.executemany(_insert_sql(location.table_name), rows[skipped:])
+        return Appended(created_at, location.backend_id, skipped)
     raise PushRejected(f"store {store_id!r} was deleted or reset during the push")
+
+
+def _already_stored(cursor, table_name, rows, head):
+    """How many leading ``rows`` the store already holds, identical but for createdAt (0 on any difference).
+
+    Only rows up to ``head`` can be stored; a batch starting at or after the head overlaps nothing.
+    """
+    overlap = [row for row in rows if row[0] <= head]
+    if not overlap:
+        return 0
+    cursor.execute(_select_sql(table_name), [rows[0][1], head, len(overlap)])
+    stored = [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in cursor.fetchall()]
+    pushed = [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in overlap]
+    return len(overlap) if stored == pushed else 0
 
 
 def _refresh(store_id):

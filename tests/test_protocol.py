@@ -419,3 +419,49 @@ async def test_hooks_see_messages_and_can_reject(connect, store_id, settings):
         "WSMessage.PullRes",
     ]
     assert await db.run(storage.head, store_id) == 1
+
+
+async def test_a_retried_push_is_acknowledged_and_only_its_new_events_are_stored(connect, store_id):
+    """A client that lost an acknowledgement (dropped socket, reloaded page) re-sends stored events with new ones."""
+    first = await connect()
+    await first.push("p1", events(1, 1))
+    assert (await first.recv())["_tag"] == "WSMessage.PushAck"
+    await first.recv()
+    observer = await connect()
+    await observer.pull_all("pull")
+    retrying = await connect()
+    await retrying.push("p1-again", events(1, 2))
+    assert (await retrying.recv())["_tag"] == "WSMessage.PushAck"
+    assert seq_nums(await retrying.recv()) == [1, 2]
+    assert seq_nums(await observer.recv()) == [2]
+    assert await observer.nothing()
+    assert await db.run(storage.head, store_id) == 2
+
+
+async def test_a_pure_retry_is_acknowledged_and_echoed_without_writing(connect, store_id):
+    writer = await connect()
+    await writer.push("p", events(1, 2))
+    await writer.recv()
+    await writer.recv()
+    retrying = await connect()
+    await retrying.push("again", events(1, 2))
+    assert (await retrying.recv())["_tag"] == "WSMessage.PushAck"
+    assert seq_nums(await retrying.recv()) == [1, 2]
+    assert await writer.nothing()
+    assert await db.run(storage.head, store_id) == 2
+
+
+async def test_a_retry_that_differs_in_any_field_is_a_parent_mismatch(connect, store_id):
+    writer = await connect()
+    await writer.push("p", events(1, 1))
+    await writer.recv()
+    await writer.recv()
+    other = await connect()
+    await other.push("other", [event(1, client_id="someone-else"), event(2)])
+    frames = [await other.recv(), await other.recv()]
+    assert frames[-1] == {
+        "_tag": "WSMessage.Error",
+        "requestId": "other",
+        "message": "Invalid parent event number. Received e0 but expected e1",
+    }
+    assert await db.run(storage.head, store_id) == 1

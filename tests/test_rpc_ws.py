@@ -339,3 +339,18 @@ async def test_0_3_endpoint_is_unchanged_beside_0_4(store_id):
     await classic.send({"_tag": "WSMessage.Ping", "requestId": "ping"})
     assert await classic.recv_text() == '{"_tag":"WSMessage.Pong","requestId":"ping"}'
     await classic.close()
+
+
+async def test_a_retried_push_succeeds_and_live_pulls_get_only_its_new_events(rpc, store_id):
+    watcher = await rpc()
+    await watcher.pull("live", live=True)
+    await watcher.recv()
+    first = await rpc()
+    await first.push("1", [event(1)])
+    await first.recv()
+    assert seq_nums(await watcher.recv()) == [1]
+    retrying = await rpc()
+    await retrying.push("again", events(1, 3))
+    assert (await retrying.recv())["exit"] == {"_tag": "Success", "value": {}}
+    assert seq_nums(await watcher.recv()) == [2, 3]
+    assert await db.run(storage.head, store_id) == 3
