@@ -19,11 +19,17 @@ run: $(VENV)/.installed demo
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) livesync_project.asgi:application
 
+# Both Node projects of the real-client interop tests (LiveStore 0.3.1 and 0.4.0).
+INTEROP_PROJECTS := $(INTEROP) $(INTEROP)/v04
+
 # Node packages of the real-client interop tests; skipped (and said so) without npm.
 interop-deps:
 	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: interop tests will be skipped"; \
-	elif [ ! -f $(INTEROP)/node_modules/.package-lock.json ] || [ $(INTEROP)/package-lock.json -nt $(INTEROP)/node_modules/.package-lock.json ]; then \
-		cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error; fi
+	else for dir in $(INTEROP_PROJECTS); do \
+		if [ ! -f $$dir/node_modules/.package-lock.json ] || [ $$dir/package-lock.json -nt $$dir/node_modules/.package-lock.json ]; then \
+			(cd $$dir && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+		fi; \
+	done; fi
 
 # The TodoMVC demo daphne serves at /demo/: built when the build is missing or older than a source file or the
 # lock file. Without npm, /demo/ says how to build it (and the browser tests skip, or fail under CI).

@@ -12,6 +12,7 @@ through ``syncapp.db``. Nothing here knows about WebSockets or frames.
 
 import contextlib
 import hashlib
+import itertools
 import re
 import threading
 from dataclasses import dataclass
@@ -303,7 +304,8 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
     AND backend_id = …``) that also takes the store row's lock, so concurrent
     pushes to one store queue on the database and exactly one wins each parent,
     in any number of processes, and no push lands on a log reset meanwhile.
-    Then the rows are inserted and the transaction commits. Raises PushRejected
+    Then the batch's own chain is checked, the rows are inserted and the
+    transaction commits. Raises PushRejected
     with nothing written.
 
     A batch whose leading events are already stored, identical in every field
@@ -311,7 +313,6 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
     (a dropped socket, a reloaded page): those events are skipped and the rest
     is appended on top of them. Any difference is a ParentMismatch as usual.
     """
-    check_links(batch)
     created_at = created_at or now_iso()
     parent, last = batch[0].parentSeqNum, batch[-1].seqNum
     rows = [
@@ -350,6 +351,9 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
                 if skipped == len(rows):
                     return Appended(created_at, location.backend_id, skipped)
                 continue
+            # Checked once the head matched (raising rolls the move back), so that a stale or foreign
+            # push is answered as one, and the client rebases instead of retrying a batch it cannot fix.
+            check_links(batch)
             # Plain SQL on the hot path: one statement, no model instance per event.
             cursor.executemany(_insert_sql(location.table_name), rows[skipped:])
         return Appended(created_at, location.backend_id, skipped)
@@ -359,10 +363,11 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
 def _already_stored(cursor, table_name, rows, head):
     """How many leading ``rows`` the store already holds, identical but for createdAt (0 on any difference).
 
-    Only rows up to ``head`` can be stored; a batch starting at or after the head overlaps nothing.
+    They count only if they run up to the head exactly and the rest of the batch continues from it:
+    anything else is a stale push whatever its overlap.
     """
-    overlap = [row for row in rows if row[0] <= head]
-    if not overlap:
+    overlap = list(itertools.takewhile(lambda row: row[0] <= head, rows))
+    if not overlap or overlap[-1][0] != head or (len(overlap) < len(rows) and rows[len(overlap)][1] != head):
         return 0
     cursor.execute(_select_sql(table_name), [rows[0][1], head, len(overlap)])
     stored = [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in cursor.fetchall()]

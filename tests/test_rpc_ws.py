@@ -354,3 +354,22 @@ async def test_a_retried_push_succeeds_and_live_pulls_get_only_its_new_events(rp
     assert (await retrying.recv())["exit"] == {"_tag": "Success", "value": {}}
     assert seq_nums(await watcher.recv()) == [2, 3]
     assert await db.run(storage.head, store_id) == 3
+
+
+async def test_a_stale_or_foreign_push_is_answered_as_such_even_with_a_broken_chain(rpc, store_id):
+    """The client rebases on ServerAheadError; an UnknownError for the chain would have it retry the batch forever."""
+    client = await rpc()
+    await client.push("1", events(1, 2))
+    await client.recv()
+    broken = [event(2), {**event(5), "parentSeqNum": 4}]
+    await client.push("2", broken)
+    assert (await client.recv())["exit"]["cause"]["error"] == {
+        "minimumExpectedNum": 2,
+        "providedNum": 1,
+        "_tag": "ServerAheadError",
+    }
+    await client.push("3", [event(3), {**event(5), "parentSeqNum": 4}], backend_id="stale-backend-id")
+    assert (await client.recv())["exit"]["cause"]["error"]["_tag"] == "BackendIdMismatchError"
+    await client.push("4", [event(3), {**event(5), "parentSeqNum": 4}])
+    assert (await client.recv())["exit"]["cause"]["error"]["_tag"] == "UnknownError"
+    assert await db.run(storage.head, store_id) == 2

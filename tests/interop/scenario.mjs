@@ -4,7 +4,7 @@
  * crash or when the hard timeout strikes (exit code 1 or 2). Everything else goes to stderr.
  *
  *   node scenario.mjs <scenario> --url ws://127.0.0.1:PORT [--url …] --store-id ID --token TOKEN
- *                     [--wrong-token TOKEN] [--timeout-ms MS]
+ *                     [--wrong-token TOKEN] [--total-events N] [--timeout-ms MS]
  */
 import './lib/client-runtime.mjs'
 
@@ -14,6 +14,7 @@ import { auth } from './scenarios/auth.mjs'
 import { conflict } from './scenarios/conflict.mjs'
 import { converge } from './scenarios/converge.mjs'
 import { lateJoiner } from './scenarios/late-joiner.mjs'
+import { mixedGenerations } from './scenarios/mixed-generations.mjs'
 import { offlineReader } from './scenarios/offline-reader.mjs'
 import { offlineWriter } from './scenarios/offline-writer.mjs'
 
@@ -22,6 +23,7 @@ const SCENARIOS = {
   conflict,
   converge,
   'late-joiner': lateJoiner,
+  'mixed-generations': mixedGenerations,
   'offline-reader': offlineReader,
   'offline-writer': offlineWriter,
 }
@@ -33,6 +35,8 @@ const { positionals, values } = parseArgs({
     'store-id': { type: 'string' },
     token: { type: 'string' },
     'wrong-token': { type: 'string', default: 'wrong' },
+    // Events all clients of the store commit together, when clients in another process commit too.
+    'total-events': { type: 'string' },
     'timeout-ms': { type: 'string', default: '90000' },
   },
 })
@@ -60,6 +64,7 @@ if (scenario === undefined || values.url === undefined || values['store-id'] ===
     storeId: values['store-id'],
     authToken: values.token,
     wrongToken: values['wrong-token'],
+    totalEvents: Number(values['total-events']),
     syncWaitMs: Math.floor(timeoutMs / 8),
   }).then(
     (result) => emit({ scenario: name, elapsedMs: Date.now() - startedAt, result }, 0),
