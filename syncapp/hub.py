@@ -31,6 +31,8 @@ _hubs = weakref.WeakKeyDictionary()
 
 # Store messages waiting to go out through the channel layer, per process.
 OUTGOING_LIMIT = 10_000
+# How long stop() waits for the hub's cancelled loops to end.
+STOP_TIMEOUT_SECONDS = 2
 
 
 def existing_hub():
@@ -129,15 +131,18 @@ class Hub:
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
 
-    async def stop(self):
-        for task in self._tasks:
+    async def stop(self, timeout=STOP_TIMEOUT_SECONDS):
+        """Cancel the hub's loops; returns within ``timeout`` even if a layer call is slow to give up.
+
+        A channels_redis receive cancelled in the middle of its blocking read
+        may take its full read timeout to finish; ``asyncio.wait`` bounds that
+        without swallowing a cancellation of ``stop`` itself.
+        """
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        self._tasks = []
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def _start(self):
         if self._tasks:

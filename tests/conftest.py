@@ -49,9 +49,7 @@ async def connect(store_id):
         return client
 
     yield open_client
-    for client in clients:
-        if client.connected:
-            await client.close()
+    await bounded(*(client.close() for client in clients if client.connected))
 
 
 @pytest.fixture(autouse=True)
@@ -62,16 +60,20 @@ async def fresh_channel_layers():
     from syncapp.hub import existing_hub
 
     yield
-    # Bounded: cancelling a task blocked in channels_redis's receive can leave its
-    # clean-up waiting on a connection that no one reads any more.
     hub = existing_hub()
     if hub is not None:
-        await asyncio.wait_for(hub.stop(), 5)
-    for layer in list(channel_layers.backends.values()):
-        close_pools = getattr(layer, "close_pools", None)
-        if close_pools is not None:
-            try:
-                await asyncio.wait_for(close_pools(), 5)
-            except asyncio.TimeoutError:
-                pass
+        await hub.stop()
+    await bounded(*(layer.close_pools() for layer in channel_layers.backends.values() if hasattr(layer, "close_pools")))
     channel_layers.backends.clear()
+
+
+async def bounded(*coroutines, timeout=5):
+    """Run clean-up coroutines for at most ``timeout`` seconds.
+
+    Not ``wait_for``: after its timeout it waits for the cancelled coroutine to
+    finish, and channels_redis's clean-up (a cancelled blocking read, closing a
+    pool) can outlast any timeout; a teardown must not hang the suite on it.
+    """
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)

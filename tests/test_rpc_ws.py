@@ -373,3 +373,16 @@ async def test_a_stale_or_foreign_push_is_answered_as_such_even_with_a_broken_ch
     await client.push("4", [event(3), {**event(5), "parentSeqNum": 4}])
     assert (await client.recv())["exit"]["cause"]["error"]["_tag"] == "UnknownError"
     assert await db.run(storage.head, store_id) == 2
+
+
+async def test_events_committed_without_any_broadcast_reach_live_pulls_by_the_head_check(rpc, store_id, settings):
+    """As when the pushing process died between commit and broadcast: the hub's head check delivers them."""
+    settings.LIVESYNC = {"HEAD_CHECK_INTERVAL": 0.1}
+    reader = await rpc()
+    await reader.pull("live", live=True)
+    await reader.recv()
+    await db.run(storage.append, store_id, [Event(**event(n)) for n in (1, 2, 3)], lambda e: None)
+    healed = await reader.recv(timeout=5)
+    assert healed["requestId"] == "live" and seq_nums(healed) == [1, 2, 3]
+    assert healed["values"][0]["pageInfo"] == {"_tag": "NoMore"}
+    assert await reader.nothing()
