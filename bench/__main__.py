@@ -1,15 +1,18 @@
-"""Benchmarks for any server speaking LiveStore's ``@livestore/sync-cf@0.3.1`` WebSocket protocol.
+"""Benchmarks for any server speaking LiveStore's sync protocol: ``@livestore/sync-cf@0.3.1`` and 0.4.0's ws.
 
-    python -m bench                       # livesync on the embedded default (started here)
-    python -m bench --url ws://HOST:PORT  # any 0.3 server already running (memory only with --server-pid)
-    python -m bench --compare             # livesync (SQLite; PostgreSQL + Redis) and the reference, alternating
+    python -m bench                       # livesync on the embedded default (started here), 0.3 and 0.4 ws clients
+    python -m bench --url ws://HOST:PORT  # any server already running (memory only with --server-pid)
+    python -m bench --compare             # livesync (SQLite; PostgreSQL + Redis) and the 0.3.1 reference, alternating
     python -m bench --large               # also 100,000-event pulls, 200 subscribers, 10,000 idle sockets
+    python -m bench --layers              # livesync on Redis's two channel layers, 1 and 2 processes
 
 Scenarios: 1 push throughput, 2 cold pull, 3 fan-out latency, 4 many stores, 5 idle connections,
-6 scale-out (1, 2 and 4 daphne processes on PostgreSQL + Redis; not with --url). The load runs in its own
-process (``bench.loadgen``) on raw sockets with the real client's frames (``python -m bench.verify_frames``
-checks them); each table says how much CPU it used. Prints one table per scenario and writes all results
-as JSON (``--json``, default ``bench/results.json``).
+6 scale-out (1, 2 and 4 daphne processes on PostgreSQL + Redis; not with --url). Each livesync server runs
+once per client protocol (``--protocols``): ratios 0.4/0.3 compare the two clients on the same server. The
+load runs in its own process (``bench.loadgen``) on raw sockets with the real clients' frames
+(``python -m bench.verify_frames`` and ``bench.verify_frames04`` check them); each table says how much CPU it
+used. Prints one table per scenario and writes all results as JSON (``--json``, default
+``bench/results.json``).
 """
 
 import argparse
@@ -21,12 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report, scenarios
+from bench.clients import CLIENTS
 from bench.runner import JobFailed, run_job
 from bench.servers import (
+    LAYERS,
     REFERENCE_DIR,
     REPO_ROOT,
     ExternalServer,
@@ -37,6 +42,9 @@ from bench.servers import (
 )
 
 ALL_SCENARIOS = ["push", "pull", "fanout", "many", "idle", "scaleout"]
+# What a channel layer changes: the broadcast path (and, on 2 processes, the trip through Redis).
+LAYER_SCENARIOS = ["push", "fanout", "many"]
+LAYER_PROCESSES = (1, 2)
 
 
 def log(message):
@@ -45,7 +53,7 @@ def log(message):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="benchmark the 0.3 server at this ws:// URL instead of starting livesync")
+    parser.add_argument("--url", help="benchmark the server at this ws:// URL instead of starting livesync")
     parser.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its memory and CPU")
     parser.add_argument(
         "--compare",
@@ -56,19 +64,45 @@ def parse_args(argv):
     parser.add_argument("--json", default=str(REPO_ROOT / "bench" / "results.json"), help="where to write results")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
     parser.add_argument("--no-reference", action="store_true", help="with --compare: leave the reference out")
+    parser.add_argument(
+        "--protocols",
+        default=",".join(CLIENTS),
+        help=f"comma-separated client protocols to run every livesync server with (default {','.join(CLIENTS)})",
+    )
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help=f"livesync on PostgreSQL with 1 and 2 processes on each Redis channel layer ({', '.join(LAYERS)}), "
+        f"0.3 client, scenarios {','.join(LAYER_SCENARIOS)} with 20 and 200 subscribers",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run each scenario N times, in alternating order; tables show medians"
+    )
     args = parser.parse_args(argv)
     if args.url and args.compare:
         parser.error("--url and --compare exclude each other")
-    args.scenarios = ALL_SCENARIOS if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(args.scenarios) - set(ALL_SCENARIOS)
+    if args.layers and (args.url or args.compare):
+        parser.error("--layers starts its own servers; it excludes --url and --compare")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not args.protocols or set(args.protocols) - set(CLIENTS):
+        parser.error(f"--protocols: choose from {', '.join(CLIENTS)}")
+    default = LAYER_SCENARIOS if args.layers else ALL_SCENARIOS
+    args.scenarios = default if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(default)
     if unknown:
-        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+        parser.error(f"unknown scenarios{' for --layers' if args.layers else ''}: {', '.join(sorted(unknown))}")
     return args
 
 
 def tool_version(command):
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[-1]
+        return (
+            subprocess.run(command, check=False, capture_output=True, text=True, timeout=20)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
 
@@ -76,7 +110,7 @@ def tool_version(command):
 def environment():
     wrangler_bin = REFERENCE_DIR / "node_modules" / ".bin"
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
         "cpus": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -92,18 +126,45 @@ def environment():
 
 
 def make_targets(args, workdir):
-    if args.url:
-        return [ExternalServer(args.url, args.server_pid)]
-    targets = [LivesyncServer("sqlite", workdir=workdir)]
-    if args.compare:
-        targets.append(LivesyncServer("postgres", workdir=workdir))
-        if not args.no_reference:
-            targets.append(ReferenceServer(workdir=workdir))
-    return targets
+    """The servers in the order they run, and the ratio columns: ``[(label, target, baseline)]``."""
+    if args.layers:
+        targets, ratios = [], []
+        for processes in LAYER_PROCESSES:
+            names = {layer: f"{layer}-x{processes}" for layer in LAYERS}
+            targets += [
+                LivesyncServer("postgres", processes=processes, workdir=workdir, name=name, layer=layer)
+                for layer, name in names.items()
+            ]
+            ratios.append((f"pubsub/core x{processes}", names["pubsub"], names["core"]))
+        return targets, ratios
+
+    def make(kind, protocol):
+        if args.url:
+            return ExternalServer(args.url, args.server_pid, protocol=protocol)
+        return LivesyncServer(kind, workdir=workdir, protocol=protocol)
+
+    kinds = ["server"] if args.url else ["sqlite", "postgres"] if args.compare else ["sqlite"]
+    targets, ratios = [], []
+    for kind in kinds:
+        made = {protocol: make(kind, protocol) for protocol in args.protocols}
+        targets += made.values()
+        # each other client against the 0.3 client on the same kind of server
+        ratios += [
+            (f"{kind} {protocol.split('-')[0]}/0.3", server.name, made["0.3"].name)
+            for protocol, server in made.items()
+            if protocol != "0.3" and "0.3" in made
+        ]
+    if args.compare and not args.no_reference:
+        reference = ReferenceServer(workdir=workdir)
+        ratios += [
+            (f"{t.name.removeprefix('livesync-')}/ref", t.name, reference.name) for t in targets if t.protocol == "0.3"
+        ]
+        targets.append(reference)
+    return targets, ratios
 
 
 def warm_up(server, config):
-    run_job({"kind": "warmup", "urls": server.urls, "store": config.store("warmup")}, timeout=120)
+    run_job(scenarios.job(server, "warmup", urls=server.urls, store=config.store("warmup")), timeout=120)
 
 
 def run_scenario(name, target, config, unavailable):
@@ -151,21 +212,24 @@ def run_scaleout(config, workdir):
 
 def main(argv=None):
     args = parse_args(argv)
-    config = scenarios.Config.make(large=args.large)
+    config = scenarios.Config.make(large=args.large, layers=args.layers)
     env = environment()
     started = time.monotonic()
     results, scaleout, unavailable = {}, None, {}
     with tempfile.TemporaryDirectory(prefix="livesync-bench-") as workdir:
-        targets = make_targets(args, workdir)
+        targets, ratios = make_targets(args, workdir)
         if args.compare and not args.no_reference and reference_problem():
             unavailable["reference"] = reference_problem()
         for name in args.scenarios:
             if name == "scaleout":
                 continue
-            results[name] = {}
-            for target in targets:
-                log(f"{name}: {target.name} ...")
-                results[name][target.name] = run_scenario(name, target, config, unavailable)
+            rounds = {target.name: [] for target in targets}
+            for number in range(args.rounds):
+                # every other round backwards (A B, B A, …): slow drift of the machine's load hits all alike
+                for target in targets if number % 2 == 0 else targets[::-1]:
+                    log(f"{name}: {target.name} (round {number + 1} of {args.rounds}) ...")
+                    rounds[target.name].append(run_scenario(name, target, config, unavailable))
+            results[name] = {target: report.median_of_rounds(entries) for target, entries in rounds.items()}
         if "scaleout" in args.scenarios:
             if args.url:
                 scaleout = {"unavailable": "scale-out starts its own daphne processes; not run with --url"}
@@ -183,21 +247,27 @@ def main(argv=None):
     if any(name != "scaleout" for name in args.scenarios):
         out.append("servers: " + "; ".join(f"{t.name} = {t.description}" for t in targets))
     out.append(
-        "load generator: its own process, raw WebSocket frames identical to the 0.3.1 client's "
-        "(bench.verify_frames); 'load generator CPU' = its CPU time / wall time of the measured part. "
-        "Ratios are livesync/reference of each metric. Server memory and CPU: /proc of the server process "
+        "load generator: its own process, raw WebSocket frames identical to the real clients' (0.3.1: "
+        "bench.verify_frames; 0.4.0 ws: bench.verify_frames04); 'load generator CPU' = its CPU time / wall time "
+        "of the measured part. Ratio columns divide each metric of one server by another's: x/ref = livesync / "
+        "the reference, 0.4/0.3 = the 0.4 ws client / the 0.3 client on the same kind of server, pubsub/core = "
+        "RedisPubSubChannelLayer / RedisChannelLayer. Server memory and CPU: /proc of the server process "
         "(reference: the workerd running the worker, Durable Objects and D1; wrangler dev's node processes "
         "and proxy workerd are shown apart). 'Other processes' CPU' is the rest of the machine's busy time "
         "during the measured jobs: PostgreSQL and Redis, and anything else running on the machine."
+        + (f" Every number is the median of {args.rounds} rounds." if args.rounds > 1 else "")
     )
     for name in args.scenarios:
         if name == "scaleout":
             out.append(report.scaleout_table("6. Scale-out", scenarios.describe("scaleout", config), scaleout, config))
         else:
             title, _ = scenarios.SCENARIOS[name]
-            out.append(report.scenario_table(title, scenarios.describe(name, config), results[name]))
-    checks = report.check_targets(results, scaleout, config)
-    out.append(report.targets_table(checks))
+            out.append(report.scenario_table(title, scenarios.describe(name, config), results[name], ratios))
+    # The issue's targets are livesync against the 0.3.1 reference, with the client of that protocol.
+    checked = [t.name for t in targets if t.protocol == "0.3" and t.name != report.REFERENCE]
+    checks = report.check_targets(results, scaleout, config, checked) if checked and not args.layers else []
+    if checks:
+        out.append(report.targets_table(checks))
     out.append(
         f"total time: {elapsed:.0f} s; load average at start {' '.join(env['loadavg_at_start'])}, "
         f"at end {' '.join(env['loadavg_at_end'])} (other work on the machine skews every number)"
@@ -207,9 +277,18 @@ def main(argv=None):
 
     document = {
         "environment": env,
-        "arguments": {"url": args.url, "compare": args.compare, "large": args.large, "scenarios": args.scenarios},
+        "arguments": {
+            "url": args.url,
+            "compare": args.compare,
+            "large": args.large,
+            "layers": args.layers,
+            "protocols": args.protocols,
+            "rounds": args.rounds,
+            "scenarios": args.scenarios,
+        },
         "config": {k: v for k, v in config.__dict__.items()},
         "servers": {t.name: t.description for t in targets},
+        "ratios": ratios,
         "results": results,
         "scaleout": {str(k): v for k, v in (scaleout or {}).items()},
         "targets": [dict(zip(("target", "server", "verdict", "measured"), c, strict=True)) for c in checks],

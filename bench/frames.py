@@ -12,7 +12,7 @@ AUTH_TOKEN = "insecure-token-change-me"
 PAYLOAD = {"authToken": AUTH_TOKEN}
 REQUEST_ID_LENGTH = 21  # the client's request ids are 21-character nanoids
 
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 _ALNUM = frozenset(string.ascii_letters + string.digits)
@@ -45,7 +45,7 @@ def store_url(base_url, store_id, payload=PAYLOAD):
     payload: encodeURIComponent(JSON.stringify(payload))})``, so the payload is encoded twice."""
     query = "storeId=" + form_encode(store_id)
     if payload is not None:
-        query += "&payload=" + form_encode(encode_uri_component(_compact(payload)))
+        query += "&payload=" + form_encode(encode_uri_component(compact(payload)))
     return f"{base_url}/websocket?{query}"
 
 
@@ -68,7 +68,7 @@ def todo_event(seq_num, client_id, session_id, todo_id=None):
 
 
 def push_req(req_id, events):
-    return _compact({"_tag": "WSMessage.PushReq", "requestId": req_id, "batch": events})
+    return compact({"_tag": "WSMessage.PushReq", "requestId": req_id, "batch": events})
 
 
 def todo_push(req_id, first_seq, count, client_id="bench", session_id="bench-session"):
@@ -81,7 +81,7 @@ def pull_req(req_id, cursor=None):
     frame = {"_tag": "WSMessage.PullReq", "requestId": req_id}
     if cursor is not None:
         frame["cursor"] = cursor
-    return _compact(frame)
+    return compact(frame)
 
 
-PING = _compact({"_tag": "WSMessage.Ping", "requestId": "ping"})
+PING = compact({"_tag": "WSMessage.Ping", "requestId": "ping"})

@@ -1,4 +1,6 @@
-"""Tables, livesync/reference ratios and the issue's targets, from the results of a run."""
+"""Tables, ratios between servers and the issue's targets, from the results of a run."""
+
+import statistics
 
 from bench.scenarios import METRICS
 
@@ -48,11 +50,38 @@ def _table(header, rows, right=None):
     return "\n".join(lines)
 
 
-def scenario_table(title, description, per_target):
-    """``per_target``: ``{target: {"metrics": …} | {"unavailable": why} | {"error": what}}``."""
+def median_of_rounds(entries):
+    """One result entry from a scenario's rounds on one server: each metric's median over the rounds that ran
+    (a yes/no metric is yes only if every round said yes); every round's details are kept."""
+    ran = [entry for entry in entries if "metrics" in entry]
+    if len(entries) == 1 or not ran:
+        return entries[0]
+    keys = list(dict.fromkeys(key for entry in ran for key in entry["metrics"]))
+    metrics = {}
+    for key in keys:
+        values = [entry["metrics"][key] for entry in ran if entry["metrics"].get(key) is not None]
+        if not values:
+            metrics[key] = None
+        elif any(isinstance(value, bool) for value in values):
+            metrics[key] = all(values)
+        else:
+            metrics[key] = statistics.median(values)
+    notes = [note for entry in ran for note in entry.get("details", {}).get("notes", [])]
+    failed = [entry.get("error") or entry.get("unavailable") for entry in entries if "metrics" not in entry]
+    if failed:
+        notes.append(f"{len(failed)} of {len(entries)} rounds failed: {str(failed[0]).splitlines()[0]}")
+    return {"metrics": metrics, "details": {"rounds": [entry.get("details") for entry in entries], "notes": notes}}
+
+
+def scenario_table(title, description, per_target, ratios=()):
+    """``per_target``: ``{target: {"metrics": …} | {"unavailable": why} | {"error": what}}``; ``ratios``:
+    ``[(column label, target, baseline)]``, a column for each pair whose baseline has results here."""
     targets = list(per_target)
-    livesync = [t for t in targets if t != REFERENCE]
-    reference = per_target.get(REFERENCE, {}).get("metrics") if REFERENCE in targets else None
+
+    def measured(target):
+        return per_target.get(target, {}).get("metrics")
+
+    ratios = [(label, target, base) for label, target, base in ratios if measured(base) and target in per_target]
     keys = []
     for target in targets:
         for key in per_target[target].get("metrics", {}):
@@ -62,9 +91,7 @@ def scenario_table(title, description, per_target):
     keys.sort(key=lambda key: order.get(key, len(order)))
     # rows with no value anywhere (e.g. wrangler's CPU when the reference did not run) are left out
     keys = [k for k in keys if any(per_target[t].get("metrics", {}).get(k) is not None for t in targets)]
-    header = ["metric", *targets]
-    if reference:
-        header += [f"{t.replace('livesync-', '')}/ref" for t in livesync]
+    header = ["metric", *targets, *[label for label, _, _ in ratios]]
     rows = []
     for key in keys:
         label, fmt, better = METRICS.get(key, (key, "{}", None))
@@ -72,10 +99,9 @@ def scenario_table(title, description, per_target):
         row = [label + arrow]
         for target in targets:
             row.append(_fmt(fmt, per_target[target].get("metrics", {}).get(key)))
-        if reference:
-            for target in livesync:
-                value = per_target[target].get("metrics", {}).get(key)
-                row.append(_ratio(value, reference.get(key)) if better else "")
+        for _, target, base in ratios:
+            value = (measured(target) or {}).get(key)
+            row.append(_ratio(value, measured(base).get(key)) if better else "")
         rows.append(row)
     lines = [f"## {title}", description, "", _table(header, rows) if rows else "(no results)"]
     for target in targets:
@@ -134,13 +160,10 @@ def _get(results, scenario, target, key):
     return results.get(scenario, {}).get(target, {}).get("metrics", {}).get(key)
 
 
-def check_targets(results, scaleout, config):
-    """``[(target text, server, verdict "PASS"/"MISS"/"n/a", what was measured)]``."""
+def check_targets(results, scaleout, config, livesync):
+    """``[(target text, server, verdict "PASS"/"MISS"/"n/a", what was measured)]`` for the servers ``livesync``."""
     checks = []
     have_reference = any("metrics" in per.get(REFERENCE, {}) for per in results.values())
-    livesync = []
-    for per in results.values():
-        livesync += [t for t in per if t != REFERENCE and t not in livesync]
 
     def ref(scenario, key):
         value = _get(results, scenario, REFERENCE, key)
@@ -252,7 +275,7 @@ def check_targets(results, scaleout, config):
         add(
             "scale-out: 4 processes correct",
             "livesync-postgres x N",
-            None if "correct" not in four else four["correct"],
+            four.get("correct"),
             f"{_fmt('{}', four.get('correct'))}",
         )
     if not have_reference:

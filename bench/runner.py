@@ -82,7 +82,6 @@ def run_job(job, server_pids=(), on_ready=None, timeout=600.0, sample_memory=Tru
         0.0, machine_cpu_s - result["loadgen_cpu_total_s"] - result["server_cpu_s"] - result["aux_cpu_s"]
     )
     result["machine_cpu_s"] = machine_cpu_s
-    if server_pids:
-        if sample_memory:
-            result["server_peak_rss"] = sampler.peak
+    if server_pids and sample_memory:
+        result["server_peak_rss"] = sampler.peak
     return result

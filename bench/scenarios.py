@@ -27,12 +27,13 @@ class Config:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     @classmethod
-    def make(cls, large=False):
+    def make(cls, large=False, layers=False):
         config = cls(large=large)
         if large:
             config.pull_sizes = (10_000, 100_000)
-            config.fanout_subscribers = (20, 200)
             config.idle_sockets = (1000, 10_000)
+        if large or layers:
+            config.fanout_subscribers = (20, 200)
         return config
 
     def store(self, name):
@@ -51,6 +52,16 @@ def metric(key, label, fmt, better):
 def aux(server):
     """The server's processes for ``run_job``: measured ones, then the helpers whose CPU is shown apart."""
     return {"server_pids": server.pids, "aux_pids": getattr(server, "aux_pids", [])}
+
+
+def job(server, kind, **fields):
+    """A load-generator job against ``server``, in the protocol its client speaks."""
+    return {"kind": kind, "protocol": server.protocol, **fields}
+
+
+def subscriber_urls(server):
+    """Where the subscribers of a pusher on the first process go: every other process, or the same one."""
+    return server.urls[1:] or server.urls[:1]
 
 
 def _loadgen(details, result):
@@ -91,27 +102,27 @@ def _cpu_rows(prefix, metrics, details):
 
 
 def push(server, config):
+    """On N processes, the pushes must also reach a subscriber on every other process (through Redis)."""
     metrics, details = {}, {"runs": {}}
     for batch in config.push_batches:
-        result = run_job(
-            {
-                "kind": "push",
-                "url": server.url,
-                "store": config.store(f"push{batch}"),
-                "total": config.push_total,
-                "batch": batch,
-            },
-            **aux(server),
-            timeout=config.job_timeout,
-        )
+        fields = {"store": config.store(f"push{batch}"), "total": config.push_total, "batch": batch}
+        if len(server.urls) > 1:
+            spec = job(server, "scale_push", pusher_url=server.url, sub_urls=subscriber_urls(server), **fields)
+        else:
+            spec = job(server, "push", url=server.url, **fields)
+        result = run_job(spec, **aux(server), timeout=config.job_timeout)
         _loadgen(details, result)
         details["runs"][batch] = result
         metrics[metric(f"push_b{batch}_eps", f"batch {batch}: acknowledged events/s", "{:,.0f}", "higher")] = result[
             "events_per_s"
         ]
-        metrics[metric(f"push_b{batch}_ack_p50", f"batch {batch}: PushAck p50 (ms)", "{:.1f}", "lower")] = result[
-            "ack_ms"
-        ]["p50"]
+        metrics[metric(f"push_b{batch}_ack_p50", f"batch {batch}: ack p50 (ms)", "{:.1f}", "lower")] = result["ack_ms"][
+            "p50"
+        ]
+        if "ok" in result:
+            metrics[
+                metric(f"push_b{batch}_ok", f"batch {batch}: every process got every event, in order", "{}", None)
+            ] = result["ok"]
     _cpu_rows("push", metrics, details)
     return {"metrics": metrics, "details": details}
 
@@ -124,7 +135,7 @@ def pull(server, config):
     for size in config.pull_sizes:
         store = config.store(f"pull{size}")
         seed = run_job(
-            {"kind": "push", "url": server.url, "store": store, "total": size, "batch": 100},
+            job(server, "push", url=server.url, store=store, total=size, batch=100),
             **aux(server),
             timeout=config.job_timeout,
         )
@@ -132,7 +143,7 @@ def pull(server, config):
         baseline = procinfo.rss(server.pids)
         exact_peak = procinfo.reset_peak(server.pids) and bool(server.pids)
         result = run_job(
-            {"kind": "pull", "url": server.url, "store": store, "expected": size},
+            job(server, "pull", url=server.url, store=store, expected=size),
             **aux(server),
             timeout=config.job_timeout,
         )
@@ -141,7 +152,7 @@ def pull(server, config):
         _loadgen(details, result)
         details["runs"][size] = result
         n = f"{size:,}"
-        metrics[metric(f"pull_{size}_s", f"{n}: PullReq to last chunk (s)", "{:.3f}", "lower")] = result["pull_s"]
+        metrics[metric(f"pull_{size}_s", f"{n}: pull request to last page (s)", "{:.3f}", "lower")] = result["pull_s"]
         metrics[metric(f"pull_{size}_eps", f"{n}: events/s", "{:,.0f}", "higher")] = result["events_per_s"]
         metrics[metric(f"pull_{size}_connect_s", f"{n}: connect (s)", "{:.3f}", "lower")] = result["connect_s"]
         if server.pids:
@@ -160,13 +171,15 @@ def fanout(server, config):
     metrics, details = {}, {"runs": {}}
     for subscribers in config.fanout_subscribers:
         result = run_job(
-            {
-                "kind": "fanout",
-                "url": server.url,
-                "store": config.store(f"fan{subscribers}"),
-                "subscribers": subscribers,
-                "pushes": config.fanout_pushes,
-            },
+            job(
+                server,
+                "fanout",
+                url=server.url,
+                sub_urls=subscriber_urls(server),
+                store=config.store(f"fan{subscribers}"),
+                subscribers=subscribers,
+                pushes=config.fanout_pushes,
+            ),
             **aux(server),
             timeout=config.job_timeout,
         )
@@ -189,13 +202,14 @@ def fanout(server, config):
 def many(server, config, urls=None):
     prefix = config.store("many")
     result = run_job(
-        {
-            "kind": "many",
-            "urls": urls or server.urls,
-            "stores": config.many_stores,
-            "events": config.many_events,
-            "prefix": prefix,
-        },
+        job(
+            server,
+            "many",
+            urls=urls or server.urls,
+            stores=config.many_stores,
+            events=config.many_events,
+            prefix=prefix,
+        ),
         **aux(server),
         timeout=config.job_timeout,
     )
@@ -221,7 +235,7 @@ def idle(server, config):
         prefix = config.store(f"idle{n}")
         # open and close a few sockets first, so one-off allocations do not count per socket
         run_job(
-            {"kind": "idle", "url": server.url, "n": 50, "stores": 5, "prefix": prefix + "-warm"},
+            job(server, "idle", url=server.url, n=50, stores=5, prefix=prefix + "-warm"),
             **aux(server),
             timeout=config.job_timeout,
         )
@@ -234,13 +248,14 @@ def idle(server, config):
             measured.update(info, rss=procinfo.rss(server.pids), proxy_rss=procinfo.rss(proxy_pids))
 
         result = run_job(
-            {
-                "kind": "idle",
-                "url": server.url,
-                "n": n,
-                "stores": max(1, n // config.idle_sockets_per_store),
-                "prefix": prefix,
-            },
+            job(
+                server,
+                "idle",
+                url=server.url,
+                n=n,
+                stores=max(1, n // config.idle_sockets_per_store),
+                prefix=prefix,
+            ),
             **aux(server),
             on_ready=on_ready,
             timeout=config.job_timeout,
@@ -291,14 +306,15 @@ def scaleout_one(server, config):
         # The pusher on the first process; a subscriber on every other one (on the same one when alone) must
         # receive every event once and in order.
         result = run_job(
-            {
-                "kind": "scale_push",
-                "pusher_url": urls[0],
-                "sub_urls": urls[1:] or urls[:1],
-                "store": config.store(f"scale{processes}-b{batch}"),
-                "total": config.push_total,
-                "batch": batch,
-            },
+            job(
+                server,
+                "scale_push",
+                pusher_url=urls[0],
+                sub_urls=subscriber_urls(server),
+                store=config.store(f"scale{processes}-b{batch}"),
+                total=config.push_total,
+                batch=batch,
+            ),
             **aux(server),
             timeout=config.job_timeout,
         )
@@ -314,13 +330,14 @@ def scaleout_one(server, config):
     metrics["many_eps"] = result["metrics"]["many_eps"]
     metrics["many_loadgen_pct"] = result["metrics"]["many_loadgen_pct"]
     verify = run_job(
-        {
-            "kind": "verify_counts",
-            "urls": urls,
-            "stores": config.many_stores,
-            "prefix": prefix,
-            "expected": config.many_events,
-        },
+        job(
+            server,
+            "verify_counts",
+            urls=urls,
+            stores=config.many_stores,
+            prefix=prefix,
+            expected=config.many_events,
+        ),
         timeout=config.job_timeout,
     )
     details["runs"]["verify"] = verify
@@ -339,13 +356,15 @@ SCENARIOS = {
 }
 
 DESCRIPTIONS = {
-    "push": "one client pushes {push_total:,} events, each push waiting for its PushAck",
+    "push": "one client pushes {push_total:,} events, each push waiting for its acknowledgement (on N processes: "
+    "from the first, and a subscriber on every other process must get every event once, in order)",
     "pull": "a fresh socket pulls a backlog of {pull_sizes_text} events (seeded first, not timed)",
     "fanout": "{fanout_subscribers_text} subscriber sockets on one store; a pusher sends {fanout_pushes} "
-    "single-event pushes one after another; push sent -> broadcast received, over all subscribers",
+    "single-event pushes one after another; push sent -> broadcast received, over all subscribers (on N "
+    "processes: the pusher on the first, the subscribers round-robin on the others)",
     "many": "{many_stores} clients at once, each pushing {many_events} single-event pushes to its own store "
-    "(connects included)",
-    "idle": "{idle_sockets_text} sockets connected as the client connects (PullReq + Ping), {idle_sockets_per_store} "
+    "(connects included; on N processes round-robin)",
+    "idle": "{idle_sockets_text} sockets connected as the client connects (pull + ping), {idle_sockets_per_store} "
     "per store, then idle; server RSS growth / sockets",
     "scaleout": "livesync only, N daphne processes on one PostgreSQL database + Redis, clients round-robin: "
     "scenario 1 (pusher on process 1, a subscriber on every other process checking it gets every event "

@@ -27,6 +27,11 @@ LIVESYNC_SETTINGS = {
 }
 
 
+def protocol_suffix(protocol):
+    """How a server's name says which client it is benchmarked with: nothing for 0.3, ``-0.4ws`` for 0.4 ws."""
+    return "" if protocol == "0.3" else "-" + protocol.replace("-", "")
+
+
 class Unavailable(RuntimeError):
     """This server cannot run here; the message says why."""
 
@@ -34,6 +39,7 @@ class Unavailable(RuntimeError):
 class Server:
     name = "server"
     description = ""
+    protocol = "0.3"  # the load generator's client for it: "0.3" or "0.4-ws" (bench.clients)
 
     def __init__(self):
         self.urls = []
@@ -64,12 +70,13 @@ class Server:
 class ExternalServer(Server):
     """A server someone else runs at ``url``; memory and CPU only if its ``pid`` is given."""
 
-    def __init__(self, url, pid=None, name="server"):
+    def __init__(self, url, pid=None, name=None, protocol="0.3"):
         super().__init__()
-        self.name = name
+        self.name = name or "server" + protocol_suffix(protocol)
+        self.protocol = protocol
         self.urls = [url.rstrip("/")]
         self.pids = [pid] if pid else []
-        self.description = f"{url}" + (f" (pid {pid})" if pid else "")
+        self.description = f"{url}, {protocol} client" + (f" (pid {pid})" if pid else "")
 
 
 def _postgres_and_redis_problem():
@@ -81,30 +88,53 @@ def _postgres_and_redis_problem():
     return None
 
 
+# The Redis channel layers livesync can run on: the project's settings, or bench/pubsub_settings.py.
+LAYERS = {
+    "core": ("channels_redis.core.RedisChannelLayer", {}),
+    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {"DJANGO_SETTINGS_MODULE": "bench.pubsub_settings"}),
+}
+
+
 class LivesyncServer(Server):
     """``processes`` daphne processes serving livesync on a fresh database.
 
     ``backend="sqlite"``: the embedded default (a new SQLite file, the in-memory channel layer; one process).
-    ``backend="postgres"``: a new PostgreSQL database and Redis (``tests/services.py`` finds both).
+    ``backend="postgres"``: a new PostgreSQL database and Redis (``tests/services.py`` finds both), on the
+    channel layer ``layer`` (a key of ``LAYERS``). ``protocol`` is the client the load generator speaks to it.
     """
 
-    def __init__(self, backend="sqlite", processes=1, workdir=None, name=None, extra_settings=None):
+    def __init__(
+        self,
+        backend="sqlite",
+        processes=1,
+        workdir=None,
+        name=None,
+        extra_settings=None,
+        layer="core",
+        protocol="0.3",
+    ):
         super().__init__()
         if backend == "sqlite" and processes != 1:
             raise ValueError("the embedded default serves from one process")
+        if backend == "sqlite" and layer != "core":
+            raise ValueError("the embedded default has the in-memory channel layer")
         self.backend = backend
         self.processes = processes
-        self.name = name or f"livesync-{backend}"
+        self.protocol = protocol
+        self.name = name or f"livesync-{backend}" + protocol_suffix(protocol)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livesync-bench-"))
         self._own_workdir = workdir is None  # a directory of our own is removed on stop()
-        self.extra_settings = dict(extra_settings or {})
+        layer_class, layer_settings = LAYERS[layer]
+        self.extra_settings = {**layer_settings, **(extra_settings or {})}
         self.servers = []
         self._stack = None
-        self.description = (
-            "daphne, SQLite file + in-memory channel layer"
-            if backend == "sqlite"
-            else f"{processes} daphne process{'es' if processes > 1 else ''}, PostgreSQL + Redis"
-        )
+        if backend == "sqlite":
+            self.description = "daphne, SQLite file + in-memory channel layer"
+        else:
+            self.description = (
+                f"{processes} daphne process{'es' if processes > 1 else ''}, PostgreSQL + Redis ({layer_class})"
+            )
+        self.description += f", {protocol} client"
 
     def problem(self):
         if self.backend == "postgres":

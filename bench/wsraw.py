@@ -263,7 +263,7 @@ class WebSocketClient:
             self._write(encode_frame(OP_CLOSE, struct.pack("!H", code)))
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.abort()
 
     def abort(self):
