@@ -31,6 +31,8 @@ _hubs = weakref.WeakKeyDictionary()
 
 # Store messages waiting to go out through the channel layer, per process.
 OUTGOING_LIMIT = 10_000
+# The message a hub sends itself to learn whether the channel layer answers again.
+PROBE = "livesync.probe"
 # How long stop() waits for the hub's cancelled loops to end.
 STOP_TIMEOUT_SECONDS = 2
 
@@ -177,7 +179,13 @@ class Hub:
         self.layer_down = True
 
     async def _rejoin(self):
-        """After an outage: join every group again (a restarted Redis forgot them), then resume."""
+        """After an outage: join every group again (a restarted Redis forgot them), then resume.
+
+        A message to the hub's own channel proves the layer answers: the pub/sub
+        layer's ``group_add`` on a group it already follows makes no call at all,
+        and would report a recovery while Redis is still down.
+        """
+        await self.layer.send(self.channel_name, {"type": PROBE})
         for store_id in list(self.members):
             await _twice(self.layer.group_add, broadcast.group_name(store_id), self.channel_name)
         self.layer_down = False
@@ -193,7 +201,7 @@ class Hub:
                 self._layer_failed(exc)
                 await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
                 continue
-            if message.get("origin") != self.id:
+            if message.get("origin") != self.id and message["type"] != PROBE:
                 self._deliver(message)
 
     def _deliver(self, message):
