@@ -7,7 +7,7 @@ from channels.routing import URLRouter
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 
 from syncapp.routing import TransportRouter, websocket_urlpatterns
-from tests.wsclient import event, events  # noqa: F401  (the same event shape in both generations)
+from tests.wsclient import Client, event, events  # noqa: F401  (the same event shape in both generations)
 
 websocket_application = TransportRouter(URLRouter(websocket_urlpatterns))
 
@@ -46,32 +46,13 @@ def seq_nums(chunk):
     return [item["eventEncoded"]["seqNum"] for value in chunk["values"] for item in value["batch"]]
 
 
-class RpcClient:
+class RpcClient(Client):
+    """A 0.4 ``makeWsSync`` socket: the 0.3 test client's plumbing with 0.4 framing."""
+
     def __init__(self, store_id, payload=None, path="/", app=websocket_application):
         self.store_id = store_id
         self.communicator = WebsocketCommunicator(app, f"{path}?{query(store_id, payload)}")
         self.connected = False
-
-    async def connect(self):
-        self.connected, detail = await self.communicator.connect(timeout=10)
-        return self.connected, detail
-
-    async def send(self, frame):
-        await self.communicator.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
-
-    async def recv_output(self, timeout=10):
-        return await self.communicator.receive_output(timeout)
-
-    async def recv_text(self, timeout=10):
-        output = await self.communicator.receive_output(timeout)
-        assert output["type"] == "websocket.send", output
-        return output["text"]
-
-    async def recv(self, timeout=10):
-        return json.loads(await self.recv_text(timeout))
-
-    async def nothing(self, timeout=0.3):
-        return await self.communicator.receive_nothing(timeout)
 
     async def push(self, request_id, batch, backend_id=None):
         await self.send(request(request_id, "SyncWsRpc.Push", push_payload(self.store_id, batch, backend_id)))
@@ -89,9 +70,6 @@ class RpcClient:
                 return chunks, frame
             assert frame["_tag"] == "Chunk" and frame["requestId"] == request_id, frame
             chunks.append(frame)
-
-    async def close(self):
-        await self.communicator.disconnect()
 
 
 async def http_call(body, store_id, payload=None, method="POST", path="/", headers=(), transport="http"):

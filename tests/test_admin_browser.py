@@ -12,17 +12,15 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import websockets.sync.client
 
+from tests.support.browser import missing_browser_parts, start_chromium
 from tests.support.daphne import REPO_ROOT, DaphneServer, server_environment
 from tests.support.databases import sqlite_database
 from tests.wsclient import connection_path, events
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 PASSWORD = "browser-test-password"
 LIVE_STORE = "browser-live-store"
@@ -31,11 +29,7 @@ IMPORTED_STORE = "browser-imported-store"
 
 def require_browser():
     """Skip (or, under CI, fail) unless Debian's chromium, its chromedriver and selenium are installed."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package")
+    missing = missing_browser_parts()
     if not missing:
         return
     message = f"{', '.join(missing)} not installed"
@@ -60,26 +54,7 @@ def manage(database_url, *args, **env):
 @pytest.fixture
 def browser(tmp_path):
     require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
+    driver = start_chromium(tmp_path / "chromium-profile", (1400, 1000))
     yield driver
     driver.quit()
 

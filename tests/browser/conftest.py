@@ -10,10 +10,11 @@ import uuid
 
 import pytest
 
+from tests.support.browser import missing_browser_parts
 from tests.support.daphne import REPO_ROOT, DaphneServer
 from tests.support.databases import sqlite_database
 
-from .todo_window import CHROMEDRIVER, CHROMIUM, TodoWindow
+from .todo_window import TodoWindow
 
 DEMO_DIR = REPO_ROOT / "examples" / "todomvc"
 # What the build is made from; a build older than any of these is stale.
@@ -26,11 +27,7 @@ OBSERVATIONS = []
 
 def setup_problem():
     """Why the browser tests cannot run here, or None."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package")
+    missing = missing_browser_parts()
     if missing:
         return f"{', '.join(missing)} not installed (apt-get install chromium chromium-driver)"
     built = DEMO_DIR / "dist" / "index.html"

@@ -5,10 +5,9 @@ leader worker and its own WebSocket to livesync, as two people on two machines w
 """
 
 import time
-from pathlib import Path
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from tests.support.browser import start_chromium
+
 # The outer size: headless Chromium still reserves ~140 px of it for the (invisible) browser frame.
 WINDOW_SIZE = (560, 600)
 BOOT_TIMEOUT_S = 30
@@ -27,30 +26,10 @@ return Array.from(document.querySelectorAll('.todo-list li'), (item) => [
 
 class TodoWindow:
     def __init__(self, name, profile_dir):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for argument in (
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}",
-            f"--user-data-dir={profile_dir}",
-        ):
-            options.add_argument(argument)
-        # The page's and its workers' console, attached to the report when a test fails.
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.name = name
         self.console = []
-        self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        self.driver.set_page_load_timeout(30)
+        # The page's and its workers' console, attached to the report when a test fails.
+        self.driver = start_chromium(profile_dir, WINDOW_SIZE, capture_console=True)
 
     def open(self, url):
         self.driver.get(url)
