@@ -7,35 +7,11 @@ what the user of each store would see: the materialized ``todos`` rows, plus how
 
 import pytest
 
+from tests.interop.expectations import assert_synced, converge_workload_todos, rows
+
 pytestmark = pytest.mark.interop
 
 PARENT_ERROR = "Invalid parent event number. Received e{parent} but expected e{head}"
-
-
-def todo(todo_id, completed=False, deleted=False):
-    return {"id": todo_id, "text": f"todo {todo_id}", "completed": completed, "deleted": deleted, "times_created": 1}
-
-
-def rows(ids):
-    return [todo(todo_id) for todo_id in sorted(ids)]
-
-
-def assert_synced(store, head):
-    """The server confirmed exactly ``head`` events to the store and its app state applied all of them."""
-    progress = {key: store[key] for key in ("upstreamHead", "pending", "sessionHead", "sessionPending")}
-    assert progress == {"upstreamHead": head, "pending": 0, "sessionHead": head, "sessionPending": 0}
-
-
-def converge_workload_todos():
-    """What ``scenarios/converge.mjs`` commits: per client 50 todos, every 5th completed, every 10th deleted."""
-    return sorted(
-        (
-            todo(f"{client}-{n:02d}", completed=n % 5 == 4, deleted=n % 10 == 9)
-            for client in ("client-a", "client-b", "client-c")
-            for n in range(50)
-        ),
-        key=lambda row: row["id"],
-    )
 
 
 def assert_converged(result):

@@ -8,6 +8,8 @@ with. ``times_created`` counts how often a todo's creation was applied, so an ev
 
 import pytest
 
+from tests.interop.expectations import assert_synced, converge_workload_todos, rows
+
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("v04_project")]
 
 TRANSPORTS = ["ws", "http"]
@@ -23,37 +25,11 @@ def run_v04(v04_scenarios):
     return run
 
 
-def todo(todo_id, completed=False, deleted=False):
-    return {"id": todo_id, "text": f"todo {todo_id}", "completed": completed, "deleted": deleted, "times_created": 1}
-
-
-def rows(ids):
-    return [todo(todo_id) for todo_id in sorted(ids)]
-
-
-def assert_synced(store, head):
-    """The server confirmed exactly ``head`` events to the store and its app state applied all of them."""
-    progress = {key: store[key] for key in ("upstreamHead", "pending", "sessionHead", "sessionPending")}
-    assert progress == {"upstreamHead": head, "pending": 0, "sessionHead": head, "sessionPending": 0}
-
-
 def assert_same_eventlog(stores, length):
     """Every store holds the same ``length`` events in the same order, numbered e1, e2, … without gaps."""
     eventlogs = [store["eventlog"] for store in stores]
     assert all(eventlog == eventlogs[0] for eventlog in eventlogs), eventlogs
     assert [entry.split()[0] for entry in eventlogs[0]] == [f"e{n}" for n in range(1, length + 1)]
-
-
-def converge_workload_todos():
-    """What ``v04/scenarios/converge.mjs`` commits: per client 50 todos, every 5th completed, every 10th deleted."""
-    return sorted(
-        (
-            todo(f"{client}-{n:02d}", completed=n % 5 == 4, deleted=n % 10 == 9)
-            for client in ("client-a", "client-b", "client-c")
-            for n in range(50)
-        ),
-        key=lambda row: row["id"],
-    )
 
 
 def assert_converged(result):

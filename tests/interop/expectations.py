@@ -1,0 +1,27 @@
+"""What a user of a todo store should see, shared by the 0.3.1 and 0.4.0 interop tests (same schema, same workload)."""
+
+
+def todo(todo_id, completed=False, deleted=False):
+    return {"id": todo_id, "text": f"todo {todo_id}", "completed": completed, "deleted": deleted, "times_created": 1}
+
+
+def rows(ids):
+    return [todo(todo_id) for todo_id in sorted(ids)]
+
+
+def assert_synced(store, head):
+    """The server confirmed exactly ``head`` events to the store and its app state applied all of them."""
+    progress = {key: store[key] for key in ("upstreamHead", "pending", "sessionHead", "sessionPending")}
+    assert progress == {"upstreamHead": head, "pending": 0, "sessionHead": head, "sessionPending": 0}
+
+
+def converge_workload_todos():
+    """What both ``converge`` scenarios commit: per client 50 todos, every 5th completed, every 10th deleted."""
+    return sorted(
+        (
+            todo(f"{client}-{n:02d}", completed=n % 5 == 4, deleted=n % 10 == 9)
+            for client in ("client-a", "client-b", "client-c")
+            for n in range(50)
+        ),
+        key=lambda row: row["id"],
+    )
