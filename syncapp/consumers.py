@@ -1,9 +1,11 @@
-"""The 0.3 sync endpoint: one WebSocket consumer per client socket.
+"""The 0.3 sync endpoint: one WebSocket consumer per client socket (``makeCfSync``).
 
 The store's channel-layer group is the Durable Object analogue: each committed
-push is announced to it as one pre-encoded ``PullRes`` frame, and the process's
-hub (``syncapp.hub``) hands store messages to each socket's bounded inbox.
-Storage is reached only through ``syncapp.storage`` run on the database pool
+push is announced to it (``syncapp.eventlog``) pre-encoded for both protocol
+generations, and the process's hub (``syncapp.hub``) hands store messages to
+each socket's bounded inbox (``syncapp.sockets``). A 0.3 socket forwards the
+``PullRes`` frame as is, in order, per its Sequencer. Storage is reached only
+through ``syncapp.eventlog`` / ``syncapp.storage`` on the database pool
 (``syncapp.db``); this module knows no SQL.
 """
 
