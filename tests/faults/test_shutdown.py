@@ -1,9 +1,12 @@
 """Graceful shutdown: SIGTERM to a daphne process whose sockets are pushing."""
 
 import asyncio
+import json
 import time
+from urllib.parse import quote
 
 import pytest
+import websockets
 
 from syncapp.sockets import CLOSE_SERVICE_RESTART
 
@@ -79,3 +82,60 @@ async def test_sigterm_closes_sockets_with_1012_and_loses_no_acknowledged_push(
     for sock in (*victims, reader, reconnected):
         assert sock.violations == [], sock.violations
     assert [(e["seqNum"], e["args"]) for e in reader.history] == [(e["seqNum"], e["args"]) for e in stored]
+
+
+async def test_sigterm_closes_0_4_sockets_with_1012_and_loses_no_acknowledged_push(nodes, store_id, fault_database):
+    """The same for ``makeWsSync`` sockets: a pusher and a live pull on the stopping process."""
+    (victim,) = nodes(1)
+    url = f"{victim.server.url}/?storeId={quote(store_id, safe='')}&transport=ws"
+    pusher = await websockets.connect(url)
+    reader = await websockets.connect(url)
+    pull = {"storeId": store_id, "live": True, "cursor": {"_tag": "None"}}
+    await reader.send(json.dumps({"_tag": "Request", "id": "live", "tag": "SyncWsRpc.Pull", "payload": pull}))
+    await reader.recv()
+
+    acknowledged, head = [], 0
+
+    async def push_until_closed():
+        nonlocal head
+        number = 0
+        while True:
+            batch = [
+                {
+                    "name": "v1.X",
+                    "args": {"n": n},
+                    "seqNum": n,
+                    "parentSeqNum": n - 1,
+                    "clientId": "c",
+                    "sessionId": "s",
+                }
+                for n in range(head + 1, head + BATCH_SIZE + 1)
+            ]
+            payload = {"storeId": store_id, "batch": batch, "backendId": {"_tag": "None"}}
+            try:
+                await pusher.send(
+                    json.dumps({"_tag": "Request", "id": str(number), "tag": "SyncWsRpc.Push", "payload": payload})
+                )
+                answer = json.loads(await pusher.recv())
+            except websockets.ConnectionClosed:
+                return
+            assert answer["exit"]["_tag"] == "Success", answer
+            head += BATCH_SIZE
+            acknowledged.append(head)
+            number += 1
+
+    pushing = asyncio.ensure_future(push_until_closed())
+    while len(acknowledged) < 10:
+        await asyncio.sleep(0.005)
+    await asyncio.to_thread(victim.server.stop, 15)
+    await asyncio.wait_for(pushing, 15)
+    with pytest.raises(websockets.ConnectionClosed) as reader_closed:
+        while True:
+            await asyncio.wait_for(reader.recv(), 15)
+
+    assert pusher.close_code == CLOSE_SERVICE_RESTART
+    assert reader_closed.value.rcvd.code == CLOSE_SERVICE_RESTART
+    stored_head = database_head(fault_database, store_id)
+    assert stored_head >= acknowledged[-1], "an acknowledged push was lost"
+    stored, _ = stored_events(fault_database, store_id)
+    assert [event["seqNum"] for event in stored] == list(range(1, stored_head + 1))
