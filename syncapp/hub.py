@@ -21,7 +21,7 @@ import logging
 import uuid
 import weakref
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from . import broadcast, conf, db, storage
 
@@ -70,6 +70,9 @@ class Hub:
     def __init__(self):
         self.id = uuid.uuid4().hex
         self.layer = get_channel_layer()
+        # The in-memory layer lives in this process, whose sockets publish() already served: sending a
+        # push's message through it would only bring it back to this hub, to be dropped as its own.
+        self.layer_reaches_other_processes = not isinstance(self.layer, InMemoryChannelLayer)
         self.members = {}
         self.last_seen = {}
         self.suspect_heads = {}
@@ -120,7 +123,7 @@ class Hub:
         await self._start()
         message = {**message, "store_id": store_id, "origin": self.id}
         self._deliver(message)
-        if not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
+        if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
             self._outgoing.put_nowait(message)
 
     async def _send_loop(self):
