@@ -9,7 +9,6 @@ these replies: ws as separate frames, http as one JSON array.
 
 import logging
 
-import msgspec
 from django.db import DatabaseError
 
 from . import eventlog, rpc_protocol, storage
@@ -33,10 +32,6 @@ def unknown_error(request_id, cause):
 
 def ping(request_id):
     return rpc_protocol.success(request_id, rpc_protocol.PONG_RESULT)
-
-
-def _raw_to_builtins(raw):
-    return msgspec.json.decode(raw)
 
 
 async def push(store_id, request_id, payload):
@@ -131,6 +126,6 @@ async def pages_after(store_id, request_id, after, expected_backend_id=None):
 
 async def _observe_response(response):
     try:
-        await run_hook("ON_PULL_RES", response, _raw_to_builtins)
+        await run_hook("ON_PULL_RES", response, rpc_protocol.to_builtins)
     except HookRejected as exc:
         logger.warning("ON_PULL_RES hook failed: %s", exc)

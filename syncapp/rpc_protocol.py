@@ -111,7 +111,6 @@ class HttpPullPayload(msgspec.Struct):
     storeId: str
     cursor: NoneOption | SomeCursor
     payload: Any = None
-    live = False
 
 
 class PushPayload(msgspec.Struct):
