@@ -158,15 +158,32 @@ class SyncConsumer(StoreSocketConsumer):
     async def _broadcast(self, request_id, batch, appended):
         frame = protocol.pull_res([(event, appended.created_at) for event in batch], "push", request_id, 0)
         await self._run_hook("ON_PULL_RES", frame)
-        await eventlog.announce(self.store_id, batch, appended, request_id, v03_frame=frame)
+        # The echo to this socket is written at once, right after the PushAck (see StoreSocketConsumer.offer).
+        self.announcing = True
+        try:
+            await eventlog.announce(self.store_id, batch, appended, request_id, v03_frame=frame)
+        finally:
+            self.announcing = False
+
+    def frames_for(self, message):
+        """A committed push: its PullRes if it continues what the socket got, nothing if it got it already."""
+        if message["type"] != broadcast.EVENTS:
+            return None
+        decision = self.sequencer.on_broadcast(message["first"], message["last"])
+        if decision == FORWARD:
+            return (message["v03_frame"],)
+        if decision == DROP:
+            return ()
+        return None
 
     async def livesync_events(self, event):
-        """A push committed to this store (by any socket in any process)."""
-        decision = self.sequencer.on_broadcast(event["first"], event["last"])
-        if decision == FORWARD:
-            await self.send(text_data=event["v03_frame"])
-        elif decision != DROP:
+        """A push committed to this store (by any socket in any process) that was queued."""
+        frames = self.frames_for(event)
+        if frames is None:
             await self._repair(event["request_id"])
+            return
+        for frame in frames:
+            await self.send(text_data=frame)
 
     async def _repair(self, request_id):
         """Send this socket what it lacks from storage; if the database is down, let a later head check retry."""

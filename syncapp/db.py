@@ -11,6 +11,7 @@ store are still serialized by the database (row lock), never by this pool.
 import asyncio
 import functools
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import close_old_connections
@@ -50,3 +51,57 @@ async def run(func, *args, **kwargs):
     """
     call = functools.partial(_with_fresh_connection, func, args, kwargs)
     return await asyncio.get_running_loop().run_in_executor(_get_executor(), call)
+
+
+class Gathered:
+    """Calls of a blocking ``func_many(items)`` on the database pool, gathered: one pool call serves all that wait.
+
+    ``await gathered(item)`` returns the outcome ``func_many`` gave its item (or
+    raises it, when it is an exception). A call that finds none running starts
+    one at once, so a lone call waits for nobody; calls made while one runs go
+    together in the next. That is group commit: on a database that writes one
+    transaction at a time, N waiting pushes cost one commit instead of N.
+    """
+
+    def __init__(self, func_many):
+        self.func_many = func_many
+        # Futures belong to one event loop (tests run several): a queue per loop.
+        self._queues = weakref.WeakKeyDictionary()
+
+    async def __call__(self, item):
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _Queue()
+        future = loop.create_future()
+        queue.waiting.append((item, future))
+        if not queue.running:
+            self._start(loop, queue)
+        return await future
+
+    def _start(self, loop, queue):
+        calls, queue.waiting = queue.waiting, []
+        queue.running = True
+        call = functools.partial(_with_fresh_connection, self.func_many, ([item for item, _ in calls],), {})
+        done = loop.run_in_executor(_get_executor(), call)
+        done.add_done_callback(functools.partial(self._finished, loop, queue, calls))
+
+    def _finished(self, loop, queue, calls, done):
+        queue.running = False
+        failure = done.exception()
+        outcomes = [failure] * len(calls) if failure is not None else done.result()
+        for (_, future), outcome in zip(calls, outcomes):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if queue.waiting:
+            self._start(loop, queue)
+
+
+class _Queue:
+    def __init__(self):
+        self.waiting = []
+        self.running = False

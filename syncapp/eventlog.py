@@ -27,14 +27,25 @@ def args_text(event):
     return None if event.args is protocol.UNSET else bytes(event.args).decode()
 
 
+# Pushes that wait for the one writer of a SQLite database are committed together (group commit).
+_append_gathered = db.Gathered(storage.append_many)
+
+
 async def commit(store_id, batch, backend_id=None):
     """Append ``batch`` durably and return storage.Appended; raise PushRejected or StoreUnavailable.
+
+    On a database that writes one transaction at a time (SQLite), pushes that
+    arrive while one commits wait and are then committed together: one fsync
+    makes all of them durable, and none is acknowledged before it. Databases
+    with concurrent writers (PostgreSQL) commit each push on its own thread.
 
     An error may come after the database committed (a connection lost during
     COMMIT): the store is read back before answering, so a stored batch is
     acknowledged and a lost one is not.
     """
     try:
+        if storage.writes_one_at_a_time():
+            return await _append_gathered(storage.PendingAppend(store_id, batch, args_text, backend_id))
         return await db.run(storage.append, store_id, batch, args_text, backend_id=backend_id)
     except DatabaseError:
         appended = await _committed_anyway(store_id, batch)

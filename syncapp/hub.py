@@ -85,7 +85,7 @@ class Hub:
         self._starting = asyncio.Lock()
 
     async def join(self, store_id, member):
-        """Deliver ``store_id``'s messages to ``member.deliver(message)`` from now on."""
+        """Offer ``store_id``'s messages to ``await member.offer(message)`` from now on."""
         await self._start()
         members = self.members.setdefault(store_id, set())
         members.add(member)
@@ -122,7 +122,7 @@ class Hub:
         """
         await self._start()
         message = {**message, "store_id": store_id, "origin": self.id}
-        self._deliver(message)
+        await self._deliver(message)
         if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
             self._outgoing.put_nowait(message)
 
@@ -205,14 +205,14 @@ class Hub:
                 await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
                 continue
             if message.get("origin") != self.id and message["type"] != PROBE:
-                self._deliver(message)
+                await self._deliver(message)
 
-    def _deliver(self, message):
+    async def _deliver(self, message):
         store_id = message.get("store_id")
         if message["type"] == broadcast.EVENTS:
             self.last_seen[store_id] = max(self.last_seen.get(store_id, 0), message["last"])
         for member in list(self.members.get(store_id, ())):
-            member.deliver(message)
+            await member.offer(message)
 
     async def _check_loop(self):
         while True:
@@ -229,15 +229,15 @@ class Hub:
             except Exception:  # noqa: BLE001 - the database's own outage is reported by pushes
                 logger.debug("head check failed", exc_info=True)
                 continue
-            self._nudge_stale(heads)
+            await self._nudge_stale(heads)
 
     def repair_later(self, store_id):
         self.repairs_wanted.add(store_id)
 
-    def _nudge_stale(self, heads):
+    async def _nudge_stale(self, heads):
         wanted, self.repairs_wanted = self.repairs_wanted, set()
         for store_id in wanted & heads.keys():
-            self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": heads[store_id]})
+            await self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": heads[store_id]})
         for store_id, head in heads.items():
             seen = self.last_seen.get(store_id, 0)
             suspect = self.suspect_heads.pop(store_id, None)
@@ -245,6 +245,6 @@ class Hub:
                 continue
             if suspect is not None and seen < suspect:
                 self.last_seen[store_id] = head
-                self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": head})
+                await self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": head})
             else:
                 self.suspect_heads[store_id] = head

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 from django.apps.registry import Apps
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
 
 from .models import Store, new_backend_id
 
@@ -281,6 +281,11 @@ def _insert_sql(table_name):
 _sqlite_writer = threading.Lock()
 
 
+def writes_one_at_a_time():
+    """Whether the database takes one writing transaction at a time (SQLite), so that pushes queue for it."""
+    return connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
+
+
 def _local_writer():
     """On SQLite, one writing thread per process at a time.
 
@@ -289,6 +294,17 @@ def _local_writer():
     over at once. Other databases lock rows themselves.
     """
     return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class PendingAppend:
+    """One push waiting to be appended: see ``append`` for the fields."""
+
+    store_id: str
+    batch: list
+    args_text: object
+    backend_id: str | None = None
+    created_at_of: object = None
 
 
 def append(store_id, batch, args_text, created_at=None, created_at_of=None, backend_id=None):
@@ -305,59 +321,112 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
     pushes to one store queue on the database and exactly one wins each parent,
     in any number of processes, and no push lands on a log reset meanwhile.
     Then the batch's own chain is checked, the rows are inserted and the
-    transaction commits. Raises PushRejected
-    with nothing written.
+    transaction commits. Raises PushRejected with nothing written.
 
     A batch whose leading events are already stored, identical in every field
     but createdAt, is a retry of a push whose acknowledgement the client lost
     (a dropped socket, a reloaded page): those events are skipped and the rest
     is appended on top of them. Any difference is a ParentMismatch as usual.
     """
+    pending = PendingAppend(store_id, batch, args_text, backend_id, created_at_of)
+    (outcome,) = append_many([pending], created_at)
+    if isinstance(outcome, PushRejected):
+        raise outcome
+    return outcome
+
+
+def append_many(pendings, created_at=None):
+    """Append several pushes in one transaction, so that one commit (one fsync) makes them all durable.
+
+    Each push is checked and written as ``append`` describes, in a savepoint of
+    its own: a rejected one leaves the others untouched. Returns, per push, its
+    Appended or the PushRejected it met. Any other error rolls back all of them.
+    Stores are created before the transaction opens (SQLite cannot create a
+    table inside one while it enforces foreign keys).
+    """
     created_at = created_at or now_iso()
-    parent, last = batch[0].parentSeqNum, batch[-1].seqNum
+    outcomes = [None] * len(pendings)
+    with _local_writer():
+        for _ in range(4):
+            located = {}
+            for index, pending in enumerate(pendings):
+                if outcomes[index] is None:
+                    try:
+                        located[index] = _checked_location(pending)
+                    except PushRejected as rejected:
+                        outcomes[index] = rejected
+            if not located:
+                break
+            # One push is its own transaction; several share one, each in a savepoint.
+            shared = transaction.atomic() if len(located) > 1 else contextlib.nullcontext()
+            with shared, connection.cursor() as cursor:
+                for index, location in located.items():
+                    try:
+                        with transaction.atomic():
+                            outcomes[index] = _append_at(cursor, location, pendings[index], created_at)
+                    except _Relocate:
+                        _locations.pop(pendings[index].store_id, None)
+                    except PushRejected as rejected:
+                        outcomes[index] = rejected
+    return [
+        outcome or PushRejected(f"store {pending.store_id!r} was deleted or reset during the push")
+        for pending, outcome in zip(pendings, outcomes)
+    ]
+
+
+class _Relocate(Exception):
+    """The store's cached location is stale: it was deleted or reset since this process looked it up."""
+
+
+def _checked_location(pending):
+    """The store's location (the store is created on first use); BackendIdMismatch for a pusher from before a reset."""
+    location = _locate(pending.store_id, create=True)
+    if pending.backend_id is not None and pending.backend_id != location.backend_id:
+        # The cache may predate a reset by another process: decide on the stored id.
+        location = _refresh(pending.store_id) or location
+        if pending.backend_id != location.backend_id:
+            raise BackendIdMismatch(location.backend_id, pending.backend_id)
+    return location
+
+
+def _append_at(cursor, location, pending, created_at):
+    """Compare-and-set the head and insert the rows, in the caller's transaction (see ``append``)."""
+    batch = pending.batch
     rows = [
         (
             e.seqNum,
             e.parentSeqNum,
             e.name,
-            args_text(e),
-            created_at_of(e) if created_at_of else created_at,
+            pending.args_text(e),
+            pending.created_at_of(e) if pending.created_at_of else created_at,
             e.clientId,
             e.sessionId,
         )
         for e in batch
     ]
     skipped = 0
-    for _ in range(4):
-        location = _locate(store_id, create=True)
-        if backend_id is not None and backend_id != location.backend_id:
-            # The cache may predate a reset by another process: decide on the stored id.
-            location = _refresh(store_id) or location
-            if backend_id != location.backend_id:
-                raise BackendIdMismatch(location.backend_id, backend_id)
-        with _local_writer(), transaction.atomic(), connection.cursor() as cursor:
-            now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
-            cursor.execute(_MOVE_HEAD_SQL, [last, now, location.pk, rows[skipped][1], location.backend_id])
-            if cursor.rowcount != 1:
-                stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
-                if stored is None or stored[1] != location.backend_id:
-                    # Deleted, or reset, since this process cached it: look again.
-                    _locations.pop(store_id, None)
-                    continue
-                head = stored[0]
-                skipped = _already_stored(cursor, location.table_name, rows, head)
-                if skipped == 0:
-                    raise ParentMismatch(parent, head)
-                if skipped == len(rows):
-                    return Appended(created_at, location.backend_id, skipped)
-                continue
-            # Checked once the head matched (raising rolls the move back), so that a stale or foreign
-            # push is answered as one, and the client rebases instead of retrying a batch it cannot fix.
-            check_links(batch)
-            # Plain SQL on the hot path: one statement, no model instance per event.
-            cursor.executemany(_insert_sql(location.table_name), rows[skipped:])
-        return Appended(created_at, location.backend_id, skipped)
-    raise PushRejected(f"store {store_id!r} was deleted or reset during the push")
+    now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
+    while True:
+        cursor.execute(_MOVE_HEAD_SQL, [batch[-1].seqNum, now, location.pk, rows[skipped][1], location.backend_id])
+        if cursor.rowcount == 1:
+            break
+        stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
+        if stored is None or stored[1] != location.backend_id:
+            raise _Relocate
+        head = stored[0]
+        already_stored = _already_stored(cursor, location.table_name, rows, head)
+        if already_stored <= skipped:
+            # Nothing (more) of the batch is stored below the head: a stale push.
+            raise ParentMismatch(batch[0].parentSeqNum, head)
+        skipped = already_stored
+        if skipped == len(rows):
+            return Appended(created_at, location.backend_id, skipped)
+    # Checked once the head matched (raising rolls the move back), so that a stale or foreign
+    # push is answered as one, and the client rebases instead of retrying a batch it cannot fix.
+    check_links(batch)
+    # Plain SQL on the hot path: one statement, no model instance per event.
+    cursor.executemany(_insert_sql(location.table_name), rows[skipped:])
+    return Appended(created_at, location.backend_id, skipped)
 
 
 def _already_stored(cursor, table_name, rows, head):

@@ -465,3 +465,25 @@ async def test_a_retry_that_differs_in_any_field_is_a_parent_mismatch(connect, s
         "message": "Invalid parent event number. Received e0 but expected e1",
     }
     assert await db.run(storage.head, store_id) == 1
+
+
+async def test_pushes_to_many_stores_at_once_are_each_acknowledged_echoed_and_stored(connect, store_id):
+    """On SQLite these commit in groups: every push still gets its own answer, and a stale one changes nothing."""
+    clients = [await connect(f"{store_id}.{index}") for index in range(12)]
+    stale = await connect(f"{store_id}.0")
+
+    async def push_five(client, index):
+        for n in range(1, 6):
+            await client.push(f"s{index}-{n}", [event(n, client_id=f"c{index}")])
+            assert (await client.recv())["_tag"] == "WSMessage.PushAck"
+            assert seq_nums(await client.recv()) == [n]
+
+    await asyncio.gather(*(push_five(client, index) for index, client in enumerate(clients)))
+    await stale.push("stale", [event(5, client_id="stale")])
+    frames = []
+    while not await stale.nothing(0.5):
+        frames.append(await stale.recv())
+    assert frames[-1]["message"] == "Invalid parent event number. Received e4 but expected e5"
+    for index in range(12):
+        page = await db.run(storage.read_page, f"{store_id}.{index}", 0, 10)
+        assert [(e.seq_num, e.client_id) for e in page.events] == [(n, f"c{index}") for n in range(1, 6)]

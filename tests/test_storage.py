@@ -149,3 +149,28 @@ def test_reset_and_delete(store_id):
 
 def test_created_at_is_javascript_iso_format():
     assert storage.now_iso()[-1] == "Z" and len(storage.now_iso()) == len("2026-11-26T16:35:38.179Z")
+
+
+def test_pushes_committed_together_are_each_checked_on_their_own(store_id):
+    """One transaction for several pushes: a rejected one changes nothing, the others are all stored."""
+    storage.append(f"{store_id}.b", batch(1, 2), no_args)
+    pendings = [
+        storage.PendingAppend(f"{store_id}.a", batch(1, 2), no_args),
+        storage.PendingAppend(f"{store_id}.b", batch(2, 2, "late"), no_args),
+        storage.PendingAppend(f"{store_id}.c", batch(1, 1), no_args),
+        storage.PendingAppend(f"{store_id}.a", batch(3, 3), no_args),
+        storage.PendingAppend(f"{store_id}.c", batch(1, 1, "other"), no_args),
+    ]
+    outcomes = storage.append_many(pendings)
+    assert [type(outcome) for outcome in outcomes] == [
+        storage.Appended,
+        storage.ParentMismatch,
+        storage.Appended,
+        storage.Appended,
+        storage.ParentMismatch,
+    ]
+    assert (outcomes[1].received, outcomes[1].head) == (1, 2)
+    assert [e.seq_num for e in storage.read_page(f"{store_id}.a", 0, 10).events] == [1, 2, 3]
+    assert [e.seq_num for e in storage.read_page(f"{store_id}.b", 0, 10).events] == [1, 2]
+    assert [(e.seq_num, e.client_id) for e in storage.read_page(f"{store_id}.c", 0, 10).events] == [(1, "c")]
+    assert [storage.head(f"{store_id}.{name}") for name in "abc"] == [3, 2, 1]

@@ -1,0 +1,56 @@
+"""The database pool's gathering of calls (group commit's mechanism), with a plain blocking function."""
+
+import asyncio
+import threading
+
+import pytest
+
+from syncapp import db
+
+pytestmark = pytest.mark.protocol
+
+
+class Rejected(Exception):
+    pass
+
+
+def make_recorder(release):
+    """A blocking func_many that records each call's items and holds its first call until ``release`` is set."""
+    calls = []
+
+    def func_many(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            release.wait(5)
+        return [Rejected(item) if item < 0 else item * 10 for item in items]
+
+    return calls, func_many
+
+
+async def test_calls_made_while_one_runs_go_together_in_the_next():
+    release = threading.Event()
+    calls, func_many = make_recorder(release)
+    gathered = db.Gathered(func_many)
+    first = asyncio.ensure_future(gathered(1))
+    while not calls:
+        await asyncio.sleep(0.01)
+    waiting = [asyncio.ensure_future(gathered(n)) for n in (2, -3, 4)]
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await first == 10
+    assert await waiting[0] == 20
+    with pytest.raises(Rejected):
+        await waiting[1]
+    assert await waiting[2] == 40
+    # The first call ran alone, at once; the three that came meanwhile shared one call.
+    assert calls == [[1], [2, -3, 4]]
+
+
+async def test_a_failed_call_fails_every_caller_in_it():
+    def broken(items):
+        raise RuntimeError("database gone")
+
+    gathered = db.Gathered(broken)
+    results = await asyncio.gather(gathered(1), gathered(2), return_exceptions=True)
+    assert [str(result) for result in results] == ["database gone", "database gone"]
+    assert all(isinstance(result, RuntimeError) for result in results)
