@@ -1,8 +1,11 @@
 """The ``LIVESYNC`` settings dict, its documented defaults and its import-string hooks.
 
 Every setting lives in one dict so a project configures livesync in one place,
-the way django-debug-toolbar does. Values are read on each access, so
-``override_settings(LIVESYNC=...)`` in tests takes effect immediately.
+the way django-debug-toolbar does. The effective values are computed once
+and again whenever Django's ``setting_changed`` signal says ``LIVESYNC``
+changed, so ``override_settings(LIVESYNC=...)`` in tests takes effect
+immediately, while a hot path (every frame asks for ``MAX_MESSAGE_BYTES``)
+pays a dict lookup, not a settings lookup.
 """
 
 import inspect
@@ -60,8 +63,12 @@ HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PU
 
 def get(name):
     """The effective value of one LIVESYNC setting."""
-    user = getattr(settings, "LIVESYNC", {}) or {}
-    return user.get(name, DEFAULTS[name])
+    return _effective()[name]
+
+
+@lru_cache(maxsize=None)
+def _effective():
+    return {**DEFAULTS, **(getattr(settings, "LIVESYNC", {}) or {})}
 
 
 @lru_cache(maxsize=None)
@@ -90,6 +97,7 @@ def hook(name, override=None):
 
 def _reset_cache(*, setting, **kwargs):
     if setting == "LIVESYNC":
+        _effective.cache_clear()
         _load_hook.cache_clear()
 
 

@@ -116,7 +116,7 @@ class SyncConsumer(StoreSocketConsumer):
             return
         try:
             await self._run_hook("ON_PUSH", message)
-            appended = await eventlog.commit(self.store_id, message.batch)
+            appended = await eventlog.commit(self.store_id, message.batch, generation=self.generation)
         except storage.ParentMismatch as mismatch:
             await self._reject_stale_push(request_id, mismatch)
             return
@@ -135,7 +135,6 @@ class SyncConsumer(StoreSocketConsumer):
         elif self.sequencer.cursor < message.batch[-1].seqNum:
             # A retry of events stored before: the client confirms them only by their echo.
             await self._repair(request_id)
-        await eventlog.note_client(self.store_id, self.generation)
 
     async def _reject_stale_push(self, request_id, mismatch):
         """Reject a push whose parent is not the head, first sending what the client lacks.

@@ -8,6 +8,7 @@ Storage runs on the database pool (``syncapp.db``); nothing here knows SQL or
 sockets.
 """
 
+import asyncio
 import time
 
 from django.db import DatabaseError
@@ -27,11 +28,17 @@ def args_text(event):
     return None if event.args is protocol.UNSET else bytes(event.args).decode()
 
 
+# How often each process records a store's client generations (``Store.last_v0X_client_at``) on connect.
+CLIENT_NOTE_INTERVAL_SECONDS = 60
+_client_noted_at = {}
+# Running note_client tasks (the event loop keeps only weak references to tasks).
+_notes_in_flight = set()
+
 # Pushes that wait for the one writer of a SQLite database are committed together (group commit).
 _append_gathered = db.Gathered(storage.append_many)
 
 
-async def commit(store_id, batch, backend_id=None):
+async def commit(store_id, batch, backend_id=None, generation=None):
     """Append ``batch`` durably and return storage.Appended; raise PushRejected or StoreUnavailable.
 
     On a database that writes one transaction at a time (SQLite), pushes that
@@ -39,14 +46,24 @@ async def commit(store_id, batch, backend_id=None):
     makes all of them durable, and none is acknowledged before it. Databases
     with concurrent writers (PostgreSQL) commit each push on its own thread.
 
+    The push also records its client's protocol ``generation`` as last seen
+    (``note_client``), in the same statement.
+
     An error may come after the database committed (a connection lost during
     COMMIT): the store is read back before answering, so a stored batch is
     acknowledged and a lost one is not.
     """
     try:
         if storage.writes_one_at_a_time():
-            return await _append_gathered(storage.PendingAppend(store_id, batch, args_text, backend_id))
-        return await db.run(storage.append, store_id, batch, args_text, backend_id=backend_id)
+            pending = storage.PendingAppend(store_id, batch, args_text, backend_id, generation=generation)
+            appended = await _append_gathered(pending)
+        else:
+            appended = await db.run(
+                storage.append, store_id, batch, args_text, backend_id=backend_id, generation=generation
+            )
+        if generation is not None:
+            _client_noted_at[(store_id, generation)] = time.monotonic()
+        return appended
     except DatabaseError:
         appended = await _committed_anyway(store_id, batch)
         if appended:
@@ -118,22 +135,27 @@ def wire_event(stored):
     )
 
 
-# How often each process records a store's client generations (``Store.last_v0X_client_at``).
-CLIENT_NOTE_INTERVAL_SECONDS = 60
-_client_noted_at = {}
+def note_client(store_id, generation):
+    """Record, in the background and at most once a minute per process, that a ``generation`` client connected.
 
-
-async def note_client(store_id, generation):
-    """Record (at most once a minute per process) that a ``generation`` client used the store.
-
-    A bookkeeping write must never cost a client its connection: failures are ignored.
+    Pushes record their client's generation themselves (``commit``). A
+    bookkeeping write must never cost a client its connection, nor delay it:
+    it runs as a task of its own, and its failures are ignored.
     """
     key = (store_id, generation)
     now = time.monotonic()
     if now - _client_noted_at.get(key, -CLIENT_NOTE_INTERVAL_SECONDS) < CLIENT_NOTE_INTERVAL_SECONDS:
         return
+    _client_noted_at[key] = now
+    task = asyncio.ensure_future(_note_client(key))
+    _notes_in_flight.add(task)
+    task.add_done_callback(_notes_in_flight.discard)
+
+
+async def _note_client(key):
     try:
-        if await db.run(storage.note_client, store_id, generation):
-            _client_noted_at[key] = now
+        if not await db.run(storage.note_client, *key):
+            # The store does not exist yet: its first push records the client.
+            _client_noted_at.pop(key, None)
     except DatabaseError:
-        pass
+        _client_noted_at.pop(key, None)

@@ -47,7 +47,7 @@ async def push(store_id, request_id, payload):
     backend_id = payload.backendId.value if type(payload.backendId) is rpc_protocol.SomeBackendId else None
     try:
         await run_hook("ON_PUSH", payload, rpc_protocol.to_builtins)
-        appended = await eventlog.commit(store_id, payload.batch, backend_id)
+        appended = await eventlog.commit(store_id, payload.batch, backend_id, generation="0.4")
     except storage.ParentMismatch as mismatch:
         reply = rpc_protocol.failure(
             request_id, rpc_protocol.ServerAheadError(minimumExpectedNum=mismatch.head, providedNum=mismatch.received)
@@ -65,7 +65,6 @@ async def push(store_id, request_id, payload):
         written = payload.batch[appended.already_stored :]
         if written:
             await eventlog.announce(store_id, written, appended, request_id)
-        await eventlog.note_client(store_id, "0.4")
         reply = rpc_protocol.success(request_id, {})
     try:
         await run_hook("ON_PUSH_RES", reply.exit, rpc_protocol.to_builtins)

@@ -91,7 +91,7 @@ class RpcHttpEndpoint:
         elif too_large:
             await reply.text(413, f"Request too large: more than {conf.get('MAX_MESSAGE_BYTES')} bytes")
         else:
-            await eventlog.note_client(store_id, "0.4")
+            eventlog.note_client(store_id, "0.4")
             await self._call(store_id, body, reply)
 
     async def _call(self, store_id, body, reply):

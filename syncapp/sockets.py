@@ -191,7 +191,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         await get_hub().join(self.store_id, self)
         self.joined = True
         await self.accept()
-        await eventlog.note_client(self.store_id, self.generation)
+        eventlog.note_client(self.store_id, self.generation)
 
     def connected_to_store(self):
         """Set up per-socket state once the handshake is accepted (before any store message arrives)."""

@@ -11,6 +11,7 @@ through ``syncapp.db``. Nothing here knows about WebSockets or frames.
 """
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import re
@@ -259,15 +260,25 @@ def check_links(batch):
         previous = event.seqNum
 
 
-_MOVE_HEAD_SQL = (
-    "UPDATE {table} SET {head} = %s, {updated} = %s WHERE {pk} = %s AND {head} = %s AND {backend_id} = %s".format(
-        table=connection.ops.quote_name(Store._meta.db_table),
-        head=connection.ops.quote_name("head"),
-        updated=connection.ops.quote_name("updated_at"),
-        pk=connection.ops.quote_name("id"),
-        backend_id=connection.ops.quote_name("backend_id"),
+# Client generations whose last connection is recorded on the Store row, by field.
+CLIENT_GENERATION_FIELDS = {"0.3": "last_v03_client_at", "0.4": "last_v04_client_at"}
+
+
+@functools.cache
+def _move_head_sql(generation):
+    """A push's compare-and-set of the head; it also stamps the pusher's protocol ``generation`` (if given)
+    as last seen, which then costs no statement of its own."""
+    quote = connection.ops.quote_name
+    columns = ["head", "updated_at"] + ([CLIENT_GENERATION_FIELDS[generation]] if generation else [])
+    return "UPDATE {table} SET {assignments} WHERE {pk} = %s AND {head} = %s AND {backend_id} = %s".format(
+        table=quote(Store._meta.db_table),
+        assignments=", ".join(f"{quote(column)} = %s" for column in columns),
+        pk=quote("id"),
+        head=quote("head"),
+        backend_id=quote("backend_id"),
     )
-)
+
+
 _EVENT_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
 
 
@@ -281,8 +292,12 @@ def _insert_sql(table_name):
 _sqlite_writer = threading.Lock()
 
 
+@functools.cache
 def writes_one_at_a_time():
-    """Whether the database takes one writing transaction at a time (SQLite), so that pushes queue for it."""
+    """Whether the database takes one writing transaction at a time (SQLite), so that pushes queue for it.
+
+    Cached: on an event loop each task would otherwise build a connection wrapper of its own to ask.
+    """
     return connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
 
 
@@ -305,16 +320,19 @@ class PendingAppend:
     args_text: object
     backend_id: str | None = None
     created_at_of: object = None
+    generation: str | None = None
 
 
-def append(store_id, batch, args_text, created_at=None, created_at_of=None, backend_id=None):
+def append(store_id, batch, args_text, created_at=None, created_at_of=None, backend_id=None, generation=None):
     """Append ``batch`` to the store in one transaction and return it as Appended.
 
     ``batch`` holds objects with name/seqNum/parentSeqNum/clientId/sessionId;
     ``args_text(event)`` gives each event's args as JSON text or None;
     ``created_at`` (ISO text) defaults to now; ``created_at_of(event)``, when
     given, is each event's own createdAt (imports keep the original times);
-    ``backend_id``, when given, is the incarnation the pusher's log belongs to.
+    ``backend_id``, when given, is the incarnation the pusher's log belongs to;
+    ``generation`` ("0.3" or "0.4"), when given, is recorded as the store's
+    last client of that protocol generation.
 
     The head moves first, by a compare-and-set (``UPDATE … WHERE head = parent
     AND backend_id = …``) that also takes the store row's lock, so concurrent
@@ -328,7 +346,7 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
     (a dropped socket, a reloaded page): those events are skipped and the rest
     is appended on top of them. Any difference is a ParentMismatch as usual.
     """
-    pending = PendingAppend(store_id, batch, args_text, backend_id, created_at_of)
+    pending = PendingAppend(store_id, batch, args_text, backend_id, created_at_of, generation)
     (outcome,) = append_many([pending], created_at)
     if isinstance(outcome, PushRejected):
         raise outcome
@@ -406,8 +424,10 @@ def _append_at(cursor, location, pending, created_at):
     ]
     skipped = 0
     now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
+    stamps = [now, now] if pending.generation else [now]
+    move_head = _move_head_sql(pending.generation)
     while True:
-        cursor.execute(_MOVE_HEAD_SQL, [batch[-1].seqNum, now, location.pk, rows[skipped][1], location.backend_id])
+        cursor.execute(move_head, [batch[-1].seqNum, *stamps, location.pk, rows[skipped][1], location.backend_id])
         if cursor.rowcount == 1:
             break
         stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
@@ -518,10 +538,6 @@ def delete(store_id):
     _ensured_tables.discard(store.table_name)
     _locations.pop(store_id, None)
     store.delete()
-
-
-# Client generations whose last connection is recorded on the Store row, by field.
-CLIENT_GENERATION_FIELDS = {"0.3": "last_v03_client_at", "0.4": "last_v04_client_at"}
 
 
 def note_client(store_id, generation):

@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 
 from syncapp import db, storage
+from syncapp.models import Store
 from syncapp.protocol import Event
 from tests.rpcclient import RpcClient, event, events, request, seq_nums
 from tests.wsclient import Client
@@ -228,6 +229,29 @@ async def test_mixed_generations_see_each_others_events(rpc, connect):
     classic_sees = await classic.recv()
     assert classic_sees["_tag"] == "WSMessage.PullRes"
     assert [item["eventEncoded"] for item in classic_sees["batch"]] == events(3, 4, client_id="modern")
+
+
+async def generations_seen(store_id):
+    """The Store row's last-seen times of its 0.3 and 0.4 clients (what the admin's column shows)."""
+    return await db.run(
+        lambda: Store.objects.filter(store_id=store_id).values_list("last_v03_client_at", "last_v04_client_at").get()
+    )
+
+
+async def test_the_store_records_each_protocol_generation_its_clients_speak(rpc, connect, store_id):
+    classic = await connect()
+    await classic.push("classic-1", events(1, 1, client_id="classic"))
+    assert (await classic.recv())["_tag"] == "WSMessage.PushAck"
+    v03_seen, v04_seen = await generations_seen(store_id)
+    assert v03_seen is not None and v04_seen is None
+    # A 0.4 client that only connects is recorded too, in the background of its handshake.
+    await rpc()
+    for _ in range(50):
+        v03_seen, v04_seen = await generations_seen(store_id)
+        if v04_seen is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert v04_seen is not None and v04_seen >= v03_seen
 
 
 async def test_reset_gives_a_new_backend_id_and_closes_0_4_sockets(rpc, connect, store_id):
