@@ -63,7 +63,20 @@ async def _twice(call, *args):
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - the second attempt's failure is the one that counts
+        _unless_cancelled()
         return await call(*args)
+
+
+def _unless_cancelled():
+    """Raise CancelledError if the running task was cancelled but is still running.
+
+    A channels_redis call cancelled in the middle of a read may raise a
+    connection error instead of CancelledError: retrying then, or sleeping
+    after the "outage", would block a task that was told to stop for good.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class Hub:
@@ -201,6 +214,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+                _unless_cancelled()
                 self._layer_failed(exc)
                 await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
                 continue

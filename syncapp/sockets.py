@@ -220,6 +220,13 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
             {"type": "websocket.http.response.body", "body": refused.body.encode()}
         )
 
+    async def websocket_disconnect(self, message):
+        # Channels' own, without its groups (these sockets have none) and without
+        # aclose_old_connections(), which costs a trip to the sync thread per socket
+        # and concerns ORM connections these consumers never open on the event loop.
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     async def disconnect(self, code):
         await self._leave_store()
 

@@ -67,6 +67,17 @@ async def fresh_channel_layers():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(autouse=True)
+async def close_sync_thread_connections():
+    """Tests reach the ORM through ``sync_to_async``, whose thread keeps its connection open afterwards:
+    close it, as the end of a request would, so that the test database can be dropped."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
 async def bounded(*coroutines, timeout=5):
     """Run clean-up coroutines for at most ``timeout`` seconds.
 
