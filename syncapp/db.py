@@ -57,14 +57,15 @@ class Gathered:
     """Calls of a blocking ``func_many(items)`` on the database pool, gathered: one pool call serves all that wait.
 
     ``await gathered(item)`` returns the outcome ``func_many`` gave its item (or
-    raises it, when it is an exception). A call that finds none running starts
-    one at once, so a lone call waits for nobody; calls made while one runs go
-    together in the next. That is group commit: on a database that writes one
-    transaction at a time, N waiting pushes cost one commit instead of N.
+    raises it, when it is an exception). A call that finds fewer than
+    ``concurrency()`` pool calls running starts one at once, so a lone call
+    waits for nobody; calls made while they all run go together in the next
+    one. That is group commit: N waiting pushes cost one commit instead of N.
     """
 
-    def __init__(self, func_many):
+    def __init__(self, func_many, concurrency=lambda: 1):
         self.func_many = func_many
+        self.concurrency = concurrency
         # Futures belong to one event loop (tests run several): a queue per loop.
         self._queues = weakref.WeakKeyDictionary()
 
@@ -75,19 +76,19 @@ class Gathered:
             queue = self._queues[loop] = _Queue()
         future = loop.create_future()
         queue.waiting.append((item, future))
-        if not queue.running:
+        if queue.running < self.concurrency():
             self._start(loop, queue)
         return await future
 
     def _start(self, loop, queue):
         calls, queue.waiting = queue.waiting, []
-        queue.running = True
+        queue.running += 1
         call = functools.partial(_with_fresh_connection, self.func_many, ([item for item, _ in calls],), {})
         done = loop.run_in_executor(_get_executor(), call)
         done.add_done_callback(functools.partial(self._finished, loop, queue, calls))
 
     def _finished(self, loop, queue, calls, done):
-        queue.running = False
+        queue.running -= 1
         failure = done.exception()
         outcomes = [failure] * len(calls) if failure is not None else done.result()
         for (_, future), outcome in zip(calls, outcomes):
@@ -97,11 +98,11 @@ class Gathered:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
-        if queue.waiting:
+        if queue.waiting and queue.running < self.concurrency():
             self._start(loop, queue)
 
 
 class _Queue:
     def __init__(self):
         self.waiting = []
-        self.running = False
+        self.running = 0

@@ -34,17 +34,21 @@ _client_noted_at = {}
 # Running note_client tasks (the event loop keeps only weak references to tasks).
 _notes_in_flight = set()
 
-# Pushes that wait for the one writer of a SQLite database are committed together (group commit).
-_append_gathered = db.Gathered(storage.append_many)
+def _commits_at_once():
+    """How many groups of pushes commit at once: one on SQLite (one writer), one per database thread elsewhere."""
+    return 1 if storage.writes_one_at_a_time() else conf.get("DATABASE_THREADS")
+
+
+# Pushes that wait for a commit are committed together (group commit).
+_append_gathered = db.Gathered(storage.append_many, concurrency=_commits_at_once)
 
 
 async def commit(store_id, batch, backend_id=None, generation=None):
     """Append ``batch`` durably and return storage.Appended; raise PushRejected or StoreUnavailable.
 
-    On a database that writes one transaction at a time (SQLite), pushes that
-    arrive while one commits wait and are then committed together: one fsync
-    makes all of them durable, and none is acknowledged before it. Databases
-    with concurrent writers (PostgreSQL) commit each push on its own thread.
+    Pushes that arrive while commits run (one at a time on SQLite, one per
+    database thread on PostgreSQL) wait and are then committed together: one
+    fsync makes all of them durable, and none is acknowledged before it.
 
     The push also records its client's protocol ``generation`` as last seen
     (``note_client``), in the same statement.
@@ -54,13 +58,9 @@ async def commit(store_id, batch, backend_id=None, generation=None):
     acknowledged and a lost one is not.
     """
     try:
-        if storage.writes_one_at_a_time():
-            pending = storage.PendingAppend(store_id, batch, args_text, backend_id, generation=generation)
-            appended = await _append_gathered(pending)
-        else:
-            appended = await db.run(
-                storage.append, store_id, batch, args_text, backend_id=backend_id, generation=generation
-            )
+        appended = await _append_gathered(
+            storage.PendingAppend(store_id, batch, args_text, backend_id, generation=generation)
+        )
         if generation is not None:
             _client_noted_at[(store_id, generation)] = time.monotonic()
         return appended

@@ -247,17 +247,19 @@ def now_iso():
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def check_links(batch):
-    """Raise BrokenChain unless each event's parent is the previous event and its seqNum is parent + 1."""
+def chain_break(batch):
+    """The BrokenChain to answer unless each event's parent is the previous event and its seqNum is
+    parent + 1; None for a sound chain."""
     previous = batch[0].parentSeqNum
     for index, event in enumerate(batch):
         if event.parentSeqNum != previous:
-            raise BrokenChain(f"Invalid batch: event {index} has parent e{event.parentSeqNum} but follows e{previous}")
+            return BrokenChain(f"Invalid batch: event {index} has parent e{event.parentSeqNum} but follows e{previous}")
         if event.seqNum != event.parentSeqNum + 1:
-            raise BrokenChain(
+            return BrokenChain(
                 f"Invalid batch: event {index} has seqNum e{event.seqNum} but its parent is e{event.parentSeqNum}"
             )
         previous = event.seqNum
+    return None
 
 
 # Client generations whose last connection is recorded on the Store row, by field.
@@ -356,11 +358,14 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
 def append_many(pendings, created_at=None):
     """Append several pushes in one transaction, so that one commit (one fsync) makes them all durable.
 
-    Each push is checked and written as ``append`` describes, in a savepoint of
-    its own: a rejected one leaves the others untouched. Returns, per push, its
-    Appended or the PushRejected it met. Any other error rolls back all of them.
-    Stores are created before the transaction opens (SQLite cannot create a
-    table inside one while it enforces foreign keys).
+    Each push is checked and written as ``append`` describes. Every check comes
+    before a push's first write, so a rejected push leaves the transaction as it
+    found it and the others go on. Returns, per push, its Appended or the
+    PushRejected it met; any other error rolls back all of them. Store rows are
+    locked in the order of their ids, so that groups committing at once in
+    several processes never wait for each other in a cycle. Stores are created
+    before the transaction opens (SQLite cannot create a table inside one while
+    it enforces foreign keys).
     """
     created_at = created_at or now_iso()
     outcomes = [None] * len(pendings)
@@ -375,13 +380,11 @@ def append_many(pendings, created_at=None):
                         outcomes[index] = rejected
             if not located:
                 break
-            # One push is its own transaction; several share one, each in a savepoint.
-            shared = transaction.atomic() if len(located) > 1 else contextlib.nullcontext()
-            with shared, connection.cursor() as cursor:
-                for index, location in located.items():
+            in_lock_order = sorted(located.items(), key=lambda item: item[1].pk)
+            with transaction.atomic(), connection.cursor() as cursor:
+                for index, location in in_lock_order:
                     try:
-                        with transaction.atomic():
-                            outcomes[index] = _append_at(cursor, location, pendings[index], created_at)
+                        outcomes[index] = _append_at(cursor, location, pendings[index], created_at)
                     except _Relocate:
                         _locations.pop(pendings[index].store_id, None)
                     except PushRejected as rejected:
@@ -408,8 +411,14 @@ def _checked_location(pending):
 
 
 def _append_at(cursor, location, pending, created_at):
-    """Compare-and-set the head and insert the rows, in the caller's transaction (see ``append``)."""
+    """Compare-and-set the head and insert the rows, in the caller's transaction (see ``append``).
+
+    Raises (PushRejected, _Relocate) only before its first write.
+    """
     batch = pending.batch
+    # Known before any write, but answered only once the head matched: a stale or foreign push is
+    # answered as one, and the client rebases instead of retrying a batch it cannot fix.
+    broken = chain_break(batch)
     rows = [
         (
             e.seqNum,
@@ -427,13 +436,16 @@ def _append_at(cursor, location, pending, created_at):
     stamps = [now, now] if pending.generation else [now]
     move_head = _move_head_sql(pending.generation)
     while True:
-        cursor.execute(move_head, [batch[-1].seqNum, *stamps, location.pk, rows[skipped][1], location.backend_id])
-        if cursor.rowcount == 1:
-            break
+        if broken is None:
+            cursor.execute(move_head, [batch[-1].seqNum, *stamps, location.pk, rows[skipped][1], location.backend_id])
+            if cursor.rowcount == 1:
+                break
         stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
         if stored is None or stored[1] != location.backend_id:
             raise _Relocate
         head = stored[0]
+        if broken is not None and head == rows[skipped][1]:
+            raise broken
         already_stored = _already_stored(cursor, location.table_name, rows, head)
         if already_stored <= skipped:
             # Nothing (more) of the batch is stored below the head: a stale push.
@@ -441,9 +453,6 @@ def _append_at(cursor, location, pending, created_at):
         skipped = already_stored
         if skipped == len(rows):
             return Appended(created_at, location.backend_id, skipped)
-    # Checked once the head matched (raising rolls the move back), so that a stale or foreign
-    # push is answered as one, and the client rebases instead of retrying a batch it cannot fix.
-    check_links(batch)
     # Plain SQL on the hot path: one statement, no model instance per event.
     cursor.executemany(_insert_sql(location.table_name), rows[skipped:])
     return Appended(created_at, location.backend_id, skipped)

@@ -54,3 +54,24 @@ async def test_a_failed_call_fails_every_caller_in_it():
     results = await asyncio.gather(gathered(1), gathered(2), return_exceptions=True)
     assert [str(result) for result in results] == ["database gone", "database gone"]
     assert all(isinstance(result, RuntimeError) for result in results)
+
+
+async def test_up_to_concurrency_calls_run_at_once_before_calls_are_gathered():
+    release = threading.Event()
+    started = []
+
+    def func_many(items):
+        started.append(list(items))
+        release.wait(5)
+        return items
+
+    gathered = db.Gathered(func_many, concurrency=lambda: 2)
+    calls = [asyncio.ensure_future(gathered(n)) for n in range(5)]
+    while len(started) < 2:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    # Two ran at once, each alone; the other three wait for one of them to finish.
+    assert started == [[0], [1]]
+    release.set()
+    assert await asyncio.gather(*calls) == [0, 1, 2, 3, 4]
+    assert started[2:] == [[2, 3, 4]]
