@@ -11,6 +11,9 @@ from functools import lru_cache
 
 from channels.layers import get_channel_layer
 
+# A circular import (the hub uses this module's names), resolved because each uses the other only in calls.
+from . import hub
+
 # Message types, dispatched to SyncConsumer.livesync_events / livesync_reset / livesync_head.
 EVENTS = "livesync.events"
 RESET = "livesync.reset"
@@ -48,12 +51,9 @@ async def announce_reset(store_id, origin=None):
 
 
 async def _publish(store_id, message):
-    # The hub imports this module for the names above, hence the late import.
-    from .hub import existing_hub
-
-    hub = existing_hub()
-    if hub is not None:
-        await hub.publish(store_id, message)
+    process_hub = hub.existing_hub()
+    if process_hub is not None:
+        await process_hub.publish(store_id, message)
     else:
         # Outside a server (the Django admin, a management command): no local sockets to serve.
         await get_channel_layer().group_send(group_name(store_id), {**message, "store_id": store_id})

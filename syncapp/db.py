@@ -89,7 +89,7 @@ class Gathered:
 
     def _finished(self, loop, queue, calls, done):
         queue.running -= 1
-        failure = done.exception()
+        failure = asyncio.CancelledError() if done.cancelled() else done.exception()
         outcomes = [failure] * len(calls) if failure is not None else done.result()
         for (_, future), outcome in zip(calls, outcomes):
             if future.done():
