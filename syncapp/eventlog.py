@@ -34,6 +34,7 @@ _client_noted_at = {}
 # Running note_client tasks (the event loop keeps only weak references to tasks).
 _notes_in_flight = set()
 
+
 def _commits_at_once():
     """How many groups of pushes commit at once: one on SQLite (one writer), one per database thread elsewhere."""
     return 1 if storage.writes_one_at_a_time() else conf.get("DATABASE_THREADS")

@@ -3,9 +3,10 @@
 Channels' usual pattern puts every socket in the store's group, so one push
 costs one channel-layer message per socket and a Redis outage kills every
 socket's receive loop. Instead each process has one hub: it joins a store's
-group once (on its own channel) while the store has sockets here, hands each
-store message to those sockets' bounded inboxes, and delivers its own
-process's pushes locally without a round trip through Redis.
+group once (on its own channel) while the store has sockets here, offers each
+store message to those sockets (an idle socket gets it written at once, a busy
+one in its bounded inbox), and delivers its own process's pushes locally
+without a round trip through Redis.
 
 The channel layer may lose messages (both Redis layers drop when a channel is
 full, Redis may be down, a process may die between commit and broadcast), so

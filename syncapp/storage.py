@@ -340,8 +340,9 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
     AND backend_id = …``) that also takes the store row's lock, so concurrent
     pushes to one store queue on the database and exactly one wins each parent,
     in any number of processes, and no push lands on a log reset meanwhile.
-    Then the batch's own chain is checked, the rows are inserted and the
-    transaction commits. Raises PushRejected with nothing written.
+    Then the rows are inserted and the transaction commits. A batch that is not
+    a chain of its own moves nothing: it is a BrokenChain if the head matched
+    its parent, else a ParentMismatch. Raises PushRejected with nothing written.
 
     A batch whose leading events are already stored, identical in every field
     but createdAt, is a retry of a push whose acknowledgement the client lost
