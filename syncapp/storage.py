@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 from django.apps.registry import Apps
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, models, transaction
 
 from .models import Store, new_backend_id
 
@@ -218,6 +218,37 @@ def open_store(store_id):
     return store
 
 
+def _create_new_stores(store_ids):
+    """Create those of ``store_ids`` that do not exist yet, rows and tables in one transaction.
+
+    A group of pushes to new stores then costs one commit (one fsync) for all
+    of them, not two per store. Anything unusual (a name already taken by a
+    table, two new stores whose names sanitize alike, another process creating
+    one meanwhile) is left to ``open_store``, one store at a time.
+    """
+    unknown = [store_id for store_id in dict.fromkeys(store_ids) if store_id not in _locations]
+    if not unknown:
+        return
+    known = set(Store.objects.filter(store_id__in=unknown).values_list("store_id", flat=True))
+    tables = {store_id: table_name_for(store_id) for store_id in unknown if store_id not in known}
+    taken = set(connection.introspection.table_names())
+    names = list(tables.values())
+    fresh = {store_id: table for store_id, table in tables.items() if table not in taken and names.count(table) == 1}
+    if not fresh:
+        return
+    try:
+        # One transaction where the database can roll DDL back (SQLite, PostgreSQL).
+        with connection.schema_editor() as editor:
+            created = [Store.objects.create(store_id=store_id, table_name=table) for store_id, table in fresh.items()]
+            for store in created:
+                editor.create_model(eventlog_model(store.table_name))
+    except DatabaseError:
+        return
+    for store in created:
+        _ensured_tables.add(store.table_name)
+        _locations[store.store_id] = _Location(store.pk, store.table_name, store.backend_id)
+
+
 def _adopt_existing_events(store):
     """A new Store row over a table that already holds events takes their head.
 
@@ -371,6 +402,7 @@ def append_many(pendings, created_at=None):
     created_at = created_at or now_iso()
     outcomes = [None] * len(pendings)
     with _local_writer():
+        _create_new_stores([pending.store_id for pending in pendings])
         for _ in range(4):
             located = {}
             for index, pending in enumerate(pendings):

@@ -174,3 +174,23 @@ def test_pushes_committed_together_are_each_checked_on_their_own(store_id):
     assert [e.seq_num for e in storage.read_page(f"{store_id}.b", 0, 10).events] == [1, 2]
     assert [(e.seq_num, e.client_id) for e in storage.read_page(f"{store_id}.c", 0, 10).events] == [(1, "c")]
     assert [storage.head(f"{store_id}.{name}") for name in "abc"] == [3, 2, 1]
+
+
+def test_pushes_to_several_new_stores_create_each_store_and_table(store_id):
+    """New stores pushed to together are created together; a table left by a lost row, and two storeIds
+    that sanitize alike, are still sorted out one by one."""
+    orphan = f"{store_id}.orphan"
+    storage.append(orphan, batch(1, 3), no_args)
+    Store.objects.filter(store_id=orphan).delete()
+    storage._locations.pop(orphan, None)
+    names = [f"{store_id}.a", f"{store_id}.b", f"{store_id}-x", f"{store_id}_x"]
+    pendings = [storage.PendingAppend(name, batch(1, 2, name), no_args) for name in names]
+    pendings.append(storage.PendingAppend(orphan, batch(4, 4), no_args))
+    outcomes = storage.append_many(pendings)
+    assert all(type(outcome) is storage.Appended for outcome in outcomes), outcomes
+    tables = dict(Store.objects.filter(store_id__in=[*names, orphan]).values_list("store_id", "table_name"))
+    assert len(set(tables.values())) == 5
+    assert set(tables.values()) <= set(connection.introspection.table_names())
+    for name in names:
+        assert [(e.seq_num, e.client_id) for e in storage.read_page(name, 0, 10).events] == [(1, name), (2, name)]
+    assert storage.head(orphan) == 4
