@@ -231,6 +231,9 @@ def _create_new_stores(store_ids):
         return
     known = set(Store.objects.filter(store_id__in=unknown).values_list("store_id", flat=True))
     tables = {store_id: table_name_for(store_id) for store_id in unknown if store_id not in known}
+    if not tables:
+        # Stores this process has not used yet but that exist: no need to list the database's tables.
+        return
     taken = set(connection.introspection.table_names())
     names = list(tables.values())
     fresh = {store_id: table for store_id, table in tables.items() if table not in taken and names.count(table) == 1}
