@@ -1,6 +1,6 @@
 """The text the LiveStore 0.4.0 ws client (`makeWsSync`) puts on the wire, built without the client.
 
-Effect RPC messages as JSON, one per text frame (``shared/protocol/livestore-sync-cf-0.4.md`` sections 3-5).
+Effect RPC messages as JSON, one per text frame (the 0.4 protocol notes, sections 3-5).
 Keys come in the client's order, which differs between the two requests: the streaming Pull has its
 ``traceId`` before ``payload``, Push after it. The trace and span ids are those of LiveStore's no-op tracer
 (the default, as in the recorded app): a fixed prefix and a 25-character cuid, with ``sampled: false``.

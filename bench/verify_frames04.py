@@ -3,15 +3,13 @@
     .venv/bin/python -m bench.verify_frames04 [FIXTURES_DIR]
 
 Reads the frames the real client sent in the recorded ws sessions (``ref-0.4.0-transcripts.json`` in
-``shared/protocol/fixtures`` beside the repository, or ``$LIVESYNC_PROTOCOL_FIXTURES``, or the directory
-given) and rebuilds each one with ``bench.frames04`` from its values. Every rebuilt frame must equal the
+``tests/fixtures``, or the directory given) and rebuilds each one with ``bench.frames04`` from its values. Every rebuilt frame must equal the
 recorded one as text: the same keys in the same order at every level. Two things are taken from the
 recording instead of compared: the todo's ``args`` (the app's data) and the trace fields, whose values are
 random; the no-op tracer's ids must still have the length the bench gives them. Exits 1 on any difference.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ TRACE_FIELDS = ("traceId", "spanId", "sampled")
 def fixtures_dir(argv):
     if argv:
         return Path(argv[0])
-    return Path(os.environ.get("LIVESYNC_PROTOCOL_FIXTURES", REPO_ROOT.parent / "shared" / "protocol" / "fixtures"))
+    return REPO_ROOT / "tests" / "fixtures"
 
 
 def rebuild(frame):

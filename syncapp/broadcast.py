@@ -26,10 +26,10 @@ def group_name(store_id):
     return "livesync.store." + hashlib.sha256(store_id.encode()).hexdigest()[:40]
 
 
-async def announce_events(store_id, first, last, request_id, v03_frame, v04_pages):
+async def announce_events(store_id, first, last, request_id, v03_frames, v04_pages):
     """Events ``first``..``last`` were committed, by the push ``request_id``.
 
-    ``v03_frame`` is their 0.3 PullRes and ``v04_pages`` their 0.4 PullResponses
+    ``v03_frames`` are their 0.3 PullRes frames and ``v04_pages`` their 0.4 PullResponses
     (JSON text), encoded once for all sockets of both protocol generations.
     """
     await _publish(
@@ -39,7 +39,7 @@ async def announce_events(store_id, first, last, request_id, v03_frame, v04_page
             "first": first,
             "last": last,
             "request_id": request_id,
-            "v03_frame": v03_frame,
+            "v03_frames": v03_frames,
             "v04_pages": v04_pages,
         },
     )

@@ -26,7 +26,15 @@ def check_settings(app_configs, **kwargs):
             continue
         if not callable(target):
             errors.append(Error(f"LIVESYNC[{name!r}] is not callable.", obj=value, id="syncapp.E003"))
-    for name in ("PULL_CHUNK_SIZE", "MAX_MESSAGE_BYTES", "MAX_STORE_ID_LENGTH", "DATABASE_THREADS"):
+    for name in (
+        "PULL_CHUNK_SIZE",
+        "MAX_MESSAGE_BYTES",
+        "MAX_STORE_ID_LENGTH",
+        "DATABASE_THREADS",
+        "SOCKET_QUEUE_SIZE",
+        "SOCKET_WRITE_BUFFER_BYTES",
+        "MAX_PULLS_PER_SOCKET",
+    ):
         value = conf.get(name)
         if not isinstance(value, int) or value < 1:
             errors.append(Error(f"LIVESYNC[{name!r}] must be a positive integer.", obj=value, id="syncapp.E004"))
@@ -34,6 +42,10 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Error("LIVESYNC['MAX_STORE_ID_LENGTH'] cannot exceed 255 (the Store.store_id column).", id="syncapp.E005")
         )
+    errors.extend(_check_write_buffer())
+    timeout = conf.get("REQUEST_HEADER_TIMEOUT")
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        errors.append(Error("LIVESYNC['REQUEST_HEADER_TIMEOUT'] must be a positive number.", obj=timeout, id="syncapp.E007"))
     if not settings.DEBUG:
         if conf.get("VALIDATE_PAYLOAD") is None:
             errors.append(
@@ -52,3 +64,21 @@ def check_settings(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+def _check_write_buffer():
+    """A pull sends its next page once less than PULL_PAUSE_BYTES wait, and a page or a broadcast may be as
+    large as the largest accepted frame: a smaller limit would close sockets whose clients read fine."""
+    from .sockets import PULL_PAUSE_BYTES
+
+    limit, largest = conf.get("SOCKET_WRITE_BUFFER_BYTES"), conf.get("MAX_MESSAGE_BYTES")
+    if not isinstance(limit, int) or not isinstance(largest, int) or limit >= PULL_PAUSE_BYTES + 2 * largest:
+        return []
+    return [
+        Error(
+            f"LIVESYNC['SOCKET_WRITE_BUFFER_BYTES'] must be at least {PULL_PAUSE_BYTES + 2 * largest} "
+            "(1 MB of paused pull plus two of the largest frames, MAX_MESSAGE_BYTES).",
+            obj=limit,
+            id="syncapp.E006",
+        )
+    ]

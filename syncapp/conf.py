@@ -53,9 +53,21 @@ DEFAULTS = {
     # Seconds between each process's reads of its stores' heads, the safety net
     # for broadcasts the channel layer lost (see syncapp.hub).
     "HEAD_CHECK_INTERVAL": 1.0,
-    # Store messages waiting for one socket; a socket whose backlog exceeds this
-    # is closed with code 1013 (try again later) and its client reconnects.
+    # Messages waiting for one socket (store messages and the client's own frames);
+    # a socket whose backlog exceeds this is closed with code 1013 (try again
+    # later) and its client reconnects.
     "SOCKET_QUEUE_SIZE": 1000,
+    # Bytes written to one socket that its client has not read yet (under daphne).
+    # Pulls pause above 1 MB until the client reads; a socket whose client lets more
+    # than this pile up is closed with 1013. Bounds what a client that never reads
+    # costs the server, whatever it asks for.
+    "SOCKET_WRITE_BUFFER_BYTES": 8_000_000,
+    # Pulls one 0.4 WebSocket may have in flight at once (the client uses one);
+    # a further one fails with UnknownError.
+    "MAX_PULLS_PER_SOCKET": 4,
+    # Seconds a connection may take to send its first complete request (under
+    # daphne), so half-sent handshakes cannot hold connections forever.
+    "REQUEST_HEADER_TIMEOUT": 10.0,
 }
 
 HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")

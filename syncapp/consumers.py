@@ -14,11 +14,11 @@ import logging
 
 from django.db import DatabaseError
 
-from . import broadcast, conf, db, eventlog, protocol, storage
+from . import broadcast, conf, db, eventlog, pages, protocol, storage
 from .hooks import HookRejected, run_hook
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
-from .sockets import StoreSocketConsumer
+from .sockets import ClientGone, StoreSocketConsumer
 
 logger = logging.getLogger("syncapp")
 
@@ -60,6 +60,8 @@ class SyncConsumer(StoreSocketConsumer):
                 await self.run_push(handler(self, message))
             else:
                 await handler(self, message)
+        except ClientGone:
+            raise
         except Exception:
             # A bug must cost one request, not the socket: answer and keep serving.
             logger.exception("%s failed for store %r", type(message).__name__, self.store_id)
@@ -89,16 +91,25 @@ class SyncConsumer(StoreSocketConsumer):
         Reading goes on until the head is reached, so events committed while a
         long pull streams are part of it. A pull always gets at least one chunk
         (the reference's answer for an empty store); a repair sends only events.
+        Chunks hold at most PULL_CHUNK_SIZE events and are cut by bytes too
+        (``syncapp.pages``), and each waits until the client has taken most of
+        what was sent before (``writable``), so a pull costs the server one
+        database read of memory however large the backlog and however slowly
+        the client reads.
         """
         chunk_size = conf.get("PULL_CHUNK_SIZE")
         async for page in eventlog.reads(self.store_id, after):
-            if not page.events and context == "pull":
-                await self._send_pull_res(protocol.pull_res([], context, request_id, page.remaining))
-            for start in range(0, len(page.events), chunk_size):
-                chunk = page.events[start : start + chunk_size]
-                after = chunk[-1].seq_num
-                items = [(eventlog.wire_event(stored), stored.created_at) for stored in chunk]
-                await self._send_pull_res(protocol.pull_res(items, context, request_id, max(0, page.head - after)))
+            items = [protocol.encode_item(eventlog.wire_event(stored), stored.created_at) for stored in page.events]
+            if not items:
+                if context == "pull":
+                    await self._send_pull_res(protocol.pull_res([], context, request_id, page.remaining))
+                continue
+            sent = 0
+            for run in pages.split(items, chunk_size):
+                sent += len(run)
+                after = page.events[sent - 1].seq_num
+                await self._send_pull_res(protocol.pull_res(run, context, request_id, max(0, page.head - after)))
+                await self.writable()
         self.sequencer.sent(after)
 
     async def _send_pull_res(self, message):
@@ -155,22 +166,23 @@ class SyncConsumer(StoreSocketConsumer):
         )
 
     async def _broadcast(self, request_id, batch, appended):
-        frame = protocol.pull_res([(event, appended.created_at) for event in batch], "push", request_id, 0)
-        await self._run_hook("ON_PULL_RES", frame)
+        frames = protocol.push_frames(batch, appended.created_at, request_id)
+        for frame in frames:
+            await self._run_hook("ON_PULL_RES", frame)
         # The echo to this socket is written at once, right after the PushAck (see StoreSocketConsumer.offer).
         self.announcing = True
         try:
-            await eventlog.announce(self.store_id, batch, appended, request_id, v03_frame=frame)
+            await eventlog.announce(self.store_id, batch, appended, request_id, v03_frames=frames)
         finally:
             self.announcing = False
 
     def frames_for(self, message):
-        """A committed push: its PullRes if it continues what the socket got, nothing if it got it already."""
+        """A committed push: its PullRes frames if it continues what the socket got, nothing if it got it already."""
         if message["type"] != broadcast.EVENTS:
             return None
         decision = self.sequencer.on_broadcast(message["first"], message["last"])
         if decision == FORWARD:
-            return (message["v03_frame"],)
+            return message["v03_frames"]
         if decision == DROP:
             return ()
         return None

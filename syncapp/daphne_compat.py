@@ -1,4 +1,4 @@
-"""Two fixes to daphne (4.2.3) that livesync's close codes and graceful shutdown depend on.
+"""What livesync needs of daphne (4.2.3) beyond ASGI: two fixes, a write-buffer view and a header deadline.
 
 1. autobahn's ``sendClose`` refuses every close code but 1000 and 3000-4999, so
    daphne cannot send 1012 (service restart) or 1013 (try again later): the
@@ -13,21 +13,60 @@
    with a plain ``asyncio.gather``, which returns as soon as the first of them
    ends (a cancelled task ends by raising CancelledError): the reactor then
    drops every other connection while its application is still closing it.
+3. ASGI's ``send`` under daphne never waits for the client: a frame is
+   appended to Twisted's write buffer whether the client reads or not, so a
+   client that pulls a large store and never reads would make the server hold
+   the whole backlog. Each connection's scope gets a ``WriteBuffer`` (extension
+   ``WRITE_BUFFER_EXTENSION``) through which a consumer sees the bytes not yet
+   taken by the client, and pauses or closes the socket (``syncapp.sockets``).
+4. Twisted's HTTP channel times out only a connection that sends nothing for
+   60 s, so a client that trickles an upgrade request's headers holds a
+   connection forever. A connection whose first request is not complete
+   within ``LIVESYNC["REQUEST_HEADER_TIMEOUT"]`` seconds is dropped.
 """
 
 import asyncio
 import logging
+
+WRITE_BUFFER_EXTENSION = "livesync.write_buffer"
+
+
+class WriteBuffer:
+    """The bytes a connection's transport holds that its client has not taken yet."""
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def _transport(self):
+        transport = getattr(self._protocol, "transport", None)
+        if transport is None:
+            # An HTTP request (daphne's WebRequest) writes through its channel.
+            transport = getattr(getattr(self._protocol, "channel", None), "transport", None)
+        return transport
+
+    def pending_bytes(self):
+        transport = self._transport()
+        if transport is None:
+            return 0
+        # Twisted's FileDescriptor: the unsent part of dataBuffer, plus writes not yet joined into it.
+        data = getattr(transport, "dataBuffer", b"")
+        return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+    def closed(self):
+        transport = self._transport()
+        return transport is None or not getattr(transport, "connected", True)
 
 REGISTERED_CLOSE_CODES = {1001, 1011, 1012, 1013, 1014}
 
 
 def install():
     try:
+        from daphne.http_protocol import HTTPFactory, WebRequest
         from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:  # another ASGI server
         return
-    from twisted.internet import defer
+    from twisted.internet import defer, reactor
 
     if getattr(WebSocketProtocol, "_livesync_patched", False):
         return
@@ -52,6 +91,49 @@ def install():
         wait_deferred.addErrback(lambda x: None)
         return wait_deferred
 
+    original_create_application = Server.create_application
+
+    def create_application(self, protocol, scope):
+        extensions = {**scope.get("extensions", {}), WRITE_BUFFER_EXTENSION: WriteBuffer(protocol)}
+        return original_create_application(self, protocol, {**scope, "extensions": extensions})
+
+    original_process = WebRequest.process
+
+    def process(self):
+        self.channel.livesync_request_complete = True
+        return original_process(self)
+
+    original_build_protocol = HTTPFactory.buildProtocol
+
+    def buildProtocol(self, addr):
+        protocol = original_build_protocol(self, addr)
+        if protocol is not None:
+            reactor.callLater(_header_timeout(), _drop_if_incomplete, protocol)
+        return protocol
+
     WebSocketProtocol.serverClose = serverClose
     WebSocketProtocol._livesync_patched = True
     Server.kill_all_applications = kill_all_applications
+    Server.create_application = create_application
+    WebRequest.process = process
+    HTTPFactory.buildProtocol = buildProtocol
+
+
+def _header_timeout():
+    from . import conf
+
+    return conf.get("REQUEST_HEADER_TIMEOUT")
+
+
+def _drop_if_incomplete(protocol):
+    """Drop a connection that has not completed a request since it was opened (see 4. above)."""
+    # Twisted wraps the HTTP/1.1 channel in a protocol that could negotiate HTTP/2.
+    channel = getattr(protocol, "_channel", protocol)
+    if getattr(channel, "livesync_request_complete", False):
+        return
+    transport = getattr(protocol, "transport", None)
+    if transport is not None and getattr(transport, "connected", False):
+        logging.getLogger("syncapp").warning(
+            "dropped a connection from %s: no complete request within %s s", transport.getPeer(), _header_timeout()
+        )
+        transport.abortConnection()

@@ -9,18 +9,21 @@ sockets.
 """
 
 import asyncio
+import logging
 import time
 
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from . import broadcast, conf, db, protocol, rpc_protocol, storage
+
+logger = logging.getLogger("syncapp")
 
 # Events per database read while streaming a backlog: several chunks per round trip.
 PAGES_PER_READ = 10
 
 
 class StoreUnavailable(Exception):
-    """The database failed; the message says whether the push may have been stored."""
+    """The database failed; the message says whether it is an outage and whether the push may have been stored."""
 
 
 def args_text(event):
@@ -65,12 +68,17 @@ async def commit(store_id, batch, backend_id=None, generation=None):
         if generation is not None:
             _client_noted_at[(store_id, generation)] = time.monotonic()
         return appended
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
         appended = await _committed_anyway(store_id, batch)
         if appended:
             return appended
         outcome = "nothing was stored" if appended is False else "it may have been stored"
         raise StoreUnavailable(f"Push failed: the database is unavailable; {outcome}") from None
+    except DatabaseError:
+        # Not an outage (the connection answered, the transaction rolled back): saying "unavailable"
+        # would make the client retry a push that fails the same way each time.
+        logger.exception("push to store %r failed", store_id)
+        raise StoreUnavailable("Push failed: the server could not store it; nothing was stored") from None
 
 
 async def _committed_anyway(store_id, batch):
@@ -86,22 +94,23 @@ async def _committed_anyway(store_id, batch):
     return False
 
 
-async def announce(store_id, batch, appended, request_id, v03_frame=None):
+async def announce(store_id, batch, appended, request_id, v03_frames=None):
     """Tell every socket of the store, in every process, that ``batch`` was committed.
 
     The message carries the batch encoded once per protocol generation: the 0.3
-    ``PullRes`` frame (``v03_frame`` if the caller already built it) and the 0.4
-    ``NoMore`` pull responses; each socket only adds its envelope.
+    ``PullRes`` frames (``v03_frames`` if the caller already built them) and the
+    0.4 ``NoMore`` pull responses, both cut by bytes (``syncapp.pages``); each
+    socket only adds its envelope.
     """
-    if v03_frame is None:
-        v03_frame = protocol.pull_res([(event, appended.created_at) for event in batch], "push", request_id, 0)
+    if v03_frames is None:
+        v03_frames = protocol.push_frames(batch, appended.created_at, request_id)
     items = [rpc_protocol.encode_item(event, appended.created_at) for event in batch]
     await broadcast.announce_events(
         store_id,
         first=batch[0].seqNum,
         last=batch[-1].seqNum,
         request_id=request_id,
-        v03_frame=protocol.encode(v03_frame),
+        v03_frames=[protocol.encode(frame) for frame in v03_frames],
         v04_pages=[bytes(page).decode() for page in rpc_protocol.live_pages(items, appended.backend_id)],
     )
 

@@ -136,9 +136,10 @@ class Hub:
         """
         await self._start()
         message = {**message, "store_id": store_id, "origin": self.id}
-        await self._deliver(message)
+        # Queued for other processes first: nothing that happens to a local socket may keep it from them.
         if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
             self._outgoing.put_nowait(message)
+        await self._deliver(message)
 
     async def _send_loop(self):
         while True:
@@ -226,6 +227,8 @@ class Hub:
         store_id = message.get("store_id")
         if message["type"] == broadcast.EVENTS:
             self.last_seen[store_id] = max(self.last_seen.get(store_id, 0), message["last"])
+        # A member's offer never raises (a socket that cannot be written to closes itself), so one
+        # socket's failure never keeps a message from the others.
         for member in list(self.members.get(store_id, ())):
             await member.offer(message)
 

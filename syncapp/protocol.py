@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 
 import msgspec
 
+from . import pages
+
 # JavaScript's largest safe integer: the client's sequence numbers are JS numbers.
 MAX_SEQ_NUM = 2**53 - 1
 SeqNum = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ_NUM)]
@@ -120,6 +122,31 @@ class _RequestIdOnly(msgspec.Struct):
     requestId: str | None = None
 
 
+class InvalidBatch(ValueError):
+    """A push whose events no backend could store as sent (see ``prepare_batch``)."""
+
+
+# Event fields stored as database text. PostgreSQL text cannot hold NUL, and a value one backend
+# refuses must be refused on every backend, before it reaches a transaction shared with other pushes.
+_TEXT_FIELDS = ("name", "clientId", "sessionId")
+
+
+def prepare_batch(batch):
+    """Refuse events no backend could store as sent, and compact their ``args``; raises InvalidBatch.
+
+    ``args`` are compacted the way the client's ``JSON.stringify`` writes them,
+    so what is stored and echoed does not depend on a sender's whitespace. A
+    NUL inside ``args`` is JSON's ``\\u0000`` escape, which every backend
+    stores and returns as is.
+    """
+    for index, event in enumerate(batch):
+        for field in _TEXT_FIELDS:
+            if "\x00" in getattr(event, field):
+                raise InvalidBatch(f"`$.batch[{index}].{field}` contains a NUL character")
+        if event.args is not msgspec.UNSET:
+            event.args = msgspec.Raw(msgspec.json.format(event.args, indent=-1))
+
+
 class ProtocolError(ValueError):
     """A frame that is not a valid client message; ``request_id`` is set when it could be read."""
 
@@ -136,17 +163,18 @@ _encoder = msgspec.json.Encoder()
 def decode(data):
     """Decode one client frame (str or bytes) into a message struct, or raise ProtocolError.
 
-    Event ``args`` are compacted the way the client's ``JSON.stringify`` writes
-    them, so what is stored and echoed does not depend on a sender's whitespace.
+    A push's batch goes through ``prepare_batch``. JSON nested deeper than the
+    decoder's recursion allows is an invalid message like any other, not an
+    error that ends the socket.
     """
     try:
         message = _decoder.decode(data)
-    except msgspec.DecodeError as exc:
+        if type(message) is PushReq:
+            prepare_batch(message.batch)
+    except (msgspec.DecodeError, InvalidBatch) as exc:
         raise ProtocolError(f"Invalid message: {exc}", request_id=peek_request_id(data)) from None
-    if type(message) is PushReq:
-        for event in message.batch:
-            if event.args is not msgspec.UNSET:
-                event.args = msgspec.Raw(msgspec.json.format(event.args, indent=-1))
+    except RecursionError:
+        raise ProtocolError("Invalid message: JSON is nested too deeply", request_id=peek_request_id(data)) from None
     return message
 
 
@@ -154,7 +182,7 @@ def peek_request_id(data):
     """The frame's ``requestId`` if it is a JSON object with a string one, else None."""
     try:
         return _request_id_decoder.decode(data).requestId
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 
@@ -163,13 +191,23 @@ def encode(message):
     return _encoder.encode(message).decode()
 
 
+def encode_item(event, created_at):
+    """One ``PullRes`` batch item, encoded once (its size decides how frames are cut)."""
+    return msgspec.Raw(_encoder.encode(PullResItem(eventEncoded=event, metadata=Some(CreatedAt(created_at)))))
+
+
 def pull_res(items, context, request_id, remaining):
-    """A ``WSMessage.PullRes`` frame for ``items``, pairs of (Event, createdAt ISO text)."""
+    """A ``WSMessage.PullRes`` frame for ``items``, batch items encoded by ``encode_item``."""
     return PullRes(
-        batch=[PullResItem(eventEncoded=event, metadata=Some(CreatedAt(created_at))) for event, created_at in items],
-        requestId=PullResRequestId(context=context, requestId=request_id),
-        remaining=remaining,
+        batch=items, requestId=PullResRequestId(context=context, requestId=request_id), remaining=remaining
     )
+
+
+def push_frames(batch, created_at, request_id):
+    """The ``context: "push"`` PullRes frames announcing a committed ``batch``: one, unless it is too large
+    for one frame (see ``syncapp.pages``)."""
+    items = [encode_item(event, created_at) for event in batch]
+    return [pull_res(run, "push", request_id, 0) for run in pages.split(items)]
 
 
 def to_builtins(message):

@@ -18,7 +18,7 @@ import logging
 from . import broadcast, conf, rpc_calls, rpc_protocol
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
-from .sockets import StoreSocketConsumer
+from .sockets import ClientGone, StoreSocketConsumer
 
 logger = logging.getLogger("syncapp")
 
@@ -85,6 +85,11 @@ class RpcSyncConsumer(StoreSocketConsumer):
             await self._send_exit(rpc_protocol.died(request.id, f"Request id {request.id} is already in use"))
         elif request.tag == rpc_protocol.WS_PUSH:
             await self.run_push(self._push(request.id, payload))
+        elif len(self.pulls.keys() | self.subscriptions.keys()) >= conf.get("MAX_PULLS_PER_SOCKET"):
+            limit = conf.get("MAX_PULLS_PER_SOCKET")
+            await self._send_exit(
+                rpc_calls.unknown_error(request.id, f"Too many pulls: at most {limit} at once per connection")
+            )
         else:
             task = asyncio.ensure_future(self._pull(request.id, payload))
             self.pulls[request.id] = task
@@ -106,6 +111,10 @@ class RpcSyncConsumer(StoreSocketConsumer):
         try:
             async for response, last in rpc_calls.pull_responses(self.store_id, request_id, payload):
                 await self.send(text_data=rpc_protocol.chunk(request_id, [response]))
+                await self.writable()
+        except ClientGone:
+            self.subscriptions.pop(request_id, None)
+            return
         except rpc_calls.CallFailed as failed:
             self.subscriptions.pop(request_id, None)
             await self._send_exit(failed.exit)
@@ -178,6 +187,7 @@ class RpcSyncConsumer(StoreSocketConsumer):
         try:
             async for response, after in rpc_calls.pages_after(self.store_id, request_id, after):
                 await self.send(text_data=rpc_protocol.chunk(request_id, [response]))
+                await self.writable()
         except rpc_calls.CallFailed:
             logger.warning("could not catch a pull of store %r up: the database is unavailable", self.store_id)
             get_hub().repair_later(self.store_id)

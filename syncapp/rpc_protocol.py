@@ -19,11 +19,11 @@ from typing import Any
 
 import msgspec
 
-from .protocol import Event, SeqNum
+from . import pages
+from .protocol import Event, InvalidBatch, SeqNum, prepare_batch
 
-# The reference's limits (MAX_PULL_EVENTS_PER_MESSAGE, MAX_TRANSPORT_PAYLOAD_BYTES in 0.4.0).
+# The reference's MAX_PULL_EVENTS_PER_MESSAGE in 0.4.0 (its byte limit is pages.MAX_PAGE_BYTES).
 MAX_PAGE_EVENTS = 100
-MAX_PAGE_BYTES = 900_000
 
 WS_PULL = "SyncWsRpc.Pull"
 WS_PUSH = "SyncWsRpc.Push"
@@ -250,24 +250,30 @@ def decode(data):
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError({"name": "SyntaxError", "message": str(exc)}) from None
+    except RecursionError:
+        raise ProtocolError({"name": "SyntaxError", "message": "JSON is nested too deeply"}) from None
 
 
 def decode_payload(request, allowed_tags):
     """The typed payload of ``request``; UnknownTag or PayloadError when it cannot be served.
 
-    Event ``args`` are compacted as in ``protocol.decode``, so storage does not
-    depend on a sender's whitespace.
+    A push's batch goes through ``protocol.prepare_batch``, as a 0.3 push does:
+    the same events are refused, and stored the same way, on every transport.
     """
     if request.tag not in allowed_tags:
         raise UnknownTag(f"Unknown request tag: {request.tag}")
     try:
         payload = _payload_decoders[request.tag].decode(request.payload)
+        if type(payload) is PushPayload:
+            prepare_batch(payload.batch)
+            if type(payload.backendId) is SomeBackendId and "\x00" in payload.backendId.value:
+                raise InvalidBatch("`$.backendId` contains a NUL character")
     except msgspec.DecodeError as exc:
         raise PayloadError(_effect_style_error(request.tag, str(exc))) from None
-    if type(payload) is PushPayload:
-        for event in payload.batch:
-            if event.args is not msgspec.UNSET:
-                event.args = msgspec.Raw(msgspec.json.format(event.args, indent=-1))
+    except InvalidBatch as exc:
+        raise PayloadError(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ {exc}") from None
+    except RecursionError:
+        raise PayloadError(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ JSON is nested too deeply") from None
     return payload
 
 
@@ -336,17 +342,8 @@ def encode_item(event, created_at):
 
 
 def split_items(items):
-    """Cut encoded items into page-sized runs: at most MAX_PAGE_EVENTS and about MAX_PAGE_BYTES each."""
-    runs, current, size = [], [], 0
-    for item in items:
-        if current and (len(current) == MAX_PAGE_EVENTS or size + len(item) > MAX_PAGE_BYTES):
-            runs.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += len(item) + 1
-    if current or not runs:
-        runs.append(current)
-    return runs
+    """Cut encoded items into page-sized runs: at most MAX_PAGE_EVENTS and about pages.MAX_PAGE_BYTES each."""
+    return pages.split(items, MAX_PAGE_EVENTS)
 
 
 def pull_response(items, backend_id, remaining):

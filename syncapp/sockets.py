@@ -14,20 +14,31 @@ import uuid
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import conf, eventlog, handshake
+from . import conf, daphne_compat, eventlog, handshake
 from .hub import get_hub
 
 logger = logging.getLogger("syncapp")
 
 # Close codes; LiveStore clients reconnect after any close.
+# Writing to the socket failed: its client must not wait for frames that will never come.
+CLOSE_INTERNAL_ERROR = 1011
 # The store was reset, or the server is shutting down: "Service Restart".
 CLOSE_SERVICE_RESTART = 1012
-# The socket fell more than SOCKET_QUEUE_SIZE store messages behind: "Try Again Later".
+# The socket fell more than SOCKET_QUEUE_SIZE messages, or SOCKET_WRITE_BUFFER_BYTES unsent bytes, behind:
+# "Try Again Later".
 CLOSE_TOO_SLOW = 1013
+# Unsent bytes above which a pull waits for its client to read before sending its next page.
+PULL_PAUSE_BYTES = 1_000_000
+# How often a paused pull looks again, at the most.
+PULL_PAUSE_POLL_SECONDS = 0.1
 # How long a shutdown waits for pushes in flight to commit and be acknowledged.
 SHUTDOWN_GRACE_SECONDS = 10
 # How long a shutdown waits for a client to answer the 1012 close frame.
 SHUTDOWN_CLOSE_SECONDS = 2
+
+
+class ClientGone(Exception):
+    """The socket is closing or closed: what it was sending can stop."""
 
 
 class StoreSocketConsumer(AsyncWebsocketConsumer):
@@ -58,6 +69,11 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         self.turn = asyncio.Lock()
         # True while this socket's own push is announced, so that its echo is written at once.
         self.announcing = False
+        # Set once the server decided to close the socket: nothing more is queued or sent for it.
+        self.closing = False
+        self._closing_tasks = set()
+        # The server's view of bytes written but not yet taken by the client (daphne only; see daphne_compat).
+        self.write_buffer = None
 
     async def __call__(self, scope, receive, send):
         """Channels' consumer loop on one queue, fed by the client and the hub, with a graceful cancel.
@@ -71,12 +87,13 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        self.write_buffer = scope.get("extensions", {}).get(daphne_compat.WRITE_BUFFER_EXTENSION)
         client_messages = asyncio.ensure_future(self._queue_client_messages(receive))
         try:
             while True:
                 message = await self.inbox.get()
                 async with self.turn:
-                    await self.dispatch(message)
+                    await self._dispatch_isolated(message)
         except StopConsumer:
             pass
         except asyncio.CancelledError:
@@ -89,9 +106,26 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
     async def _queue_client_messages(self, receive):
         while True:
             message = await receive()
-            self.inbox.put_nowait(message)
             if message["type"] == "websocket.disconnect":
+                self.inbox.put_nowait(message)
                 return
+            if self.inbox.qsize() >= conf.get("SOCKET_QUEUE_SIZE"):
+                # A client that sends faster than it is served (a flood of pulls, say) is not buffered without end.
+                self.close_soon(CLOSE_TOO_SLOW, "more than SOCKET_QUEUE_SIZE messages waiting")
+            if not self.closing:
+                self.inbox.put_nowait(message)
+
+    async def _dispatch_isolated(self, message):
+        """Handle one message; a failure closes this socket (its client reconnects) and nothing else."""
+        try:
+            await self.dispatch(message)
+        except StopConsumer:
+            raise
+        except ClientGone:
+            pass
+        except Exception:
+            logger.exception("a socket of store %r failed on %s: closing it", self.store_id, message["type"])
+            self.close_soon(CLOSE_INTERNAL_ERROR)
 
     async def dispatch(self, message):
         # Unlike Channels' dispatch, no close_old_connections() per message: these
@@ -129,16 +163,25 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         written by the task that announced the push: a push reaches many idle
         sockets without a task switch each, and a pusher's own echo leaves with
         its acknowledgement. Anything else waits in the inbox, in order.
+
+        Never raises: a socket that cannot be written to is closed, so that its
+        client reconnects from what it has, and the hub goes on with the next.
         """
-        if not self.inbox.empty():
-            self.deliver(message)
-        elif self.announcing:
-            await self._write_at_once(message)
-        elif not self.turn.locked():
-            async with self.turn:
+        if self.closing:
+            return
+        try:
+            if not self.inbox.empty():
+                self.deliver(message)
+            elif self.announcing:
                 await self._write_at_once(message)
-        else:
-            self.deliver(message)
+            elif not self.turn.locked():
+                async with self.turn:
+                    await self._write_at_once(message)
+            else:
+                self.deliver(message)
+        except Exception:
+            logger.exception("could not write to a socket of store %r: closing it", self.store_id)
+            self.close_soon(CLOSE_INTERNAL_ERROR)
 
     async def _write_at_once(self, message):
         frames = self.frames_for(message)
@@ -156,24 +199,59 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         return None
 
     def deliver(self, message):
-        """Queue a store message, or drop the socket if it is too far behind."""
+        """Queue a store message, or close the socket if it is too far behind."""
         if self.inbox.qsize() >= conf.get("SOCKET_QUEUE_SIZE"):
-            # The store's backlog is dropped (the client's own messages stay): the socket is closed, and its
-            # client catches up after reconnecting.
-            backlog = [self.inbox.get_nowait() for _ in range(self.inbox.qsize())]
-            self.inbox.put_nowait({"type": "livesync.overflow"})
-            for waiting in backlog:
-                if waiting["type"].startswith("websocket."):
-                    self.inbox.put_nowait(waiting)
+            self.close_soon(CLOSE_TOO_SLOW, f"more than {conf.get('SOCKET_QUEUE_SIZE')} messages behind")
+            # Its store backlog goes (the client's own messages stay): its client catches up after reconnecting.
+            waiting = [self.inbox.get_nowait() for _ in range(self.inbox.qsize())]
+            for kept in waiting:
+                if kept["type"].startswith("websocket."):
+                    self.inbox.put_nowait(kept)
             return
         self.inbox.put_nowait(message)
 
-    async def livesync_overflow(self, message):
-        logger.warning(
-            "closing a socket of store %r: more than %s messages behind", self.store_id, conf.get("SOCKET_QUEUE_SIZE")
-        )
-        await self.close(code=CLOSE_TOO_SLOW)
-        await self._leave_store()
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        await super().send(text_data, bytes_data, close)
+        limit = conf.get("SOCKET_WRITE_BUFFER_BYTES")
+        if self.write_buffer is not None and not self.closing and self.write_buffer.pending_bytes() > limit:
+            self.close_soon(CLOSE_TOO_SLOW, f"more than {limit} bytes unsent")
+
+    async def writable(self):
+        """Wait until the client has taken most of what was sent to it; ClientGone once the socket is closing.
+
+        Pulls call this between pages, so a client that reads slowly (or never)
+        holds one page of server memory, not its whole backlog. Daphne's send
+        never waits for the client; under other servers ``send`` itself does,
+        and there is nothing to wait for here.
+        """
+        if self.closing:
+            raise ClientGone
+        buffer = self.write_buffer
+        if buffer is None:
+            return
+        delay = 0.005
+        while buffer.pending_bytes() > PULL_PAUSE_BYTES:
+            if self.closing or buffer.closed():
+                raise ClientGone
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PULL_PAUSE_POLL_SECONDS)
+
+    def close_soon(self, code, reason=None):
+        """Close the socket with ``code`` from any task, at once, whatever its own loop is doing."""
+        if self.closing:
+            return
+        self.closing = True
+        if reason is not None:
+            logger.warning("closing a socket of store %r with %s: %s", self.store_id, code, reason)
+        task = asyncio.ensure_future(self._close_and_leave(code))
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+
+    async def _close_and_leave(self, code):
+        try:
+            await self.close(code=code)
+        finally:
+            await self._leave_store()
 
     async def websocket_connect(self, message):
         try:

@@ -15,13 +15,23 @@ import functools
 import hashlib
 import itertools
 import re
+import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 from django.apps.registry import Apps
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, models, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    connection,
+    connections,
+    models,
+    transaction,
+)
 
 from .models import Store, new_backend_id
 
@@ -51,6 +61,10 @@ class ParentMismatch(PushRejected):
 
 class BrokenChain(PushRejected):
     """The batch is not a contiguous chain of its own."""
+
+
+class UnstorableBatch(PushRejected):
+    """The database refused the batch's values (it was alone in its transaction: no other push failed)."""
 
 
 class BackendIdMismatch(PushRejected):
@@ -107,20 +121,50 @@ def _max_table_name_length():
     return connection.ops.max_name_length() or None
 
 
-def table_name_for(store_id, hashed=False):
+def table_name_for(store_id, hashed=False, salt=""):
     """The table name for ``store_id``: the reference's name, or a hash-suffixed one.
 
     The hashed form is used when the plain name is taken by another store (``a-b``
-    and ``a_b`` sanitize alike) or longer than the database allows.
+    and ``a_b`` sanitize alike; ``Abc`` and ``abc`` on SQLite, whose table names
+    ignore case) or longer than the database allows. ``salt`` makes a name no one
+    can compute in advance (see ``table_name_candidates``).
     """
     plain = TABLE_PREFIX + sanitize(store_id)
     limit = _max_table_name_length()
-    if not hashed and (limit is None or len(plain) <= limit):
+    if not hashed and not salt and (limit is None or len(plain) <= limit):
         return plain
-    digest = hashlib.sha256(store_id.encode()).hexdigest()[:10]
+    digest = hashlib.sha256((store_id + salt).encode()).hexdigest()[:10]
     if limit is not None:
         plain = plain[: limit - len(digest) - 1]
     return f"{plain}_{digest}"
+
+
+# Salted names tried after the plain and the hashed one; each is unpredictable, so running out is not a risk.
+SALTED_NAME_ATTEMPTS = 5
+
+
+def table_name_candidates(store_id):
+    """Table names for a new store, in order of preference.
+
+    The plain and the hashed name are stable, which keeps tables recognizable;
+    both can be computed by anyone, so a client could take them first with
+    storeIds of its own (``sq_x_<hash of sq_x>``, then ``sq-x``). Salted names
+    follow, which no one can foresee: no storeId can be made unusable.
+    """
+    yield table_name_for(store_id)
+    yield table_name_for(store_id, hashed=True)
+    for _ in range(SALTED_NAME_ATTEMPTS):
+        yield table_name_for(store_id, salt=secrets.token_hex(8))
+
+
+def _table_key(table_name):
+    """How the database compares table names: SQLite ignores case, PostgreSQL (quoted) does not."""
+    return table_name.lower() if connection.vendor == "sqlite" else table_name
+
+
+def _existing_tables():
+    """The database's table names, as ``_table_key`` compares them."""
+    return {_table_key(name) for name in connection.introspection.table_names()}
 
 
 def eventlog_model(table_name):
@@ -162,13 +206,13 @@ def _ensure_table(table_name):
     if table_name in _ensured_tables:
         return
     model = eventlog_model(table_name)
-    if table_name not in connection.introspection.table_names():
+    if _table_key(table_name) not in _existing_tables():
         try:
             with connection.schema_editor() as editor:
                 editor.create_model(model)
         except Exception:
             # Another process created it between our look and our CREATE TABLE.
-            if table_name not in connection.introspection.table_names():
+            if _table_key(table_name) not in _existing_tables():
                 raise
     _ensured_tables.add(table_name)
 
@@ -234,9 +278,13 @@ def _create_new_stores(store_ids):
     if not tables:
         # Stores this process has not used yet but that exist: no need to list the database's tables.
         return
-    taken = set(connection.introspection.table_names())
-    names = list(tables.values())
-    fresh = {store_id: table for store_id, table in tables.items() if table not in taken and names.count(table) == 1}
+    taken = _existing_tables()
+    names = [_table_key(table) for table in tables.values()]
+    fresh = {
+        store_id: table
+        for store_id, table in tables.items()
+        if _table_key(table) not in taken and names.count(_table_key(table)) == 1
+    }
     if not fresh:
         return
     try:
@@ -265,10 +313,18 @@ def _adopt_existing_events(store):
 
 
 def _create_store(store_id):
-    for hashed in (False, True):
+    """A new Store row for ``store_id`` under the first free table name.
+
+    The registry's unique constraint on ``table_name`` decides what is free; on
+    SQLite, where ``Abc`` and ``abc`` name one table, a name taken in another
+    case is not free either.
+    """
+    for table_name in table_name_candidates(store_id):
+        if connection.vendor == "sqlite" and Store.objects.filter(table_name__iexact=table_name).exists():
+            continue
         try:
             with transaction.atomic():
-                return Store.objects.create(store_id=store_id, table_name=table_name_for(store_id, hashed))
+                return Store.objects.create(store_id=store_id, table_name=table_name)
         except IntegrityError:
             existing = get_store(store_id)
             if existing is not None:
@@ -417,18 +473,41 @@ def append_many(pendings, created_at=None):
             if not located:
                 break
             in_lock_order = sorted(located.items(), key=lambda item: item[1].pk)
-            with transaction.atomic(), connection.cursor() as cursor:
+            try:
+                committed = _append_together(in_lock_order, pendings, created_at)
+            except DataError:
+                # One push's values were refused by the database (a check the codecs do not know of):
+                # each is tried alone, so that only that push fails and the others are stored.
+                committed = {}
                 for index, location in in_lock_order:
                     try:
-                        outcomes[index] = _append_at(cursor, location, pendings[index], created_at)
-                    except _Relocate:
-                        _locations.pop(pendings[index].store_id, None)
-                    except PushRejected as rejected:
-                        outcomes[index] = rejected
+                        committed.update(_append_together([(index, location)], pendings, created_at))
+                    except DataError as refused:
+                        committed[index] = UnstorableBatch(f"Push rejected: the database cannot store it ({refused})")
+            for index, outcome in committed.items():
+                if outcome is None:
+                    _locations.pop(pendings[index].store_id, None)
+                else:
+                    outcomes[index] = outcome
     return [
         outcome or PushRejected(f"store {pending.store_id!r} was deleted or reset during the push")
         for pending, outcome in zip(pendings, outcomes)
     ]
+
+
+def _append_together(in_lock_order, pendings, created_at):
+    """Append the located pushes in one transaction: ``{index: Appended, PushRejected or None}``, None
+    where the store's location was stale (it is looked up again)."""
+    committed = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        for index, location in in_lock_order:
+            try:
+                committed[index] = _append_at(cursor, location, pendings[index], created_at)
+            except _Relocate:
+                committed[index] = None
+            except PushRejected as rejected:
+                committed[index] = rejected
+    return committed
 
 
 class _Relocate(Exception):
@@ -522,8 +601,34 @@ def _select_sql(table_name):
     )
 
 
-def read_page(store_id, after, limit, create=False):
+# Bytes of events one read may hold (beyond its first event): a backlog of large events is read in smaller
+# pages, so that a pull costs the server a bounded amount of memory whatever the events' size.
+READ_PAGE_BYTES = 4_000_000
+
+
+def _page_sql(table_name):
+    """Up to LIMIT events after a cursor, cut where their args exceed a byte budget (the first always kept).
+
+    The running sum is taken over the first LIMIT rows only, so a read costs
+    the same on a store of any length.
+    """
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(c) for c in _EVENT_COLUMNS)
+    seq, args = quote("seqNum"), quote("args")
+    return (
+        f"SELECT {columns} FROM ("
+        f"SELECT {columns}, SUM(size) OVER (ORDER BY {seq}) - size AS before FROM ("
+        f"SELECT {columns}, COALESCE(LENGTH({args}), 0) AS size FROM {quote(table_name)} "
+        f"WHERE {seq} > %s AND {seq} <= %s ORDER BY {seq} LIMIT %s) first_rows) sized "
+        f"WHERE before < %s ORDER BY {seq}"
+    )
+
+
+def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
     """Up to ``limit`` events with seqNum > ``after``, ascending, and the head they were read at.
+
+    A page holds about ``max_bytes`` of args at the most (and at least one
+    event); ``Page.remaining`` still counts every event up to the head.
 
     With ``create``, an unknown store is created first, so that its (empty)
     page carries the backendId later pushes will be checked against.
@@ -541,7 +646,7 @@ def read_page(store_id, after, limit, create=False):
         return Page(events=[], head=0, backend_id=None)
     head, backend_id = stored
     with connection.cursor() as cursor:
-        cursor.execute(_select_sql(location.table_name), [after, head, limit])
+        cursor.execute(_page_sql(location.table_name), [after, head, limit, max_bytes])
         return Page(events=[StoredEvent._make(row) for row in cursor.fetchall()], head=head, backend_id=backend_id)
 
 
@@ -577,7 +682,7 @@ def delete(store_id):
     if store is None:
         return
     model = eventlog_model(store.table_name)
-    if store.table_name in connection.introspection.table_names():
+    if _table_key(store.table_name) in _existing_tables():
         with connection.schema_editor() as editor:
             editor.delete_model(model)
     _ensured_tables.discard(store.table_name)

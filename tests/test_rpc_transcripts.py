@@ -92,7 +92,6 @@ async def replay(store_id, exchange):
     return normalized, [normalize(a, reference_ids) for a in recorded_answers]
 
 
-@pytest.mark.skipif(not TRANSCRIPTS.exists(), reason="0.4 reference transcripts (shared/protocol/fixtures) not found")
 @pytest.mark.parametrize(("name", "index"), [("ws-probe", 0), ("ws-probe", 1), ("raw-edge", 8)])
 async def test_ws_session_matches_the_reference(store_id, name, index):
     if name == "ws-probe" and index == 1:

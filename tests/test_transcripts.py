@@ -6,12 +6,11 @@ key order, spacing, error texts — is compared as text.
 
 import pytest
 
-from tests.transcripts import available, normalize, probe
+from tests.transcripts import normalize, probe
 
 pytestmark = [
     pytest.mark.protocol,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not available(), reason="reference transcripts (shared/protocol/fixtures) not found"),
 ]
 
 SINGLE_SOCKET_PROBES = [

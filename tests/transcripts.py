@@ -1,14 +1,14 @@
-"""Frames and HTTP answers recorded from the reference server (``shared/protocol/fixtures``)."""
+"""Frames and HTTP answers recorded from the reference server, kept in ``tests/fixtures``.
+
+They are part of the repository, so a clone alone replays them; a missing file fails the tests that read it.
+"""
 
 import json
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
 
-FIXTURES = Path(
-    os.environ.get("LIVESYNC_PROTOCOL_FIXTURES", Path(__file__).resolve().parents[2] / "shared/protocol/fixtures")
-)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 _CREATED_AT = re.compile(r'"createdAt":"[0-9T:.\-]+Z"')
 
@@ -16,10 +16,6 @@ _CREATED_AT = re.compile(r'"createdAt":"[0-9T:.\-]+Z"')
 @lru_cache(maxsize=None)
 def _load(version):
     return {p["name"]: p for p in json.loads((FIXTURES / f"ref-{version}-transcripts.json").read_text())["probes"]}
-
-
-def available(version="0.3.1"):
-    return (FIXTURES / f"ref-{version}-transcripts.json").exists()
 
 
 def probe(name, version="0.3.1"):
