@@ -61,7 +61,13 @@ def _delete_store(store_id):
 
 
 def _pretty_args(args):
-    return "" if args is None else json.dumps(json.loads(args), indent=2, ensure_ascii=False)
+    """Args indented for reading; as stored when Python's json cannot take them (nested too deeply)."""
+    if args is None:
+        return ""
+    try:
+        return json.dumps(json.loads(args), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return args
 
 
 async def _ndjson_stream(store_id):

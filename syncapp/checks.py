@@ -45,7 +45,9 @@ def check_settings(app_configs, **kwargs):
     errors.extend(_check_write_buffer())
     timeout = conf.get("REQUEST_HEADER_TIMEOUT")
     if not isinstance(timeout, (int, float)) or timeout <= 0:
-        errors.append(Error("LIVESYNC['REQUEST_HEADER_TIMEOUT'] must be a positive number.", obj=timeout, id="syncapp.E007"))
+        errors.append(
+            Error("LIVESYNC['REQUEST_HEADER_TIMEOUT'] must be a positive number.", obj=timeout, id="syncapp.E007")
+        )
     if not settings.DEBUG:
         if conf.get("VALIDATE_PAYLOAD") is None:
             errors.append(

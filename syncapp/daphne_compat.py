@@ -131,9 +131,9 @@ def _drop_if_incomplete(protocol):
     channel = getattr(protocol, "_channel", protocol)
     if getattr(channel, "livesync_request_complete", False):
         return
-    transport = getattr(protocol, "transport", None)
+    transport = getattr(channel, "transport", None)
     if transport is not None and getattr(transport, "connected", False):
-        logging.getLogger("syncapp").warning(
+        logging.getLogger("syncapp").info(
             "dropped a connection from %s: no complete request within %s s", transport.getPeer(), _header_timeout()
         )
         transport.abortConnection()

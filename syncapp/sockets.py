@@ -229,12 +229,13 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         buffer = self.write_buffer
         if buffer is None:
             return
-        delay = 0.005
+        # First a bare yield: a pull's frames pile up only because the event loop has not run the writes yet.
+        delay = 0
         while buffer.pending_bytes() > PULL_PAUSE_BYTES:
             if self.closing or buffer.closed():
                 raise ClientGone
             await asyncio.sleep(delay)
-            delay = min(delay * 2, PULL_PAUSE_POLL_SECONDS)
+            delay = min(max(delay * 2, 0.001), PULL_PAUSE_POLL_SECONDS)
 
     def close_soon(self, code, reason=None):
         """Close the socket with ``code`` from any task, at once, whatever its own loop is doing."""

@@ -601,27 +601,11 @@ def _select_sql(table_name):
     )
 
 
-# Bytes of events one read may hold (beyond its first event): a backlog of large events is read in smaller
-# pages, so that a pull costs the server a bounded amount of memory whatever the events' size.
+# Bytes of args one read keeps (beyond its first event): a backlog of large events is read in smaller pages,
+# so that a pull costs the server a bounded amount of memory whatever the events' size.
 READ_PAGE_BYTES = 4_000_000
-
-
-def _page_sql(table_name):
-    """Up to LIMIT events after a cursor, cut where their args exceed a byte budget (the first always kept).
-
-    The running sum is taken over the first LIMIT rows only, so a read costs
-    the same on a store of any length.
-    """
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(c) for c in _EVENT_COLUMNS)
-    seq, args = quote("seqNum"), quote("args")
-    return (
-        f"SELECT {columns} FROM ("
-        f"SELECT {columns}, SUM(size) OVER (ORDER BY {seq}) - size AS before FROM ("
-        f"SELECT {columns}, COALESCE(LENGTH({args}), 0) AS size FROM {quote(table_name)} "
-        f"WHERE {seq} > %s AND {seq} <= %s ORDER BY {seq} LIMIT %s) first_rows) sized "
-        f"WHERE before < %s ORDER BY {seq}"
-    )
+# Rows taken from the database cursor at a time while a read fills up to READ_PAGE_BYTES.
+_FETCH_ROWS = 100
 
 
 def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
@@ -629,6 +613,7 @@ def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
 
     A page holds about ``max_bytes`` of args at the most (and at least one
     event); ``Page.remaining`` still counts every event up to the head.
+    PostgreSQL's driver still receives up to ``limit`` rows per read.
 
     With ``create``, an unknown store is created first, so that its (empty)
     page carries the backendId later pushes will be checked against.
@@ -645,9 +630,21 @@ def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
         _locations.pop(store_id, None)
         return Page(events=[], head=0, backend_id=None)
     head, backend_id = stored
+    events, size = [], 0
     with connection.cursor() as cursor:
-        cursor.execute(_page_sql(location.table_name), [after, head, limit, max_bytes])
-        return Page(events=[StoredEvent._make(row) for row in cursor.fetchall()], head=head, backend_id=backend_id)
+        cursor.execute(_select_sql(location.table_name), [after, head, limit])
+        # Rows are taken as they come and the rest is left unread once the page is full (SQLite steps
+        # its statement row by row; psycopg builds rows only as they are fetched).
+        while size < max_bytes:
+            rows = cursor.fetchmany(_FETCH_ROWS)
+            if not rows:
+                break
+            for row in rows:
+                events.append(StoredEvent._make(row))
+                size += len(row[3] or "")
+                if size >= max_bytes:
+                    break
+    return Page(events=events, head=head, backend_id=backend_id)
 
 
 def head(store_id):

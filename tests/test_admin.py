@@ -169,6 +169,17 @@ def test_store_page_shows_one_page_of_events_with_pretty_args(superuser, store_i
     assert [event.seq_num for event, _ in last.context["event_rows"]] == list(range(101, 121))
 
 
+def test_store_page_shows_args_too_deep_for_python_as_stored(superuser, store_id):
+    deep = "[" * 5000 + "]" * 5000
+    event = protocol.Event(
+        name="v1.Deep", args=protocol.Raw(deep.encode()), seqNum=1, parentSeqNum=0, clientId="c", sessionId="s"
+    )
+    storage.append(store_id, [event], lambda stored: bytes(stored.args).decode())
+    page = browser(superuser).get(store_url(store_id))
+    assert page.status_code == 200
+    assert f"<pre>{deep}</pre>" in page.content.decode()
+
+
 def test_store_events_filter_by_name_and_client_id(superuser, store_id):
     push(store_id, 1, 3)
     push(store_id, 4, 5, name="v1.TodoCompleted")

@@ -25,3 +25,11 @@ def test_unknown_keys_and_bad_numbers_are_errors(settings):
 def test_production_without_validator_or_with_default_secret_warns(settings):
     assert ids({}, settings, debug=False) == ["syncapp.W001", "syncapp.W002"]
     assert ids({}, settings, debug=True) == []
+
+
+def test_write_buffer_too_small_for_the_largest_frames_and_a_bad_header_timeout_are_errors(settings):
+    assert ids({"SOCKET_WRITE_BUFFER_BYTES": 2_000_000, "REQUEST_HEADER_TIMEOUT": 0}, settings) == [
+        "syncapp.E006",
+        "syncapp.E007",
+    ]
+    assert ids({"SOCKET_WRITE_BUFFER_BYTES": 3_000_000, "MAX_MESSAGE_BYTES": 1_000_000}, settings) == []

@@ -194,3 +194,51 @@ def test_pushes_to_several_new_stores_create_each_store_and_table(store_id):
     for name in names:
         assert [(e.seq_num, e.client_id) for e in storage.read_page(name, 0, 10).events] == [(1, name), (2, name)]
     assert storage.head(orphan) == 4
+
+
+def test_a_push_the_database_refuses_fails_alone_in_its_group(store_id):
+    """PostgreSQL text cannot hold NUL: that push is rejected as what it is, and the pushes committed with
+    it are stored all the same. (SQLite stores it; the codecs refuse such events before either sees them.)"""
+    for name in "ab":
+        storage.append(f"{store_id}.{name}", batch(1, 1), no_args)
+    pendings = [
+        storage.PendingAppend(f"{store_id}.a", batch(2, 3), no_args),
+        storage.PendingAppend(f"{store_id}.nul", batch(1, 1, "a\x00b"), no_args),
+        storage.PendingAppend(f"{store_id}.b", batch(2, 2), no_args),
+    ]
+    outcomes = storage.append_many(pendings)
+    refused = connection.vendor == "postgresql"
+    assert type(outcomes[1]) is (storage.UnstorableBatch if refused else storage.Appended)
+    if refused:
+        assert str(outcomes[1]).startswith("Push rejected: the database cannot store it")
+        assert storage.head(f"{store_id}.nul") == 0
+    assert [type(outcomes[0]), type(outcomes[2])] == [storage.Appended, storage.Appended]
+    assert [storage.head(f"{store_id}.{name}") for name in "ab"] == [3, 2]
+
+
+@pytest.mark.parametrize("store_ids", [("Abc", "abc", "ABC"), ("sq-x", "sq_x")])
+def test_every_store_id_gets_a_table_of_its_own_whatever_was_taken_before(store_id, store_ids):
+    names = [f"{store_id}-{name}" for name in store_ids]
+    squatter = storage.table_name_for(names[-1], hashed=True).removeprefix(storage.TABLE_PREFIX)
+    for name in [squatter, *names]:
+        storage.append(name, batch(1, 1, name), no_args)
+    for name in [squatter, *names]:
+        assert [e.client_id for e in storage.read_page(name, 0, 10).events] == [name]
+    tables = Store.objects.filter(store_id__in=[squatter, *names]).values_list("table_name", flat=True)
+    # SQLite's table names ignore case; PostgreSQL's quoted ones do not.
+    same_table = str.lower if connection.vendor == "sqlite" else str
+    assert len({same_table(table) for table in tables}) == len(names) + 1
+
+
+def test_a_read_of_large_events_holds_about_its_byte_budget_and_the_rest_follows(store_id):
+    big = protocol.Raw(('"' + "x" * 1_000_000 + '"').encode())
+    large = [
+        protocol.Event(name="v1.E", args=big, seqNum=n, parentSeqNum=n - 1, clientId="c", sessionId="s")
+        for n in range(1, 11)
+    ]
+    storage.append(store_id, large, lambda event: bytes(event.args).decode())
+    first = storage.read_page(store_id, 0, 1000)
+    assert [e.seq_num for e in first.events] == [1, 2, 3, 4]
+    assert first.remaining == 6
+    assert [e.seq_num for e in storage.read_page(store_id, 4, 1000).events] == [5, 6, 7, 8]
+    assert [e.seq_num for e in storage.read_page(store_id, 0, 1000, max_bytes=1).events] == [1]

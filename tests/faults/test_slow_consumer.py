@@ -2,17 +2,14 @@
 handles them."""
 
 import asyncio
-import base64
 import json
-import os
-import socket
 import statistics
-import struct
 import time
 
 import pytest
 
 from syncapp.sockets import CLOSE_TOO_SLOW
+from tests.support.stalled import StalledSocket
 
 from .wire import check_whole_batches, close_all, open_sockets, push_batches
 
@@ -24,103 +21,12 @@ BATCH = 10
 PADDING = "x" * 3000  # makes the never-read backlog (~6 MB) outgrow the kernel socket buffers
 
 
-TCP_STATES = {1: "ESTABLISHED", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK"}
-
-
-class StalledSocket:
-    """A WebSocket client over a raw TCP socket with a tiny receive buffer that, after its pull request,
-    never reads again: the server's writes pile up in the kernel and then in the server's own buffers."""
-
-    def __init__(self, port, store_id):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.settimeout(5)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /websocket?storeId={store_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(1)  # byte by byte: nothing after the headers is consumed
-            if not chunk:
-                raise ConnectionError("closed during the handshake")
-            response += chunk
-        assert response.startswith(b"HTTP/1.1 101"), response
-        self.send_text(json.dumps({"_tag": "WSMessage.PullReq", "requestId": "stalled-pull"}))
-
-    def send_text(self, text):
-        payload = text.encode()
-        mask = os.urandom(4)
-        header = bytes([0x81])
-        if len(payload) < 126:
-            header += bytes([0x80 | len(payload)])
-        else:
-            header += bytes([0x80 | 126]) + struct.pack(">H", len(payload))
-        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-
-    def state(self):
-        """The kernel's TCP state of the socket ('ESTABLISHED', 'CLOSE_WAIT', 'CLOSE', …), read without reading."""
-        info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
-        return TCP_STATES.get(info[0], str(info[0]))
-
-    def wait_until_dropped(self, timeout):
-        """Seconds until the server ended the connection (FIN or reset), still without reading; None if not."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.state() != "ESTABLISHED":
-                return time.monotonic() - started
-            time.sleep(0.05)
-        return None
-
-    def drain(self, timeout=5.0):
-        """Read what is left: (bytes received, how it ended: 'eof', 'reset' or 'open', close code or None)."""
-        self.sock.settimeout(timeout)
-        data = bytearray()
-        ending = "open"
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    ending = "eof"
-                    break
-                data += chunk
-        except ConnectionResetError:
-            ending = "reset"
-        except TimeoutError:
-            ending = "open"
-        return len(data), ending, _close_code(bytes(data))
-
-    def close(self):
-        self.sock.close()
-
-
-def _close_code(data):
-    """The code of a close frame among server frames in ``data``, if there is one."""
-    position = 0
-    while position + 2 <= len(data):
-        opcode, length = data[position] & 0x0F, data[position + 1] & 0x7F
-        position += 2
-        if length == 126:
-            length = struct.unpack(">H", data[position : position + 2])[0]
-            position += 2
-        elif length == 127:
-            length = struct.unpack(">Q", data[position : position + 8])[0]
-            position += 8
-        if opcode == 0x8:
-            return struct.unpack(">H", data[position : position + 2])[0] if length >= 2 else None
-        position += length
-    return None
-
-
 async def test_stalled_socket_does_not_slow_its_store_and_is_dropped_by_the_ping_timeout(nodes, store_id, observe):
     (node,) = nodes(1, daphne_args=PING_ARGS)
     readers = await open_sockets([(f"reader-{n}", node.url(store_id)) for n in range(3)])
     (pusher,) = await open_sockets([("pusher", node.url(store_id))])
-    stalled = await asyncio.to_thread(StalledSocket, node.server.port, store_id)
+    stalled = await asyncio.to_thread(StalledSocket, node.server.port, f"/websocket?storeId={store_id}")
+    stalled.send_text(json.dumps({"_tag": "WSMessage.PullReq", "requestId": "stalled-pull"}))
     connected_at = time.monotonic()
     rss = [("start", node.rss_kib())]
 
