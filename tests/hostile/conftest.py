@@ -6,6 +6,7 @@ them. After each test the processes' logs must hold no traceback: hostile input 
 """
 
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -73,15 +74,20 @@ class _Sqlite:
         return False
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def deployment(request, tmp_path_factory):
-    directory = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    with _database(request.param, directory) as database_url:
-        deployment = Deployment(request.param, database_url, directory)
+@contextmanager
+def _deployment(backend, directory):
+    with _database(backend, directory) as database_url:
+        deployment = Deployment(backend, database_url, directory)
         try:
             yield deployment
         finally:
             deployment.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def deployment(request, tmp_path_factory):
+    with _deployment(request.param, tmp_path_factory.mktemp(f"hostile-{request.param}")) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +114,8 @@ def store_id():
 @pytest.fixture(scope="module")
 def postgres_deployment(tmp_path_factory):
     """daphne processes on one PostgreSQL database and Redis, for tests about more than one process."""
-    directory = tmp_path_factory.mktemp("hostile-postgres-processes")
-    with postgres_database() as database_url:
-        deployment = Deployment("postgres", database_url, directory)
-        try:
-            yield deployment
-        finally:
-            deployment.stop()
+    with _deployment("postgres", tmp_path_factory.mktemp("hostile-postgres-processes")) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="module")

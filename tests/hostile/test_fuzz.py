@@ -147,20 +147,19 @@ def mutate(rng, frame, tags):
     return json.dumps(frame, separators=(",", ":"))
 
 
+async def _still_open(ws, ping, pong_tag):
+    """Ping and read until the Pong: the socket is open and still answering."""
+    await ws.send(ping)
+    while json.loads(await asyncio.wait_for(ws.recv(), 10)).get("_tag") != pong_tag:
+        pass
+
+
 async def _still_open_03(ws):
-    await ws.send('{"_tag":"WSMessage.Ping","requestId":"ping"}')
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        if frame.get("_tag") == "WSMessage.Pong":
-            return
+    await _still_open(ws, '{"_tag":"WSMessage.Ping","requestId":"ping"}', "WSMessage.Pong")
 
 
 async def _still_open_04(ws):
-    await ws.send('{"_tag":"Ping"}')
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        if frame.get("_tag") == "Pong":
-            return
+    await _still_open(ws, '{"_tag":"Ping"}', "Pong")
 
 
 async def _fuzz(ws, frames, still_open):
