@@ -103,7 +103,8 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 LIVESYNC = {
-    "ADMIN_SECRET": os.environ.get("LIVESYNC_ADMIN_SECRET", "change-me-admin-secret"),
+    # Unset: the admin frames (AdminResetRoomReq / AdminInfoReq) are off.
+    "ADMIN_SECRET": os.environ.get("LIVESYNC_ADMIN_SECRET") or None,
     "VALIDATE_PAYLOAD": "livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None,
     "DATABASE_THREADS": int(os.environ.get("LIVESYNC_DATABASE_THREADS", "4")),
 }

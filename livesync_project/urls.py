@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from syncapp.urls import reference_urlpatterns
+
 from . import demo
 
 urlpatterns = [
@@ -10,5 +12,6 @@ urlpatterns = [
     path("demo", RedirectView.as_view(url="/demo/", query_string=True)),
     path("demo/", demo.demo, name="demo"),
     path("demo/<path:path>", demo.demo, name="demo-asset"),
-    path("", include("syncapp.urls")),
+    # A sync server only: every other path answers as the reference worker does.
+    path("", include(reference_urlpatterns)),
 ]

@@ -8,6 +8,22 @@ from . import conf
 
 
 @register(Tags.compatibility)
+def check_channel_layer(app_configs, **kwargs):
+    """Without a default channel layer every sync socket fails at its first message: say so before that."""
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    if "default" in layers:
+        return []
+    return [
+        Error(
+            "CHANNEL_LAYERS has no 'default' layer: livesync cannot announce pushes to its sockets.",
+            hint="Add CHANNEL_LAYERS = {'default': {'BACKEND': 'channels.layers.InMemoryChannelLayer'}} for one "
+            "process, or channels_redis for several (see the README's embedding section).",
+            id="syncapp.E008",
+        )
+    ]
+
+
+@register(Tags.compatibility)
 def check_settings(app_configs, **kwargs):
     errors = []
     user = getattr(settings, "LIVESYNC", {}) or {}
@@ -57,14 +73,14 @@ def check_settings(app_configs, **kwargs):
                     id="syncapp.W001",
                 )
             )
-        if conf.get("ADMIN_SECRET") == conf.DEFAULT_ADMIN_SECRET:
-            errors.append(
-                Warning(
-                    "LIVESYNC['ADMIN_SECRET'] is the default: anyone can reset stores with admin frames.",
-                    hint="Set a secret of your own (the example project reads LIVESYNC_ADMIN_SECRET).",
-                    id="syncapp.W002",
-                )
+    if conf.get("ADMIN_SECRET") == conf.FORMER_DEFAULT_ADMIN_SECRET:
+        errors.append(
+            Warning(
+                "LIVESYNC['ADMIN_SECRET'] is a publicly known string: admin frames stay off until it is changed.",
+                hint="Set a secret of your own (the example project reads LIVESYNC_ADMIN_SECRET), or None.",
+                id="syncapp.W002",
             )
+        )
     return errors
 
 

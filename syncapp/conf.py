@@ -13,10 +13,12 @@ from functools import lru_cache
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-DEFAULT_ADMIN_SECRET = "change-me-admin-secret"
+# The secret earlier versions shipped as the default: known to anyone, so never accepted.
+FORMER_DEFAULT_ADMIN_SECRET = "change-me-admin-secret"
 
 DEFAULTS = {
     # Import string of ``callable(payload, context)``, sync or async, run before each
@@ -33,8 +35,9 @@ DEFAULTS = {
     "ON_PUSH_RES": None,
     "ON_PULL": None,
     "ON_PULL_RES": None,
-    # Secret of the AdminResetRoomReq / AdminInfoReq frames.
-    "ADMIN_SECRET": DEFAULT_ADMIN_SECRET,
+    # Secret of the AdminResetRoomReq / AdminInfoReq frames. None (no secret) turns
+    # those frames off: they are answered with an error and change nothing.
+    "ADMIN_SECRET": None,
     # Events per PullRes chunk; the reference uses 100.
     "PULL_CHUNK_SIZE": 100,
     # Largest accepted text frame in bytes (the reference's platform caps at 900,000
@@ -73,6 +76,12 @@ DEFAULTS = {
 HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")
 
 
+def admin_secret():
+    """The secret admin frames must carry, or None while they are off (no secret, or a publicly known one)."""
+    secret = get("ADMIN_SECRET")
+    return None if not secret or secret == FORMER_DEFAULT_ADMIN_SECRET else secret
+
+
 def get(name):
     """The effective value of one LIVESYNC setting."""
     return _effective()[name]
@@ -89,6 +98,19 @@ def _load_hook(path):
     if inspect.iscoroutinefunction(func):
         return func
     return sync_to_async(func, thread_sensitive=False)
+
+
+def check_override(name, target):
+    """Import a mount's own hook now (``as_asgi(validate_payload=…)``), so that a wrong import string
+    stops the server at start rather than failing every connection."""
+    if not isinstance(target, str):
+        return
+    try:
+        found = import_string(target)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"{name}={target!r} cannot be imported: {exc}") from exc
+    if not callable(found):
+        raise ImproperlyConfigured(f"{name}={target!r} is not callable")
 
 
 def hook(name, override=None):

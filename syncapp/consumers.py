@@ -205,7 +205,12 @@ class SyncConsumer(StoreSocketConsumer):
             get_hub().repair_later(self.store_id)
 
     async def _admin_allowed(self, message):
-        secret = conf.get("ADMIN_SECRET")
+        secret = conf.admin_secret()
+        if secret is None:
+            await self.send_message(
+                protocol.Error(requestId=message.requestId, message="Admin frames are disabled on this server")
+            )
+            return False
         if hmac.compare_digest(message.adminSecret.encode(), secret.encode()):
             return True
         await self.send_message(protocol.Error(requestId=message.requestId, message="Invalid admin secret"))

@@ -6,18 +6,22 @@ so both refuse a request with the same status and text.
 """
 
 import json
+import logging
 from urllib.parse import parse_qs, unquote
 
 from . import conf
+
+logger = logging.getLogger("syncapp")
 
 
 class Refused(Exception):
     """The request is refused before the upgrade with an HTTP ``status`` and text body."""
 
-    def __init__(self, status, body):
+    def __init__(self, status, body, store_id=None):
         super().__init__(body)
         self.status = status
         self.body = body
+        self.store_id = store_id
 
 
 _SEARCH_PARAMS_SCHEMA = (
@@ -104,7 +108,25 @@ async def check(query_string, origin, scope, override=None, generation="0.3"):
         if generation == "0.4":
             raise Refused(400, "Invalid path") from None
         raise
-    if not origin_allowed(origin):
-        raise Refused(403, "Origin not allowed")
-    await validate_payload(payload, store_id, scope, override, generation)
+    try:
+        if not origin_allowed(origin):
+            raise Refused(403, "Origin not allowed")
+        await validate_payload(payload, store_id, scope, override, generation)
+    except Refused as refused:
+        refused.store_id = store_id
+        raise
     return store_id, payload
+
+
+def log_refused(refused, scope, generation):
+    """Say once why a connection was refused: under daphne its client sees only 403."""
+    client = scope.get("client") if scope else None
+    logger.warning(
+        "refused a %s %s request for store %r from %s: %s %s",
+        generation,
+        scope.get("type", "?") if scope else "?",
+        refused.store_id,
+        f"{client[0]}:{client[1]}" if client else "an unknown client",
+        refused.status,
+        refused.body.splitlines()[0] if refused.body else "",
+    )

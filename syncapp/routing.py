@@ -1,10 +1,13 @@
 """Routing of the sync endpoints.
 
-0.3 clients (``makeCfSync``) open a WebSocket on any path ending in
-``/websocket``, as the reference worker matches them. 0.4 clients
-(``makeWsSync`` / ``makeHttpSync``) may use any path: the reference routes
-them on the query alone (``transport=ws|http``), so ``TransportRouter`` sits in
-front of the project's own routing and takes those requests first.
+0.3 clients (``makeCfSync``) open a WebSocket on ``<url>/websocket``; the
+reference worker takes any path ending in ``/websocket``, and so do
+``websocket_urlpatterns``. 0.4 clients (``makeWsSync`` / ``makeHttpSync``)
+request ``<url>`` itself, and the reference routes them on the query alone
+(``transport=ws|http``): ``TransportRouter`` sits in front of the project's
+own routing and takes those requests first, on any path (a server that is only
+a sync server, like the example project) or only under ``path_prefix`` (a
+project that serves its own pages too, whose URLs must stay its own).
 """
 
 from django.urls import re_path
@@ -25,16 +28,22 @@ class TransportRouter:
     protocol and ``TransportRouter(django_asgi_app)`` for http; ``websocket``
     and ``http`` replace the 0.4 endpoints (e.g. with another validator:
     ``RpcSyncConsumer.as_asgi(validate_payload=…)``, ``RpcHttpEndpoint(validate_payload=…)``).
+    ``path_prefix`` (e.g. ``"/sync"``) limits it to that path and the paths under it.
     """
 
-    def __init__(self, fallback, websocket=None, http=None):
+    def __init__(self, fallback, websocket=None, http=None, path_prefix=None):
         self.fallback = fallback
         self.websocket = websocket or RpcSyncConsumer.as_asgi()
         self.http = http or RpcHttpEndpoint()
+        self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/")
+
+    def _takes(self, path):
+        prefix = self.path_prefix
+        return prefix is None or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
     async def __call__(self, scope, receive, send):
         transport = transport_of(scope)
-        if transport in ("ws", "http"):
+        if transport in ("ws", "http") and self._takes(scope.get("path", "")):
             if scope["type"] == "http":
                 return await self.http(scope, receive, send)
             if scope["type"] == "websocket" and transport == "ws":

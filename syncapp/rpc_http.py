@@ -64,6 +64,7 @@ class RpcHttpEndpoint:
     """
 
     def __init__(self, validate_payload=None):
+        conf.check_override("validate_payload", validate_payload)
         self.validate_payload = validate_payload
 
     async def __call__(self, scope, receive, send):
@@ -84,6 +85,7 @@ class RpcHttpEndpoint:
                 generation="0.4",
             )
         except handshake.Refused as refused:
+            handshake.log_refused(refused, scope, "0.4")
             await reply.text(refused.status, refused.body)
             return
         if transport_of(scope) == "ws":

@@ -55,6 +55,11 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
     # Store messages come from the process's hub, not from a channel of our own.
     channel_layer_alias = None
 
+    @classmethod
+    def as_asgi(cls, **initkwargs):
+        conf.check_override("validate_payload", initkwargs.get("validate_payload"))
+        return super().as_asgi(**initkwargs)
+
     def __init__(self, *args, validate_payload=None, **kwargs):
         super().__init__(*args, **kwargs)
         if validate_payload is not None:
@@ -264,6 +269,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
                 generation=self.generation,
             )
         except handshake.Refused as refused:
+            handshake.log_refused(refused, self.scope, self.generation)
             await self._refuse(refused)
             return
         self.connected_to_store()

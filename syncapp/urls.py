@@ -1,4 +1,14 @@
-"""HTTP routes of the sync endpoint; include them last, since the catch-all answers ``Invalid path``."""
+"""HTTP routes of the sync endpoint.
+
+``urlpatterns`` is what a project includes under a prefix of its own
+(``path("sync/", include("syncapp.urls"))``): the reference's info text at the
+prefix, ``healthz``, and the plain-HTTP answer of ``websocket``. Every other URL
+stays the project's, with Django's own 404s and ``APPEND_SLASH``.
+
+``reference_urlpatterns`` is for a server that is only a sync server (the
+example project): as on the reference worker, any path ending in ``/websocket``
+is the sync endpoint and every other path is answered ``Invalid path``.
+"""
 
 from django.urls import path, re_path
 
@@ -7,6 +17,12 @@ from . import views
 urlpatterns = [
     path("", views.info, name="livesync-info"),
     path("healthz", views.healthz, name="livesync-healthz"),
-    re_path(r"^(?:.*/)?websocket$", views.websocket_without_upgrade, name="livesync-websocket-http"),
+    path("websocket", views.websocket_without_upgrade, name="livesync-websocket-http"),
+]
+
+reference_urlpatterns = [
+    path("", views.info),
+    path("healthz", views.healthz),
+    re_path(r"^(?:.*/)?websocket$", views.websocket_without_upgrade),
     re_path(r"^.*$", views.invalid_path, name="livesync-invalid-path"),
 ]

@@ -22,9 +22,20 @@ def test_unknown_keys_and_bad_numbers_are_errors(settings):
     assert ids({"PULL_CHUNK_SIZ": 5, "PULL_CHUNK_SIZE": 0}, settings) == ["syncapp.E001", "syncapp.E004"]
 
 
-def test_production_without_validator_or_with_default_secret_warns(settings):
-    assert ids({}, settings, debug=False) == ["syncapp.W001", "syncapp.W002"]
+def test_production_without_validator_warns(settings):
+    assert ids({}, settings, debug=False) == ["syncapp.W001"]
     assert ids({}, settings, debug=True) == []
+
+
+def test_the_formerly_shipped_admin_secret_warns_everywhere(settings):
+    assert ids({"ADMIN_SECRET": "change-me-admin-secret"}, settings, debug=True) == ["syncapp.W002"]
+
+
+def test_a_missing_default_channel_layer_is_an_error(settings):
+    settings.CHANNEL_LAYERS = {}
+    assert ids({}, settings) == ["syncapp.E008"]
+    del settings.CHANNEL_LAYERS
+    assert ids({}, settings) == ["syncapp.E008"]
 
 
 def test_write_buffer_too_small_for_the_largest_frames_and_a_bad_header_timeout_are_errors(settings):

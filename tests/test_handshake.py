@@ -3,9 +3,12 @@
 import pytest
 from channels.routing import URLRouter
 from channels.testing import ApplicationCommunicator
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import re_path
 
 from syncapp.consumers import SyncConsumer
+from syncapp.rpc_consumers import RpcSyncConsumer
+from syncapp.rpc_http import RpcHttpEndpoint
 from tests.wsclient import Client, application, connection_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,3 +128,31 @@ async def test_allowed_origins_admit_listed_origins_and_clients_without_one(sett
 def test_the_connection_path_matches_what_the_real_client_builds():
     recorded = "/websocket?storeId=s&payload=%257B%2522authToken%2522%253A%2522insecure-token-change-me%2522%257D"
     assert connection_path("s", TOKEN_PAYLOAD) == recorded
+
+
+async def test_a_refused_handshake_is_logged_once_with_its_reason(settings, caplog):
+    """Under daphne the client sees only 403: the operator reads why in the log."""
+    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.hooks.reject_all"}
+    with caplog.at_level("WARNING", logger="syncapp"):
+        await refusal(connection_path("guarded-store"), extensions=False)
+    (record,) = [r for r in caplog.records if r.name == "syncapp"]
+    assert record.levelname == "WARNING"
+    message = record.getMessage()
+    assert "'guarded-store'" in message and "400" in message and "no entry to guarded-store" in message
+
+
+@pytest.mark.parametrize(
+    "mount",
+    [
+        lambda target: SyncConsumer.as_asgi(validate_payload=target),
+        lambda target: RpcSyncConsumer.as_asgi(validate_payload=target),
+        lambda target: RpcHttpEndpoint(validate_payload=target),
+    ],
+    ids=["0.3 ws", "0.4 ws", "0.4 http"],
+)
+def test_a_mounts_validator_that_cannot_be_imported_stops_the_server_at_start(mount):
+    with pytest.raises(ImproperlyConfigured, match="tests.hooks.nope"):
+        mount("tests.hooks.nope")
+    with pytest.raises(ImproperlyConfigured, match="not callable"):
+        mount("tests.hooks.seen")
+    assert mount("tests.hooks.reject_all") is not None
