@@ -88,3 +88,11 @@ async def bounded(*coroutines, timeout=5):
     tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory):
+    """``(wheel, sdist)`` of this checkout, built once per run."""
+    from tests.support.distribution import build
+
+    return build(tmp_path_factory.mktemp("dist"))
