@@ -25,3 +25,10 @@ def converge_workload_todos():
         ),
         key=lambda row: row["id"],
     )
+
+
+def assert_same_eventlog(stores, length):
+    """Every store holds the same ``length`` events in the same order, numbered e1, e2, … without gaps."""
+    eventlogs = [store["eventlog"] for store in stores]
+    assert all(eventlog == eventlogs[0] for eventlog in eventlogs), eventlogs
+    assert [entry.split()[0] for entry in eventlogs[0]] == [f"e{n}" for n in range(1, length + 1)]

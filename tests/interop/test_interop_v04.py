@@ -8,7 +8,7 @@ with. ``times_created`` counts how often a todo's creation was applied, so an ev
 
 import pytest
 
-from tests.interop.expectations import assert_synced, converge_workload_todos, rows
+from tests.interop.expectations import assert_same_eventlog, assert_synced, converge_workload_todos, rows
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("v04_project")]
 
@@ -23,13 +23,6 @@ def run_v04(v04_scenarios):
         return v04_scenarios.run(name, servers, args=["--transport", transport])
 
     return run
-
-
-def assert_same_eventlog(stores, length):
-    """Every store holds the same ``length`` events in the same order, numbered e1, e2, … without gaps."""
-    eventlogs = [store["eventlog"] for store in stores]
-    assert all(eventlog == eventlogs[0] for eventlog in eventlogs), eventlogs
-    assert [entry.split()[0] for entry in eventlogs[0]] == [f"e{n}" for n in range(1, length + 1)]
 
 
 def assert_converged(result):

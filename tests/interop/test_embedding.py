@@ -1,0 +1,168 @@
+"""The README's embedding section, applied to a fresh ``django-admin startproject`` that installed the wheel.
+
+The code blocks are read from the README itself (each marked ``<!-- embed: append|write PATH -->``), so a
+README change that would break users breaks this test. The project then serves real LiveStore clients of
+both generations under ``/sync``, keeps its own URLs, and guards every sync route with its one validator.
+"""
+
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import pytest
+import websockets
+
+from tests.support.daphne import REPO_ROOT, free_port, server_environment
+from tests.support.distribution import fresh_virtualenv
+
+from tests.interop.conftest import AUTH_TOKEN, INTEROP_DIR, V04_DIR, ScenarioRunner, require_node_project
+from tests.interop.expectations import assert_same_eventlog, assert_synced, rows
+
+pytestmark = pytest.mark.interop
+
+EMBED_BLOCK = re.compile(r"<!-- embed: (append|write) (\S+) -->\n```python\n(.*?)```", re.S)
+
+
+def readme_blocks():
+    blocks = EMBED_BLOCK.findall((REPO_ROOT / "README.md").read_text())
+    assert {path for _, path, _ in blocks} >= {"mysite/settings.py", "mysite/asgi.py", "mysite/urls.py"}
+    return blocks
+
+
+@dataclass
+class EmbeddedSite:
+    """The host project's daphne process; ``url`` is what its clients are given (the /sync mount)."""
+
+    port: int
+    log_path: object
+    process: object
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}/sync"
+
+    @property
+    def http_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_until_ready(site, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if site.process.poll() is not None:
+            raise RuntimeError(f"the embedded site's daphne exited:\n{site.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{site.http_url}/sync/", timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError, socket.timeout):
+            time.sleep(0.2)
+    raise RuntimeError(f"the embedded site did not answer:\n{site.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, distributions):
+    require_node_project(INTEROP_DIR)
+    require_node_project(V04_DIR)
+    directory = tmp_path_factory.mktemp("embedded-site")
+    wheel, _ = distributions
+    bin_dir = fresh_virtualenv(directory / "venv", wheel)
+    project = directory / "site"
+    project.mkdir()
+    subprocess.run([str(bin_dir / "django-admin"), "startproject", "mysite", str(project)], check=True)
+    for mode, path, code in readme_blocks():
+        target = project / path
+        if mode == "write":
+            target.write_text(code)
+        else:
+            target.write_text(target.read_text() + "\n" + code)
+    environment = server_environment({"SYNC_AUTH_TOKEN": AUTH_TOKEN})
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    environment.pop("PYTHONPATH", None)
+    python = str(bin_dir / "python")
+    for command in (["check", "--fail-level", "WARNING"], ["migrate", "--noinput"]):
+        done = subprocess.run([python, "manage.py", *command], cwd=project, env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    port = free_port()
+    log_path = directory / "daphne.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mysite.asgi:application"],
+            cwd=project,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    embedded = EmbeddedSite(port, log_path, process)
+    try:
+        _wait_until_ready(embedded)
+        yield embedded
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_real_clients_of_both_generations_converge_through_the_embedded_site(site, request, tmp_path):
+    """Two 0.3.1 ``makeCfSync`` clients and a 0.4.0 ``makeWsSync`` and ``makeHttpSync`` client on one store."""
+    old_runner = ScenarioRunner(request.node, tmp_path, INTEROP_DIR)
+    new_runner = ScenarioRunner(request.node, tmp_path, V04_DIR)
+    store_id = old_runner.new_store_id("embedded")
+    total = ["--total-events", "80"]
+    old = old_runner.start("mixed-generations", [site], store_id=store_id, args=total)
+    new = new_runner.start("mixed", [site], store_id=store_id, args=total)
+    old_stores, new_stores = old.result()["stores"], new.result()["stores"]
+    everything = rows(f"{client}-{n:02d}" for client in ("v03-a", "v03-b", "v04-ws", "v04-http") for n in range(20))
+    for store in old_stores + new_stores:
+        assert store["todos"] == everything, store["clientId"]
+        assert_synced(store, 80)
+    assert_same_eventlog(new_stores, 80)
+
+
+def _status(url, method="GET", data=None):
+    request = urllib.request.Request(url, method=method, data=data)
+    opener = urllib.request.build_opener(_NoRedirects)
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_the_admin_is_styled_and_the_hosts_urls_keep_djangos_behaviour(site):
+    assert _status(f"{site.http_url}/static/admin/css/base.css")[0] == 200
+    assert _status(f"{site.http_url}/no/such/page/")[0] == 404
+    status, headers, _ = _status(f"{site.http_url}/admin")
+    assert status == 301 and headers["Location"] == "/admin/"
+    # Django's own view (its CSRF check) answers, not the sync endpoint's JSON.
+    status, headers, _ = _status(f"{site.http_url}/admin/login/?transport=http&storeId=hijack", "POST", b"[]")
+    assert status == 403 and headers["Content-Type"].startswith("text/html")
+    assert _status(f"{site.http_url}/sync/healthz")[0] == 200
+
+
+async def test_every_sync_route_calls_the_projects_validator(site):
+    payload = json.dumps({"authToken": "wrong"})
+    query = f"storeId=guarded&payload={urllib.request.quote(urllib.request.quote(payload, safe=''), safe='')}"
+    for url in (f"{site.url}/websocket?{query}", f"{site.url}?{query}&transport=ws"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, proxy=None):
+                pass
+        assert refused.value.response.status_code == 403, url
+    ping = {"_tag": "Request", "id": "1", "tag": "SyncHttpRpc.Ping", "payload": {"storeId": "guarded"}, "headers": []}
+    status, _, body = _status(f"{site.http_url}/sync?{query}&transport=http", "POST", json.dumps(ping).encode())
+    assert status == 400 and b"invalid auth token" in body
+    log = site.log_path.read_text(errors="replace")
+    assert log.count("refused a 0.3 websocket request for store 'guarded'") == 1
+    assert log.count("refused a 0.4 websocket request for store 'guarded'") == 1
+    assert log.count("refused a 0.4 http request for store 'guarded'") == 1
