@@ -64,11 +64,13 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Error("LIVESYNC['REQUEST_HEADER_TIMEOUT'] must be a positive number.", obj=timeout, id="syncapp.E007")
         )
-    if not settings.DEBUG:
-        if conf.get("VALIDATE_PAYLOAD") is None:
+    if not settings.DEBUG and conf.get("VALIDATE_PAYLOAD") is None:
+        open_endpoints = _endpoints_without_validator()
+        if open_endpoints != []:
+            where = ", ".join(open_endpoints) if open_endpoints else "every endpoint"
             errors.append(
                 Warning(
-                    "LIVESYNC['VALIDATE_PAYLOAD'] is not set: any client can read and write every store.",
+                    f"LIVESYNC['VALIDATE_PAYLOAD'] is not set: any client can read and write every store ({where}).",
                     hint="Set an import string of a callable(payload, context) that raises to reject.",
                     id="syncapp.W001",
                 )
@@ -82,6 +84,20 @@ def check_settings(app_configs, **kwargs):
             )
         )
     return errors
+
+
+def _endpoints_without_validator():
+    """The project's sync endpoints without a validator of their own, from its ASGI application (None when
+    it cannot be built here: then every endpoint is assumed to rely on VALIDATE_PAYLOAD)."""
+    from . import mounts
+
+    application = getattr(settings, "ASGI_APPLICATION", None)
+    if application:
+        try:
+            import_string(application)
+        except Exception:  # noqa: BLE001 - the server reports its own start-up errors
+            return None
+    return mounts.unguarded()
 
 
 def _check_write_buffer():

@@ -15,7 +15,7 @@ channel of its own, and ``AsyncConsumer`` would create one per request.
 import asyncio
 from urllib.parse import parse_qs
 
-from . import conf, eventlog, handshake, rpc_calls, rpc_protocol
+from . import conf, eventlog, handshake, mounts, rpc_calls, rpc_protocol
 from .cors import cors_headers
 
 HTTP_TAGS = frozenset({rpc_protocol.HTTP_PULL, rpc_protocol.HTTP_PUSH, rpc_protocol.HTTP_PING})
@@ -65,6 +65,7 @@ class RpcHttpEndpoint:
 
     def __init__(self, validate_payload=None):
         conf.check_override("validate_payload", validate_payload)
+        mounts.record("0.4 http", validate_payload)
         self.validate_payload = validate_payload
 
     async def __call__(self, scope, receive, send):

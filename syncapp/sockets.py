@@ -14,7 +14,7 @@ import uuid
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import conf, daphne_compat, eventlog, handshake
+from . import conf, daphne_compat, eventlog, handshake, mounts
 from .hub import get_hub
 
 logger = logging.getLogger("syncapp")
@@ -58,6 +58,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
     @classmethod
     def as_asgi(cls, **initkwargs):
         conf.check_override("validate_payload", initkwargs.get("validate_payload"))
+        mounts.record(f"{cls.generation} websocket", initkwargs.get("validate_payload"))
         return super().as_asgi(**initkwargs)
 
     def __init__(self, *args, validate_payload=None, **kwargs):

@@ -44,3 +44,16 @@ def test_write_buffer_too_small_for_the_largest_frames_and_a_bad_header_timeout_
         "syncapp.E007",
     ]
     assert ids({"SOCKET_WRITE_BUFFER_BYTES": 3_000_000, "MAX_MESSAGE_BYTES": 1_000_000}, settings) == []
+
+
+def test_no_validator_warning_when_every_endpoint_has_its_own(settings, monkeypatch):
+    import sys
+
+    from syncapp import mounts
+
+    monkeypatch.setattr(mounts, "_mounts", [])
+    monkeypatch.delitem(sys.modules, "tests.guarded_asgi", raising=False)
+    settings.ASGI_APPLICATION = "tests.guarded_asgi.application"
+    assert ids({}, settings, debug=False) == []
+    mounts.record("0.3 websocket", None)
+    assert ids({}, settings, debug=False) == ["syncapp.W001"]
