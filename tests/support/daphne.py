@@ -24,6 +24,7 @@ SERVER_SETTINGS = (
     "LIVESYNC_AUTH_TOKEN",
     "LIVESYNC_ADMIN_SECRET",
     "DJANGO_DEBUG",
+    "DJANGO_ALLOWED_HOSTS",
 )
 
 
@@ -47,12 +48,14 @@ class DaphneServer:
     are extra daphne command-line options, e.g. ``("--ping-interval", "1", "--ping-timeout", "3")``.
     """
 
-    def __init__(self, log_path, settings=None, port=None, ready_timeout=30.0, daphne_args=()):
+    def __init__(self, log_path, settings=None, port=None, ready_timeout=30.0, daphne_args=(), ready_host=None):
         self.log_path = Path(log_path)
         self.settings = dict(settings or {})
         self.port = port or free_port()
         self.ready_timeout = ready_timeout
         self.daphne_args = tuple(str(arg) for arg in daphne_args)
+        # The Host header of the readiness request, for a server whose ALLOWED_HOSTS does not take 127.0.0.1.
+        self.ready_headers = {"Host": ready_host} if ready_host else {}
         self._process = None
 
     @property
@@ -123,7 +126,8 @@ class DaphneServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"daphne exited with {self._process.returncode} before serving:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.http_url}/", timeout=1.0) as response:
+                ready = urllib.request.Request(f"{self.http_url}/", headers=self.ready_headers)
+                with urllib.request.urlopen(ready, timeout=1.0) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
