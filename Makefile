@@ -9,7 +9,7 @@ REFERENCE := bench/reference
 
 .PHONY: run test test-sqlite test-postgres interop-deps demo bench bench-deps
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt

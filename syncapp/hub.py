@@ -23,6 +23,7 @@ import uuid
 import weakref
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 
 from . import broadcast, conf, db, storage
 
@@ -84,6 +85,10 @@ class Hub:
     def __init__(self):
         self.id = uuid.uuid4().hex
         self.layer = get_channel_layer()
+        if self.layer is None:
+            raise ImproperlyConfigured(
+                "CHANNEL_LAYERS has no 'default' layer: livesync cannot serve sockets (see `manage.py check`)"
+            )
         # The in-memory layer lives in this process, whose sockets publish() already served: sending a
         # push's message through it would only bring it back to this hub, to be dropped as its own.
         self.layer_reaches_other_processes = not isinstance(self.layer, InMemoryChannelLayer)

@@ -10,7 +10,7 @@ import pytest
 from django.test import override_settings
 
 from syncapp import db, storage
-from tests.wsclient import event, events, seq_nums
+from tests.wsclient import Client, event, events, seq_nums
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -487,3 +487,18 @@ async def test_pushes_to_many_stores_at_once_are_each_acknowledged_echoed_and_st
     for index in range(12):
         page = await db.run(storage.read_page, f"{store_id}.{index}", 0, 10)
         assert [(e.seq_num, e.client_id) for e in page.events] == [(n, f"c{index}") for n in range(1, 6)]
+
+
+async def test_without_a_channel_layer_a_socket_is_refused_with_the_reason_in_the_log(settings, caplog, store_id):
+    from channels.layers import channel_layers
+
+    settings.CHANNEL_LAYERS = {}
+    channel_layers.backends.clear()
+    client = Client(store_id)
+    with caplog.at_level("ERROR", logger="syncapp"):
+        connected, _ = await client.connect()
+    assert not connected
+    assert any(
+        "CHANNEL_LAYERS has no 'default' layer" in record.getMessage() + str(record.exc_info)
+        for record in caplog.records
+    )
