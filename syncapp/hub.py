@@ -141,10 +141,12 @@ class Hub:
         """
         await self._start()
         message = {**message, "store_id": store_id, "origin": self.id}
-        # Queued for other processes first: nothing that happens to a local socket may keep it from them.
-        if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
-            self._outgoing.put_nowait(message)
-        await self._deliver(message)
+        try:
+            await self._deliver(message)
+        finally:
+            # Whatever happens to a local socket (or to this task), other processes get the message.
+            if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
+                self._outgoing.put_nowait(message)
 
     async def _send_loop(self):
         while True:
