@@ -7,7 +7,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livesync_project.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from syncapp.routing import TransportRouter, websocket_urlpatterns  # noqa: E402
@@ -17,7 +18,8 @@ application = ProtocolTypeRouter(
         # 0.4 clients on any path with ?transport=http; the rest is Django, whose static files (the admin's
         # CSS and JS) daphne serves itself, so a separate static server is not one more thing to run.
         "http": TransportRouter(ASGIStaticFilesHandler(django_asgi_app)),
-        # 0.4 clients on any path with ?transport=ws, 0.3 clients on …/websocket.
-        "websocket": TransportRouter(URLRouter(websocket_urlpatterns)),
+        # 0.4 clients on any path with ?transport=ws, 0.3 clients on …/websocket; validators and hooks see the
+        # user of the session cookie (Channels' auth middleware).
+        "websocket": TransportRouter(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

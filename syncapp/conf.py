@@ -129,6 +129,24 @@ def hook(name, override=None):
     return sync_to_async(target, thread_sensitive=False)
 
 
+@lru_cache(maxsize=None)
+def _accepts_two_arguments(target):
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+def takes_context(name):
+    """Whether hook ``name`` is a callable of (message, context) rather than of (message) alone."""
+    target = get(name)
+    if isinstance(target, str):
+        target = import_string(target)
+    return _accepts_two_arguments(target)
+
+
 def _reset_cache(*, setting, **kwargs):
     if setting == "LIVESYNC":
         _effective.cache_clear()

@@ -15,7 +15,7 @@ import logging
 from django.db import DatabaseError
 
 from . import broadcast, conf, db, eventlog, pages, protocol, storage
-from .hooks import HookRejected, run_hook
+from .hooks import READ_ONLY_MESSAGE, HookRejected, run_hook
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
 from .sockets import ClientGone, StoreSocketConsumer
@@ -71,7 +71,7 @@ class SyncConsumer(StoreSocketConsumer):
         await self.send_message(protocol.Pong())
 
     async def _run_hook(self, name, message):
-        await run_hook(name, message, protocol.to_builtins)
+        await run_hook(name, message, protocol.to_builtins, self.context)
 
     async def _pull(self, message):
         try:
@@ -124,6 +124,9 @@ class SyncConsumer(StoreSocketConsumer):
         request_id = message.requestId
         if not message.batch:
             await self._push_res(protocol.PushAck(requestId=request_id))
+            return
+        if self.context.read_only:
+            await self._push_res(protocol.Error(requestId=request_id, message=READ_ONLY_MESSAGE))
             return
         try:
             await self._run_hook("ON_PUSH", message)

@@ -10,6 +10,7 @@ import logging
 from urllib.parse import parse_qs, unquote
 
 from . import conf
+from .context import READ_ONLY, SyncContext
 
 logger = logging.getLogger("syncapp")
 
@@ -82,19 +83,23 @@ _REJECTED_PAYLOAD = {
 }
 
 
-async def validate_payload(payload, store_id, scope, override=None, generation="0.3"):
-    """Run the payload validator; raise Refused(400, …) when it rejects."""
+async def validate_payload(context, override=None):
+    """Run the payload validator on ``context``; raise Refused(400, …) when it rejects.
+
+    A validator that returns ``READ_ONLY`` accepts the connection for reading only.
+    """
     validator = conf.hook("VALIDATE_PAYLOAD", override)
     if validator is None:
         return
     try:
-        await validator(payload, {"store_id": store_id, "scope": scope})
+        verdict = await validator(context.payload, context)
     except Exception as exc:
-        raise Refused(400, _REJECTED_PAYLOAD[generation].format(exc)) from None
+        raise Refused(400, _REJECTED_PAYLOAD[context.generation].format(exc)) from None
+    context.read_only = verdict == READ_ONLY
 
 
 async def check(query_string, origin, scope, override=None, generation="0.3"):
-    """``(store_id, payload)`` of an acceptable connection request, or raise Refused.
+    """The ``SyncContext`` of an acceptable connection request, or raise Refused.
 
     ``scope`` is the request's ASGI scope, handed to the validator (None when the
     request did not come through ASGI, as under Django's test client).
@@ -108,14 +113,15 @@ async def check(query_string, origin, scope, override=None, generation="0.3"):
         if generation == "0.4":
             raise Refused(400, "Invalid path") from None
         raise
+    context = SyncContext.of(store_id, payload, generation, scope)
     try:
         if not origin_allowed(origin):
             raise Refused(403, "Origin not allowed")
-        await validate_payload(payload, store_id, scope, override, generation)
+        await validate_payload(context, override)
     except Refused as refused:
         refused.store_id = store_id
         raise
-    return store_id, payload
+    return context
 
 
 def log_refused(refused, scope, generation):

@@ -10,6 +10,7 @@ a sync server, like the example project) or only under ``path_prefix`` (a
 project that serves its own pages too, whose URLs must stay its own).
 """
 
+from channels.auth import AuthMiddlewareStack
 from django.urls import re_path
 
 from .consumers import SyncConsumer
@@ -34,13 +35,15 @@ class TransportRouter:
     protocol and ``TransportRouter(django_asgi_app)`` for http; ``websocket``
     and ``http`` replace the 0.4 endpoints (e.g. with another validator:
     ``RpcSyncConsumer.as_asgi(validate_payload=…)``, ``RpcHttpEndpoint(validate_payload=…)``).
-    ``path_prefix`` (e.g. ``"/sync"``) limits it to that path and the paths under it.
+    ``path_prefix`` (e.g. ``"/sync"``) limits it to that path and the paths under it. The default
+    endpoints run under Channels' ``AuthMiddlewareStack``; endpoints passed in are used as given.
     """
 
     def __init__(self, fallback, websocket=None, http=None, path_prefix=None):
         self.fallback = fallback
-        self.websocket = websocket or RpcSyncConsumer.as_asgi()
-        self.http = http or RpcHttpEndpoint()
+        # Under Channels' auth middleware, so that validators and hooks see the session's user.
+        self.websocket = websocket or AuthMiddlewareStack(RpcSyncConsumer.as_asgi())
+        self.http = http or AuthMiddlewareStack(RpcHttpEndpoint())
         self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/")
 
     def _takes(self, path):

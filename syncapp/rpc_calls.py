@@ -12,7 +12,7 @@ import logging
 from django.db import DatabaseError
 
 from . import eventlog, rpc_protocol, storage
-from .hooks import HookRejected, run_hook
+from .hooks import READ_ONLY_MESSAGE, HookRejected, run_hook
 
 logger = logging.getLogger("syncapp")
 
@@ -34,19 +34,23 @@ def ping(request_id):
     return rpc_protocol.success(request_id, rpc_protocol.PONG_RESULT)
 
 
-async def push(store_id, request_id, payload):
-    """Commit a push and announce it; the ``Exit`` to answer with.
+async def push(context, request_id, payload):
+    """Commit a push for the connection ``context`` and announce it; the ``Exit`` to answer with.
 
     As in the reference: an empty batch succeeds without checks, the ON_PUSH
     hook runs before the backendId and head checks, and a batch whose parent
     is not the head fails with ``ServerAheadError`` (the client then waits for
-    its live pull to bring the missing events, rebases and pushes again).
+    its live pull to bring the missing events, rebases and pushes again). A
+    read-only connection's push fails with ``UnknownError`` and writes nothing.
     """
     if not payload.batch:
         return rpc_protocol.success(request_id, {})
+    if context.read_only:
+        return unknown_error(request_id, READ_ONLY_MESSAGE)
+    store_id = context.store_id
     backend_id = payload.backendId.value if type(payload.backendId) is rpc_protocol.SomeBackendId else None
     try:
-        await run_hook("ON_PUSH", payload, rpc_protocol.to_builtins)
+        await run_hook("ON_PUSH", payload, rpc_protocol.to_builtins, context)
         appended = await eventlog.commit(store_id, payload.batch, backend_id, generation="0.4")
     except storage.ParentMismatch as mismatch:
         reply = rpc_protocol.failure(
@@ -67,7 +71,7 @@ async def push(store_id, request_id, payload):
             await eventlog.announce(store_id, written, appended, request_id)
         reply = rpc_protocol.success(request_id, {})
     try:
-        await run_hook("ON_PUSH_RES", reply.exit, rpc_protocol.to_builtins)
+        await run_hook("ON_PUSH_RES", reply.exit, rpc_protocol.to_builtins, context)
     except HookRejected as exc:
         logger.warning("ON_PUSH_RES hook failed for store %r: %s", store_id, exc)
     return reply
@@ -80,7 +84,7 @@ def cursor_of(payload):
     return 0, None
 
 
-async def pull_responses(store_id, request_id, payload):
+async def pull_responses(context, request_id, payload):
     """Yield ``(encoded PullResponse, last seqNum sent)`` for every event after the pull's cursor.
 
     Runs the ON_PULL hook and checks the cursor's backendId first; raises
@@ -88,14 +92,14 @@ async def pull_responses(store_id, request_id, payload):
     """
     after, expected_backend_id = cursor_of(payload)
     try:
-        await run_hook("ON_PULL", payload, rpc_protocol.to_builtins)
+        await run_hook("ON_PULL", payload, rpc_protocol.to_builtins, context)
     except HookRejected as exc:
         raise CallFailed(unknown_error(request_id, str(exc))) from None
-    async for reply in pages_after(store_id, request_id, after, expected_backend_id):
+    async for reply in pages_after(context.store_id, request_id, after, expected_backend_id, context):
         yield reply
 
 
-async def pages_after(store_id, request_id, after, expected_backend_id=None):
+async def pages_after(store_id, request_id, after, expected_backend_id=None, context=None):
     """Yield ``(encoded PullResponse, last seqNum sent)`` for every event after ``after``.
 
     Pages hold at most 100 events or ~900 kB; each carries ``MoreKnown
@@ -116,15 +120,15 @@ async def pages_after(store_id, request_id, after, expected_backend_id=None):
                 if run:
                     after = page.events[sent - 1].seq_num
                 response = rpc_protocol.pull_response(run, page.backend_id, max(0, page.head - after))
-                await _observe_response(response)
+                await _observe_response(response, context)
                 yield response, after
     except DatabaseError:
         logger.exception("pull failed for store %r", store_id)
         raise CallFailed(unknown_error(request_id, "Pull failed: the database is unavailable")) from None
 
 
-async def _observe_response(response):
+async def _observe_response(response, context):
     try:
-        await run_hook("ON_PULL_RES", response, rpc_protocol.to_builtins)
+        await run_hook("ON_PULL_RES", response, rpc_protocol.to_builtins, context)
     except HookRejected as exc:
         logger.warning("ON_PULL_RES hook failed: %s", exc)

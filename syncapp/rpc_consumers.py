@@ -100,7 +100,7 @@ class RpcSyncConsumer(StoreSocketConsumer):
             del self.pulls[request_id]
 
     async def _push(self, request_id, payload):
-        await self._send_exit(await rpc_calls.push(self.store_id, request_id, payload))
+        await self._send_exit(await rpc_calls.push(self.context, request_id, payload))
 
     async def _pull(self, request_id, payload):
         subscription = None
@@ -109,7 +109,7 @@ class RpcSyncConsumer(StoreSocketConsumer):
             subscription = self.subscriptions[request_id] = Subscription(request_id)
         last = None
         try:
-            async for response, last in rpc_calls.pull_responses(self.store_id, request_id, payload):
+            async for response, last in rpc_calls.pull_responses(self.context, request_id, payload):
                 await self.send(text_data=rpc_protocol.chunk(request_id, [response]))
                 await self.writable()
         except ClientGone:
@@ -185,7 +185,7 @@ class RpcSyncConsumer(StoreSocketConsumer):
         request_id = subscription.request_id
         after = subscription.sequencer.cursor
         try:
-            async for response, after in rpc_calls.pages_after(self.store_id, request_id, after):
+            async for response, after in rpc_calls.pages_after(self.store_id, request_id, after, context=self.context):
                 await self.send(text_data=rpc_protocol.chunk(request_id, [response]))
                 await self.writable()
         except rpc_calls.CallFailed:

@@ -78,7 +78,7 @@ class RpcHttpEndpoint:
             await reply.empty(204)
             return
         try:
-            store_id, _payload = await handshake.check(
+            context = await handshake.check(
                 scope.get("query_string", b""),
                 handshake.scope_origin(scope),
                 scope,
@@ -94,10 +94,10 @@ class RpcHttpEndpoint:
         elif too_large:
             await reply.text(413, f"Request too large: more than {conf.get('MAX_MESSAGE_BYTES')} bytes")
         else:
-            eventlog.note_client(store_id, "0.4")
-            await self._call(store_id, body, reply)
+            eventlog.note_client(context.store_id, "0.4")
+            await self._call(context, body, reply)
 
-    async def _call(self, store_id, body, reply):
+    async def _call(self, context, body, reply):
         try:
             request = rpc_protocol.decode(body)
         except rpc_protocol.ProtocolError as exc:
@@ -119,14 +119,14 @@ class RpcHttpEndpoint:
             await reply.messages([rpc_calls.ping(request.id)])
         elif request.tag == rpc_protocol.HTTP_PUSH:
             # Shielded: a server shutdown must not cut a push between its commit and its answer.
-            await reply.messages([await asyncio.shield(rpc_calls.push(store_id, request.id, payload))])
+            await reply.messages([await asyncio.shield(rpc_calls.push(context, request.id, payload))])
         else:
-            await self._pull(store_id, request.id, payload, reply)
+            await self._pull(context, request.id, payload, reply)
 
-    async def _pull(self, store_id, request_id, payload, reply):
+    async def _pull(self, context, request_id, payload, reply):
         await reply.start_array()
         try:
-            async for response, _last in rpc_calls.pull_responses(store_id, request_id, payload):
+            async for response, _last in rpc_calls.pull_responses(context, request_id, payload):
                 await reply.element(rpc_protocol.chunk(request_id, [response]))
             outcome = rpc_protocol.success(request_id)
         except rpc_calls.CallFailed as failed:

@@ -66,6 +66,8 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         if validate_payload is not None:
             self.validate_payload = validate_payload
         self.store_id = None
+        # The SyncContext the handshake accepted (store, user, read-only or not), handed to the hooks.
+        self.context = None
         self.joined = False
         self.pushes_in_flight = set()
         self.socket_id = uuid.uuid4().hex
@@ -262,7 +264,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message):
         try:
-            self.store_id, _payload = await handshake.check(
+            self.context = await handshake.check(
                 self.scope.get("query_string", b""),
                 handshake.scope_origin(self.scope),
                 self.scope,
@@ -273,6 +275,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
             handshake.log_refused(refused, self.scope, self.generation)
             await self._refuse(refused)
             return
+        self.store_id = self.context.store_id
         self.connected_to_store()
         await get_hub().join(self.store_id, self)
         self.joined = True

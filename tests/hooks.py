@@ -25,3 +25,19 @@ async def pause(message):
     import asyncio
 
     await asyncio.sleep(0.05)
+
+
+contexts = []
+
+
+def record_context(payload, context):
+    """A validator that lets everyone in and keeps what it was shown; a reader's connection is read-only."""
+    from syncapp.context import READ_ONLY
+
+    contexts.append(context)
+    return READ_ONLY if (payload or {}).get("role") == "reader" else None
+
+
+def record_with_context(message, context):
+    """A two-argument hook: it is given the connection's context too."""
+    seen.append((message, context))

@@ -1,0 +1,116 @@
+"""Who is connecting: the session's user and a context for the validator and the hooks; read-only connections.
+
+Both generations and both 0.4 transports, in process (the behaviour does not depend on the server).
+"""
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
+from django.contrib.auth.models import User
+
+from syncapp.hooks import READ_ONLY_MESSAGE
+from syncapp.routing import TransportRouter, websocket_urlpatterns
+from tests import hooks
+from tests.rpcclient import RpcClient, http_call, push_payload, request
+from tests.wsclient import Client, events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SETTINGS = {"VALIDATE_PAYLOAD": "tests.hooks.record_context", "ON_PUSH": "tests.hooks.record_with_context"}
+
+
+@pytest.fixture
+def recording(settings):
+    settings.LIVESYNC = SETTINGS
+    hooks.contexts.clear()
+    hooks.seen.clear()
+
+
+async def session_cookie(client, user):
+    """The cookie header of a session in which ``user`` is logged in."""
+    await sync_to_async(client.force_login)(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+def app_03():
+    return AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+
+
+def app_04():
+    return TransportRouter(None)
+
+
+async def test_the_validator_and_hooks_see_the_session_user_over_0_3(recording, client, store_id):
+    user = await User.objects.acreate(username="alice")
+    socket = Client(store_id, {"authToken": "t"}, headers=[await session_cookie(client, user)], app=app_03())
+    assert (await socket.connect())[0]
+    await socket.push("p", events(1, 1))
+    assert (await socket.recv())["_tag"] == "WSMessage.PushAck"
+    await socket.close()
+    (context,) = hooks.contexts
+    assert (context.store_id, context.generation, context.payload) == (store_id, "0.3", {"authToken": "t"})
+    assert context.user == user and context["store_id"] == store_id
+    assert "cookie" in context.headers and context.scope["path"] == "/websocket"
+    (message, hook_context) = hooks.seen[0]
+    assert message["_tag"] == "WSMessage.PushReq" and hook_context is context
+
+
+async def test_the_validator_and_hooks_see_the_session_user_over_0_4_ws_and_http(recording, client, store_id):
+    user = await User.objects.acreate(username="bob")
+    cookie = await session_cookie(client, user)
+    socket = RpcClient(store_id, app=app_04())
+    socket.communicator.scope["headers"] = [cookie]
+    assert (await socket.connect())[0]
+    await socket.push("1", events(1, 1))
+    assert (await socket.recv())["_tag"] == "Exit"
+    await socket.close()
+    body = request("2", "SyncHttpRpc.Push", push_payload(store_id, events(2, 2)))
+    status, _, answer = await http_call(body, store_id, headers=[cookie])
+    assert status == 200 and json.loads(answer)[0]["exit"]["_tag"] == "Success"
+    assert [(c.generation, c.user) for c in hooks.contexts] == [("0.4", user), ("0.4", user)]
+    assert [c.store_id for _, c in hooks.seen] == [store_id, store_id]
+
+
+async def test_without_a_session_the_user_is_anonymous(recording, store_id):
+    socket = Client(store_id, app=app_03())
+    assert (await socket.connect())[0]
+    await socket.close()
+    assert hooks.contexts[0].user.is_anonymous
+
+
+async def test_a_read_only_0_3_connection_pulls_and_follows_but_cannot_push(recording, store_id):
+    writer = Client(store_id, {"role": "writer"}, app=app_03())
+    assert (await writer.connect())[0]
+    await writer.push("w", events(1, 2))
+    assert (await writer.recv())["_tag"] == "WSMessage.PushAck"
+    await writer.recv()
+    reader = Client(store_id, {"role": "reader"}, app=app_03())
+    assert (await reader.connect())[0]
+    [chunk] = await reader.pull_all("pull")
+    assert [e["eventEncoded"]["seqNum"] for e in chunk["batch"]][-1:] == [2]
+    await reader.push("r", events(3, 3, client_id="reader"))
+    assert await reader.recv() == {"_tag": "WSMessage.Error", "requestId": "r", "message": READ_ONLY_MESSAGE}
+    await writer.push("w2", events(3, 3))
+    await writer.recv()
+    live = await reader.recv()
+    assert live["_tag"] == "WSMessage.PullRes" and live["batch"][0]["eventEncoded"]["clientId"] == "client"
+    await writer.close()
+    await reader.close()
+
+
+async def test_a_read_only_0_4_connection_cannot_push_over_ws_or_http(recording, store_id):
+    reader = RpcClient(store_id, {"role": "reader"}, app=app_04())
+    assert (await reader.connect())[0]
+    await reader.push("1", events(1, 1))
+    exit_frame = await reader.recv()
+    assert exit_frame["exit"]["cause"]["error"] == {"cause": READ_ONLY_MESSAGE, "_tag": "UnknownError"}
+    chunks, done = await reader.pull_pages("2")
+    assert done["exit"]["_tag"] == "Success" and chunks[0]["values"][0]["batch"] == []
+    await reader.close()
+    body = request("3", "SyncHttpRpc.Push", push_payload(store_id, events(1, 1)))
+    status, _, answer = await http_call(body, store_id, payload={"role": "reader"})
+    assert status == 200
+    assert json.loads(answer)[0]["exit"]["cause"]["error"]["cause"] == READ_ONLY_MESSAGE
