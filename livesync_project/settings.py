@@ -105,7 +105,9 @@ else:
 LIVESYNC = {
     # Unset: the admin frames (AdminResetRoomReq / AdminInfoReq) are off.
     "ADMIN_SECRET": os.environ.get("LIVESYNC_ADMIN_SECRET") or None,
-    "VALIDATE_PAYLOAD": "livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None,
+    # An import string (e.g. syncapp.tokens.validate_token for signed tokens), else the example's fixed token.
+    "VALIDATE_PAYLOAD": os.environ.get("LIVESYNC_VALIDATE_PAYLOAD")
+    or ("livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None),
     "DATABASE_THREADS": int(os.environ.get("LIVESYNC_DATABASE_THREADS", "4")),
 }
 

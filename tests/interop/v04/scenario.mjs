@@ -13,13 +13,14 @@ import './lib/client-runtime.mjs'
 
 import { parseArgs } from 'node:util'
 
+import { auth } from './scenarios/auth.mjs'
 import { conflict } from './scenarios/conflict.mjs'
 import { converge } from './scenarios/converge.mjs'
 import { lateJoiner } from './scenarios/late-joiner.mjs'
 import { mixed } from './scenarios/mixed.mjs'
 import { reset } from './scenarios/reset.mjs'
 
-const SCENARIOS = { conflict, converge, 'late-joiner': lateJoiner, mixed, reset }
+const SCENARIOS = { auth, conflict, converge, 'late-joiner': lateJoiner, mixed, reset }
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -27,6 +28,7 @@ const { positionals, values } = parseArgs({
     url: { type: 'string', multiple: true },
     'store-id': { type: 'string' },
     token: { type: 'string' },
+    'wrong-token': { type: 'string', default: 'wrong' },
     transport: { type: 'string', default: 'ws' },
     'admin-secret': { type: 'string' },
     // Events all clients of the store commit together, when clients in another process commit too.
@@ -63,6 +65,7 @@ if (
     urls: values.url,
     storeId: values['store-id'],
     authToken: values.token,
+    wrongToken: values['wrong-token'],
     transport: values.transport,
     adminSecret: values['admin-secret'],
     totalEvents: Number(values['total-events']),
