@@ -114,3 +114,42 @@ async def test_a_read_only_0_4_connection_cannot_push_over_ws_or_http(recording,
     status, _, answer = await http_call(body, store_id, payload={"role": "reader"})
     assert status == 200
     assert json.loads(answer)[0]["exit"]["cause"]["error"]["cause"] == READ_ONLY_MESSAGE
+
+
+def readme_access_examples():
+    """The code blocks of the README's "Who may sync which store", run as a user would paste them."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Who may sync which store", 1)[1].split("\n## ", 1)[0]
+    namespace = {}
+    for block in re.findall(r"```python\n(.*?)```", section, re.S):
+        exec(block, namespace)  # noqa: S102 - the README's own examples
+    return namespace
+
+
+class FakeUser:
+    def __init__(self, *perms, authenticated=True):
+        self.perms = set(perms)
+        self.is_authenticated = authenticated
+
+    def has_perm(self, perm):
+        return perm in self.perms
+
+
+def test_the_readmes_access_examples_do_what_it_says():
+    from syncapp.context import READ_ONLY, SyncContext
+    from syncapp.tokens import verify
+
+    examples = readme_access_examples()
+    with pytest.raises(PermissionError):
+        examples["members_only"](None, SyncContext("s", None, "0.3", user=FakeUser(authenticated=False)))
+    assert examples["members_only"](None, SyncContext("s", None, "0.3", user=FakeUser())) is None
+    viewers_read = examples["viewers_read"]
+    assert viewers_read(None, SyncContext("s", None, "0.4", user=FakeUser("notes.change_note"))) is None
+    assert viewers_read(None, SyncContext("s", None, "0.4", user=FakeUser("notes.view_note"))) == READ_ONLY
+    with pytest.raises(PermissionError):
+        viewers_read(None, SyncContext("s", None, "0.4", user=FakeUser()))
+    assert verify(examples["token"], "team-7/notes") is None
+    assert examples["LIVESYNC"] == {"VALIDATE_PAYLOAD": "syncapp.tokens.validate_token"}
