@@ -58,6 +58,10 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Error("LIVESYNC['MAX_STORE_ID_LENGTH'] cannot exceed 255 (the Store.store_id column).", id="syncapp.E005")
         )
+    for name in ("MAX_EVENTS_PER_PUSH", "MAX_PUSHES_PER_SECOND"):
+        value = conf.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+            errors.append(Error(f"LIVESYNC[{name!r}] must be None or a positive number.", obj=value, id="syncapp.E009"))
     errors.extend(_check_write_buffer())
     timeout = conf.get("REQUEST_HEADER_TIMEOUT")
     if not isinstance(timeout, (int, float)) or timeout <= 0:

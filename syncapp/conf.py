@@ -71,6 +71,16 @@ DEFAULTS = {
     # Seconds a connection may take to send its first complete request (under
     # daphne), so half-sent handshakes cannot hold connections forever.
     "REQUEST_HEADER_TIMEOUT": 10.0,
+    # Whether a client connecting to an unknown store creates it (the reference's
+    # behaviour). False: stores exist only once created by ``livesync_create`` (or
+    # an import), and a connection to another storeId is refused before the upgrade.
+    "CREATE_STORES": True,
+    # Most events one push may carry; a larger push is refused and writes nothing.
+    # None: only MAX_MESSAGE_BYTES bounds it.
+    "MAX_EVENTS_PER_PUSH": None,
+    # Pushes one connection may make per second, on average (bursts up to twice
+    # that); a push beyond is refused and writes nothing. None: no limit.
+    "MAX_PUSHES_PER_SECOND": None,
 }
 
 HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")

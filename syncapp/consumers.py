@@ -15,7 +15,7 @@ import logging
 from django.db import DatabaseError
 
 from . import broadcast, conf, db, eventlog, pages, protocol, storage
-from .hooks import READ_ONLY_MESSAGE, HookRejected, run_hook
+from .hooks import HookRejected, run_hook
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
 from .sockets import ClientGone, StoreSocketConsumer
@@ -125,8 +125,9 @@ class SyncConsumer(StoreSocketConsumer):
         if not message.batch:
             await self._push_res(protocol.PushAck(requestId=request_id))
             return
-        if self.context.read_only:
-            await self._push_res(protocol.Error(requestId=request_id, message=READ_ONLY_MESSAGE))
+        refusal = self.context.push_refusal(len(message.batch))
+        if refusal is not None:
+            await self._push_res(protocol.Error(requestId=request_id, message=refusal))
             return
         try:
             await self._run_hook("ON_PUSH", message)

@@ -6,13 +6,18 @@ and the ASGI scope. ``SyncContext`` carries all of it, and still reads like the 
 (``context["store_id"]``, ``context["scope"]``).
 """
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from django.contrib.auth.models import AnonymousUser
 
+from . import conf
+
 # What a validator returns to accept a connection for reading only: it may pull and live-pull, never push.
 READ_ONLY = "read-only"
+# The answer to a push on such a connection (both generations).
+READ_ONLY_MESSAGE = "Push refused: this connection is read-only"
 
 
 @dataclass
@@ -26,6 +31,9 @@ class SyncContext(Mapping):
     user: object = field(default_factory=AnonymousUser)
     headers: dict = field(default_factory=dict)
     read_only: bool = False
+    # The connection's push allowance (MAX_PUSHES_PER_SECOND): pushes it may still make now, and when counted.
+    _allowance: float = field(default=None, repr=False, compare=False)
+    _counted_at: float = field(default=0.0, repr=False, compare=False)
 
     @classmethod
     def of(cls, store_id, payload, generation, scope):
@@ -33,6 +41,27 @@ class SyncContext(Mapping):
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
         user = scope.get("user") or AnonymousUser()
         return cls(store_id, payload, generation, scope or None, user, headers)
+
+    def push_refusal(self, event_count):
+        """Why this connection may not push ``event_count`` events now (its limits), or None."""
+        if self.read_only:
+            return READ_ONLY_MESSAGE
+        most = conf.get("MAX_EVENTS_PER_PUSH")
+        if most is not None and event_count > most:
+            return f"Push refused: more than {most} events in one push"
+        rate = conf.get("MAX_PUSHES_PER_SECOND")
+        if rate is None:
+            return None
+        now = time.monotonic()
+        burst = 2 * rate
+        allowance = burst if self._allowance is None else self._allowance
+        allowance = min(burst, allowance + (now - self._counted_at) * rate)
+        self._counted_at = now
+        if allowance < 1:
+            self._allowance = allowance
+            return f"Push refused: more than {rate} pushes per second on this connection"
+        self._allowance = allowance - 1
+        return None
 
     def __getitem__(self, key):
         if key not in self._names():
@@ -47,4 +76,4 @@ class SyncContext(Mapping):
 
     @classmethod
     def _names(cls):
-        return [f.name for f in fields(cls)]
+        return [f.name for f in fields(cls) if not f.name.startswith("_")]

@@ -9,7 +9,7 @@ import json
 import logging
 from urllib.parse import parse_qs, unquote
 
-from . import conf
+from . import conf, db, storage
 from .context import READ_ONLY, SyncContext
 
 logger = logging.getLogger("syncapp")
@@ -118,6 +118,8 @@ async def check(query_string, origin, scope, override=None, generation="0.3"):
         if not origin_allowed(origin):
             raise Refused(403, "Origin not allowed")
         await validate_payload(context, override)
+        if not conf.get("CREATE_STORES") and not await db.run(storage.store_exists, store_id):
+            raise Refused(404, f"Unknown store: {store_id}")
     except Refused as refused:
         refused.store_id = store_id
         raise

@@ -2,9 +2,6 @@
 
 from . import conf
 
-# The answer to a push on a connection its validator accepted for reading only (both generations).
-READ_ONLY_MESSAGE = "Push refused: this connection is read-only"
-
 
 class HookRejected(Exception):
     """A hook raised: the request is answered with its message (each protocol in its own envelope)."""

@@ -12,7 +12,7 @@ import logging
 from django.db import DatabaseError
 
 from . import eventlog, rpc_protocol, storage
-from .hooks import READ_ONLY_MESSAGE, HookRejected, run_hook
+from .hooks import HookRejected, run_hook
 
 logger = logging.getLogger("syncapp")
 
@@ -41,12 +41,14 @@ async def push(context, request_id, payload):
     hook runs before the backendId and head checks, and a batch whose parent
     is not the head fails with ``ServerAheadError`` (the client then waits for
     its live pull to bring the missing events, rebases and pushes again). A
-    read-only connection's push fails with ``UnknownError`` and writes nothing.
+    read-only connection's push, or one past the connection's limits, fails with ``UnknownError`` and
+    writes nothing.
     """
     if not payload.batch:
         return rpc_protocol.success(request_id, {})
-    if context.read_only:
-        return unknown_error(request_id, READ_ONLY_MESSAGE)
+    refusal = context.push_refusal(len(payload.batch))
+    if refusal is not None:
+        return unknown_error(request_id, refusal)
     store_id = context.store_id
     backend_id = payload.backendId.value if type(payload.backendId) is rpc_protocol.SomeBackendId else None
     try:

@@ -217,6 +217,11 @@ def _ensure_table(table_name):
     _ensured_tables.add(table_name)
 
 
+def store_exists(store_id):
+    """Whether ``store_id`` is in the registry (one indexed lookup)."""
+    return Store.objects.filter(store_id=store_id).exists()
+
+
 def get_store(store_id):
     """The Store row for ``store_id``, or None."""
     return Store.objects.filter(store_id=store_id).first()

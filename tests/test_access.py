@@ -4,6 +4,7 @@ Both generations and both 0.4 transports, in process (the behaviour does not dep
 """
 
 import json
+from io import StringIO
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -11,7 +12,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from django.contrib.auth.models import User
 
-from syncapp.hooks import READ_ONLY_MESSAGE
+from syncapp.context import READ_ONLY_MESSAGE
 from syncapp.routing import TransportRouter, websocket_urlpatterns
 from tests import hooks
 from tests.rpcclient import RpcClient, http_call, push_payload, request
@@ -153,3 +154,63 @@ def test_the_readmes_access_examples_do_what_it_says():
         viewers_read(None, SyncContext("s", None, "0.4", user=FakeUser()))
     assert verify(examples["token"], "team-7/notes") is None
     assert examples["LIVESYNC"] == {"VALIDATE_PAYLOAD": "syncapp.tokens.validate_token"}
+
+
+async def test_under_the_strict_creation_policy_only_existing_stores_are_served(settings, store_id):
+    from channels.testing import ApplicationCommunicator
+    from django.core.management import call_command
+
+    from tests.wsclient import application, connection_path
+
+    settings.LIVESYNC = {"CREATE_STORES": False}
+    scope = {
+        "type": "websocket",
+        "path": "/websocket",
+        "query_string": connection_path(store_id).split("?", 1)[1].encode(),
+        "headers": [],
+        "subprotocols": [],
+        "extensions": {"websocket.http.response": {}},
+    }
+    refused = ApplicationCommunicator(application, scope)
+    await refused.send_input({"type": "websocket.connect"})
+    start = await refused.receive_output(5)
+    body = await refused.receive_output(5)
+    assert (start["status"], body["body"]) == (404, f"Unknown store: {store_id}".encode())
+    status, _, answer = await http_call(request("1", "SyncHttpRpc.Ping", {"storeId": store_id}), store_id)
+    assert (status, answer) == (404, f"Unknown store: {store_id}".encode())
+    await sync_to_async(call_command)("livesync_create", store_id, stdout=StringIO())
+    writer = Client(store_id)
+    assert (await writer.connect())[0]
+    await writer.push("p", events(1, 1))
+    assert (await writer.recv())["_tag"] == "WSMessage.PushAck"
+    await writer.close()
+
+
+async def test_pushes_past_a_connections_limits_are_refused_and_write_nothing(settings, store_id):
+    settings.LIVESYNC = {"MAX_EVENTS_PER_PUSH": 3, "MAX_PUSHES_PER_SECOND": 1}
+    writer = Client(store_id)
+    assert (await writer.connect())[0]
+    await writer.push("big", events(1, 4))
+    assert (await writer.recv())["message"] == "Push refused: more than 3 events in one push"
+    answers = []
+    for seq_num in range(1, 5):
+        await writer.push(f"p{seq_num}", events(seq_num, seq_num))
+        answers.append(await writer.recv())
+        if answers[-1]["_tag"] == "WSMessage.PushAck":
+            await writer.recv()
+    # A burst of two is allowed at one push per second; the next ones in the same instant are refused.
+    assert [a["_tag"] for a in answers] == [
+        "WSMessage.PushAck",
+        "WSMessage.PushAck",
+        "WSMessage.Error",
+        "WSMessage.Error",
+    ]
+    assert answers[2]["message"] == "Push refused: more than 1 pushes per second on this connection"
+    [chunk] = await writer.pull_all("pull")
+    assert [item["eventEncoded"]["seqNum"] for item in chunk["batch"]] == [1, 2]
+    await writer.close()
+    rpc = RpcClient(store_id, app=app_04())
+    assert (await rpc.connect())[0]
+    await rpc.push("1", events(3, 6))
+    assert (await rpc.recv())["exit"]["cause"]["error"]["cause"] == "Push refused: more than 3 events in one push"
+    await rpc.close()
