@@ -23,7 +23,7 @@ from django.utils.timesince import timesince
 
 from . import broadcast, db, storage, transfer
 from .hub import existing_hub
-from .models import Store
+from .models import Store, StoreAccess
 
 EVENTS_PER_PAGE = 50
 
@@ -267,3 +267,12 @@ class StoreAdmin(admin.ModelAdmin):
         if store is None:
             raise Http404(f"No store with primary key {object_id!r}.")
         return store
+
+
+@admin.register(StoreAccess)
+class StoreAccessAdmin(admin.ModelAdmin):
+    """Who may sync which stores, for ``syncapp.access.user_access``; managed with Django's model permissions."""
+
+    list_display = ("pattern", "user", "group", "access")
+    list_filter = ("access",)
+    search_fields = ("pattern", "user__username", "group__name")

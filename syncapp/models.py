@@ -2,6 +2,8 @@
 
 import secrets
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 # nanoid's alphabet and length, as the reference generates its backendIds.
@@ -43,3 +45,35 @@ class Store(models.Model):
 
     def __str__(self):
         return self.store_id
+
+
+class StoreAccess(models.Model):
+    """Who may sync which stores (checked by ``syncapp.access.user_access``): a user or a group, a storeId
+    or a prefix ending in ``*``, and whether they may write or only read."""
+
+    READ = "read"
+    WRITE = "write"
+
+    pattern = models.CharField(
+        "storeId or prefix", max_length=255, db_index=True, help_text="An exact storeId, or a prefix ending in *."
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE)
+    access = models.CharField(max_length=5, choices=[(READ, "read"), (WRITE, "read and write")], default=WRITE)
+
+    class Meta:
+        verbose_name = "store access"
+        verbose_name_plural = "store access"
+        ordering = ["pattern"]
+
+    def clean(self):
+        if (self.user_id is None) == (self.group_id is None):
+            raise ValidationError("Choose either a user or a group.")
+
+    def matches(self, store_id):
+        if self.pattern.endswith("*"):
+            return store_id.startswith(self.pattern[:-1])
+        return store_id == self.pattern
+
+    def __str__(self):
+        return f"{self.user or self.group}: {self.access} {self.pattern}"

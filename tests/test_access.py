@@ -214,3 +214,38 @@ async def test_pushes_past_a_connections_limits_are_refused_and_write_nothing(se
     await rpc.push("1", events(3, 6))
     assert (await rpc.recv())["exit"]["cause"]["error"]["cause"] == "Push refused: more than 3 events in one push"
     await rpc.close()
+
+
+async def test_store_access_rows_decide_what_the_session_user_may_sync(settings, client, store_id):
+    from django.contrib.auth.models import Group
+
+    from syncapp.models import StoreAccess
+
+    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "syncapp.access.user_access"}
+    writer = await User.objects.acreate(username="writer")
+    reader = await User.objects.acreate(username="reader")
+    stranger = await User.objects.acreate(username="stranger")
+    admin = await User.objects.acreate(username="root", is_superuser=True)
+    readers = await Group.objects.acreate(name="readers")
+    await reader.groups.aadd(readers)
+    await StoreAccess.objects.acreate(pattern=f"{store_id[:8]}*", user=writer, access=StoreAccess.WRITE)
+    await StoreAccess.objects.acreate(pattern=store_id, group=readers, access=StoreAccess.READ)
+
+    async def connect(user):
+        headers = [] if user is None else [await session_cookie(client, user)]
+        socket = Client(store_id, headers=headers, app=app_03())
+        return socket if (await socket.connect())[0] else None
+
+    async def push_answer(socket, seq_num):
+        await socket.push(f"p{seq_num}", events(seq_num, seq_num))
+        answer = await socket.recv()
+        if answer["_tag"] == "WSMessage.PushAck":
+            await socket.recv()
+        await socket.close()
+        return answer.get("message", answer["_tag"])
+
+    assert await push_answer(await connect(writer), 1) == "WSMessage.PushAck"  # by the prefix rule
+    assert await push_answer(await connect(admin), 2) == "WSMessage.PushAck"
+    assert await push_answer(await connect(reader), 3) == READ_ONLY_MESSAGE  # by its group's rule
+    assert await connect(stranger) is None
+    assert await connect(None) is None

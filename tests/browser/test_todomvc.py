@@ -16,6 +16,7 @@ import pytest
 from tests.support.proxy import TcpProxy
 
 from .conftest import ARTIFACTS
+from .todo_window import wait_until_synced
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("browser_setup"), pytest.mark.timeout(150)]
 
@@ -31,15 +32,6 @@ def wait_for_todos(windows, expected):
     shown = {window.name: window.todos() for window in windows}
     assert all(todos == expected for todos in shown.values()), f"expected {expected}, windows show {shown}"
     return time.monotonic() - started
-
-
-def wait_until_synced(window, head):
-    """Until the server has confirmed every change of ``window`` and ``head`` events in all.
-
-    Waiting for the head as well as for nothing waiting: a commit reaches the leader worker asynchronously, so
-    "nothing waiting" alone can be read before the commit is counted.
-    """
-    assert window.wait_for(lambda: window.sync_state() == (0, head)), f"{window.name}: {window.sync_status()}"
 
 
 def side_by_side(window, shots, path):

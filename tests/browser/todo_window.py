@@ -115,3 +115,12 @@ class TodoWindow:
 
     def close(self):
         self.driver.quit()
+
+
+def wait_until_synced(window, head):
+    """Until the server has confirmed every change of ``window`` and ``head`` events in all.
+
+    Waiting for the head as well as for nothing waiting: a commit reaches the leader worker asynchronously, so
+    "nothing waiting" alone can be read before the commit is counted.
+    """
+    assert window.wait_for(lambda: window.sync_state() == (0, head)), f"{window.name}: {window.sync_status()}"
