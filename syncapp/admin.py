@@ -11,6 +11,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -109,9 +110,28 @@ class StoreAdmin(admin.ModelAdmin):
     delete_confirmation_template = "syncapp/admin/store_delete_confirmation.html"
     delete_selected_confirmation_template = "syncapp/admin/store_delete_selected_confirmation.html"
 
-    def has_add_permission(self, request):
-        # Stores come into being with their first push, never by hand.
-        return False
+    def get_readonly_fields(self, request, obj=None):
+        # Adding a store asks for its storeId alone; an existing store has no editable field.
+        return () if obj is None else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        return ("store_id",) if obj is None else super().get_fields(request, obj)
+
+    @csrf_protect_m
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if object_id is None:
+            # Adding creates the store's table, which SQLite cannot do inside the transaction Django's
+            # change form opens around itself; storage makes the row and table consistent on its own.
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        """A store added by hand is created as a first push creates one: its row, its table, its backendId.
+
+        This is how stores come to exist under ``LIVESYNC["CREATE_STORES"] = False``.
+        """
+        created = storage.open_store(obj.store_id)
+        obj.pk, obj.table_name, obj.backend_id = created.pk, created.table_name, created.backend_id
 
     def has_change_permission(self, request, obj=None):
         # A store has no editable field: its page is a view (with its events) for

@@ -348,3 +348,21 @@ async def test_delete_disconnects_the_stores_sockets(connect, superuser, store_i
     url = await sync_to_async(store_url)(store_id, "delete")
     await sync_to_async(lambda: browser(superuser).post(url, {"post": "yes"}))()
     assert await socket.recv_output() == {"type": "websocket.close", "code": 1012}
+
+
+def test_a_store_added_in_the_admin_is_created_with_its_table(superuser, store_id):
+    client = browser(superuser)
+    form = client.get(reverse("admin:syncapp_store_add"))
+    assert form.status_code == 200 and 'name="store_id"' in form.content.decode()
+    answer = client.post(reverse("admin:syncapp_store_add"), {"store_id": store_id})
+    assert answer.status_code == 302, answer.content.decode()[:500]
+    store = Store.objects.get(store_id=store_id)
+    assert store.table_name in connection.introspection.table_names()
+    assert storage.head(store_id) == 0 and storage.read_page(store_id, 0, 10).events == []
+    again = client.post(reverse("admin:syncapp_store_add"), {"store_id": store_id})
+    assert again.status_code == 200 and "already exists" in again.content.decode()
+
+
+def test_adding_stores_needs_the_add_permission(staff, store_id):
+    client = browser(staff("view_store"))
+    assert client.get(reverse("admin:syncapp_store_add")).status_code == 403

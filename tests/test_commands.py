@@ -249,3 +249,11 @@ async def test_import_replace_disconnects_the_stores_sockets(connect, store_id, 
     path.write_text(ndjson_line(1) + "\n")
     await sync_to_async(run)("livesync_import", store_id, str(path), "--replace")
     assert await client.recv_output() == {"type": "websocket.close", "code": 1012}
+
+
+def test_livesync_create_makes_empty_stores_and_leaves_existing_ones(store_id):
+    out = io.StringIO()
+    call_command("livesync_create", f"{store_id}-a", f"{store_id}-a", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(f"{store_id}-a: created") and lines[1].startswith(f"{store_id}-a: exists")
+    assert storage.store_exists(f"{store_id}-a") and storage.head(f"{store_id}-a") == 0
