@@ -30,7 +30,9 @@ DEFAULTS = {
     # onPush / onPushRes / onPull / onPullRes, for both generations. ``message`` is
     # the request (0.3: the frame; 0.4: the RPC payload) or response as a dict. A
     # raising ON_PUSH or ON_PULL rejects the request (0.3: ``WSMessage.Error``;
-    # 0.4: ``UnknownError``); a raising 0.4 ON_*_RES hook is logged.
+    # 0.4: ``UnknownError``); a raising ON_*_RES hook is logged and changes
+    # nothing the client sees. A hook taking a second argument also gets the
+    # connection's ``SyncContext``.
     "ON_PUSH": None,
     "ON_PUSH_RES": None,
     "ON_PULL": None,

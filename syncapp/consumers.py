@@ -15,7 +15,7 @@ import logging
 from django.db import DatabaseError
 
 from . import broadcast, conf, db, eventlog, pages, protocol, storage
-from .hooks import HookRejected, run_hook
+from .hooks import HookRejected, observe, run_hook
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
 from .sockets import ClientGone, StoreSocketConsumer
@@ -113,11 +113,11 @@ class SyncConsumer(StoreSocketConsumer):
         self.sequencer.sent(after)
 
     async def _send_pull_res(self, message):
-        await self._run_hook("ON_PULL_RES", message)
+        await observe("ON_PULL_RES", message, protocol.to_builtins, self.context)
         await self.send_message(message)
 
     async def _push_res(self, message):
-        await self._run_hook("ON_PUSH_RES", message)
+        await observe("ON_PUSH_RES", message, protocol.to_builtins, self.context)
         await self.send_message(message)
 
     async def _push(self, message):
@@ -172,7 +172,7 @@ class SyncConsumer(StoreSocketConsumer):
     async def _broadcast(self, request_id, batch, appended):
         frames = protocol.push_frames(batch, appended.created_at, request_id)
         for frame in frames:
-            await self._run_hook("ON_PULL_RES", frame)
+            await observe("ON_PULL_RES", frame, protocol.to_builtins, self.context)
         # The echo to this socket is written at once, right after the PushAck (see StoreSocketConsumer.offer).
         self.announcing = True
         try:

@@ -1,6 +1,15 @@
-"""Running the ``LIVESYNC`` ON_PUSH / ON_PULL (and ``*_RES``) hooks for every transport."""
+"""Running the ``LIVESYNC`` ON_PUSH / ON_PULL (and ``*_RES``) hooks, one policy for every transport.
+
+Request hooks (``ON_PUSH``, ``ON_PULL``) decide: one that raises rejects the request with its message and
+nothing is written. Response hooks (``*_RES``) observe: one that raises is logged, and what the client is
+sent (and what other sockets are sent) is as if it had not run.
+"""
+
+import logging
 
 from . import conf
+
+logger = logging.getLogger("syncapp")
 
 
 class HookRejected(Exception):
@@ -24,3 +33,12 @@ async def run_hook(name, message, to_builtins, context=None):
             await hook(to_builtins(message))
     except Exception as exc:
         raise HookRejected(str(exc)) from exc
+
+
+async def observe(name, message, to_builtins, context=None):
+    """Run the response hook ``name`` on ``message``; a failure is logged and changes nothing."""
+    try:
+        await run_hook(name, message, to_builtins, context)
+    except HookRejected as exc:
+        store_id = context.store_id if context is not None else None
+        logger.warning("%s hook failed for store %r: %s", name, store_id, exc)

@@ -12,7 +12,7 @@ import logging
 from django.db import DatabaseError
 
 from . import eventlog, rpc_protocol, storage
-from .hooks import HookRejected, run_hook
+from .hooks import HookRejected, observe, run_hook
 
 logger = logging.getLogger("syncapp")
 
@@ -72,10 +72,7 @@ async def push(context, request_id, payload):
         if written:
             await eventlog.announce(store_id, written, appended, request_id)
         reply = rpc_protocol.success(request_id, {})
-    try:
-        await run_hook("ON_PUSH_RES", reply.exit, rpc_protocol.to_builtins, context)
-    except HookRejected as exc:
-        logger.warning("ON_PUSH_RES hook failed for store %r: %s", store_id, exc)
+    await observe("ON_PUSH_RES", reply.exit, rpc_protocol.to_builtins, context)
     return reply
 
 
@@ -122,15 +119,8 @@ async def pages_after(store_id, request_id, after, expected_backend_id=None, con
                 if run:
                     after = page.events[sent - 1].seq_num
                 response = rpc_protocol.pull_response(run, page.backend_id, max(0, page.head - after))
-                await _observe_response(response, context)
+                await observe("ON_PULL_RES", response, rpc_protocol.to_builtins, context)
                 yield response, after
     except DatabaseError:
         logger.exception("pull failed for store %r", store_id)
         raise CallFailed(unknown_error(request_id, "Pull failed: the database is unavailable")) from None
-
-
-async def _observe_response(response, context):
-    try:
-        await run_hook("ON_PULL_RES", response, rpc_protocol.to_builtins, context)
-    except HookRejected as exc:
-        logger.warning("ON_PULL_RES hook failed: %s", exc)

@@ -41,3 +41,8 @@ def record_context(payload, context):
 def record_with_context(message, context):
     """A two-argument hook: it is given the connection's context too."""
     seen.append((message, context))
+
+
+def fail(message, *context):
+    """A hook that always raises: request hooks reject with it, response hooks are logged."""
+    raise RuntimeError("hook failed on purpose")
