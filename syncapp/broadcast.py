@@ -6,24 +6,10 @@ management command — announces it here; each process's hub (``syncapp.hub``)
 hands the messages to its sockets.
 """
 
-import hashlib
-from functools import lru_cache
-
 from channels.layers import get_channel_layer
 
-# A circular import (the hub uses this module's names), resolved because each uses the other only in calls.
 from . import hub
-
-# Message types, dispatched to SyncConsumer.livesync_events / livesync_reset / livesync_head.
-EVENTS = "livesync.events"
-RESET = "livesync.reset"
-HEAD = "livesync.head"
-
-
-@lru_cache(maxsize=4096)
-def group_name(store_id):
-    """The channel-layer group of a store (group names allow only a short ASCII alphabet)."""
-    return "livesync.store." + hashlib.sha256(store_id.encode()).hexdigest()[:40]
+from .messages import EVENTS, RESET, group_name
 
 
 async def announce_events(store_id, first, last, request_id, v03_frames, v04_pages):

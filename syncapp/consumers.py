@@ -14,7 +14,7 @@ import logging
 
 from django.db import DatabaseError
 
-from . import broadcast, conf, db, eventlog, pages, protocol, storage
+from . import broadcast, conf, db, eventlog, messages, pages, protocol, storage
 from .hooks import HookRejected, observe, run_hook
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
@@ -182,7 +182,7 @@ class SyncConsumer(StoreSocketConsumer):
 
     def frames_for(self, message):
         """A committed push: its PullRes frames if it continues what the socket got, nothing if it got it already."""
-        if message["type"] != broadcast.EVENTS:
+        if message["type"] != messages.EVENTS:
             return None
         decision = self.sequencer.on_broadcast(message["first"], message["last"])
         if decision == FORWARD:

@@ -25,7 +25,7 @@ import weakref
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
-from . import broadcast, conf, db, storage
+from . import conf, db, messages, storage
 
 logger = logging.getLogger("syncapp")
 
@@ -127,7 +127,7 @@ class Hub:
         self.suspect_heads.pop(store_id, None)
         if not self.layer_down:
             try:
-                await _twice(self.layer.group_discard, broadcast.group_name(store_id), self.channel_name)
+                await _twice(self.layer.group_discard, messages.group_name(store_id), self.channel_name)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
 
@@ -154,7 +154,7 @@ class Hub:
             if self.layer_down:
                 continue
             try:
-                await _twice(self.layer.group_send, broadcast.group_name(message["store_id"]), message)
+                await _twice(self.layer.group_send, messages.group_name(message["store_id"]), message)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
 
@@ -190,7 +190,7 @@ class Hub:
         if self.layer_down:
             return
         try:
-            await _twice(self.layer.group_add, broadcast.group_name(store_id), self.channel_name)
+            await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
         except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
             self._layer_failed(exc)
 
@@ -212,7 +212,7 @@ class Hub:
         """
         await self.layer.send(self.channel_name, {"type": PROBE})
         for store_id in list(self.members):
-            await _twice(self.layer.group_add, broadcast.group_name(store_id), self.channel_name)
+            await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
         self.layer_down = False
         logger.warning("channel layer reachable again: broadcasts resumed")
 
@@ -232,7 +232,7 @@ class Hub:
 
     async def _deliver(self, message):
         store_id = message.get("store_id")
-        if message["type"] == broadcast.EVENTS:
+        if message["type"] == messages.EVENTS:
             self.last_seen[store_id] = max(self.last_seen.get(store_id, 0), message["last"])
         # A member's offer never raises (a socket that cannot be written to closes itself), so one
         # socket's failure never keeps a message from the others.
@@ -262,7 +262,7 @@ class Hub:
     async def _nudge_stale(self, heads):
         wanted, self.repairs_wanted = self.repairs_wanted, set()
         for store_id in wanted & heads.keys():
-            await self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": heads[store_id]})
+            await self._deliver({"type": messages.HEAD, "store_id": store_id, "head": heads[store_id]})
         for store_id, head in heads.items():
             seen = self.last_seen.get(store_id, 0)
             suspect = self.suspect_heads.pop(store_id, None)
@@ -270,6 +270,6 @@ class Hub:
                 continue
             if suspect is not None and seen < suspect:
                 self.last_seen[store_id] = head
-                await self._deliver({"type": broadcast.HEAD, "store_id": store_id, "head": head})
+                await self._deliver({"type": messages.HEAD, "store_id": store_id, "head": head})
             else:
                 self.suspect_heads[store_id] = head

@@ -15,7 +15,7 @@ import asyncio
 import collections
 import logging
 
-from . import broadcast, conf, rpc_calls, rpc_protocol
+from . import conf, messages, rpc_calls, rpc_protocol
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
 from .sockets import ClientGone, StoreSocketConsumer
@@ -169,7 +169,7 @@ class RpcSyncConsumer(StoreSocketConsumer):
 
     async def _offer(self, subscription, message):
         sequencer = subscription.sequencer
-        if message["type"] == broadcast.HEAD:
+        if message["type"] == messages.HEAD:
             if sequencer.cursor is not None and sequencer.cursor < message["head"]:
                 await self._repair(subscription)
             return
