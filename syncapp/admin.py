@@ -13,7 +13,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
@@ -22,7 +22,7 @@ from django.urls import path, reverse
 from django.utils.http import content_disposition_header
 from django.utils.timesince import timesince
 
-from . import broadcast, db, storage, transfer
+from . import broadcast, db, handshake, storage, transfer
 from .hub import existing_hub
 from .models import Store, StoreAccess
 
@@ -81,6 +81,15 @@ async def _ndjson_stream(store_id):
         yield transfer.ndjson(events)
 
 
+def _clean_new_store_id(form):
+    """The add form takes the storeIds a client could connect to, and no other."""
+    store_id = form.cleaned_data["store_id"]
+    problem = handshake.store_id_problem(store_id)
+    if problem is not None:
+        raise ValidationError(f"A storeId {problem}.")
+    return store_id
+
+
 @admin.register(Store)
 class StoreAdmin(admin.ModelAdmin):
     list_display = (
@@ -116,6 +125,12 @@ class StoreAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return ("store_id",) if obj is None else super().get_fields(request, obj)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None:
+            form.clean_store_id = _clean_new_store_id
+        return form
 
     @csrf_protect_m
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):

@@ -35,6 +35,15 @@ def _invalid_search_params(detail):
     return Refused(500, f"Invalid search params: {_SEARCH_PARAMS_SCHEMA}\n{detail}")
 
 
+def store_id_problem(store_id):
+    """What makes ``store_id`` unusable ("must be 1 to N printable characters"), or None: one rule for
+    clients, the admin and the commands."""
+    max_length = conf.get("MAX_STORE_ID_LENGTH")
+    if not store_id or len(store_id) > max_length or not store_id.isprintable():
+        return f"must be 1 to {max_length} printable characters"
+    return None
+
+
 def parse_search_params(query_string):
     """``(store_id, payload)`` from a raw query string, or raise Refused.
 
@@ -49,9 +58,9 @@ def parse_search_params(query_string):
     if not store_ids:
         raise _invalid_search_params('└─ ["storeId"]\n   └─ is missing')
     store_id = store_ids[0]
-    max_length = conf.get("MAX_STORE_ID_LENGTH")
-    if not store_id or len(store_id) > max_length or not store_id.isprintable():
-        raise _invalid_search_params(f'└─ ["storeId"]\n   └─ must be 1 to {max_length} printable characters')
+    problem = store_id_problem(store_id)
+    if problem is not None:
+        raise _invalid_search_params(f'└─ ["storeId"]\n   └─ {problem}')
     payload = None
     if "payload" in params:
         try:

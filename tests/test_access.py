@@ -249,3 +249,41 @@ async def test_store_access_rows_decide_what_the_session_user_may_sync(settings,
     assert await push_answer(await connect(reader), 3) == READ_ONLY_MESSAGE  # by its group's rule
     assert await connect(stranger) is None
     assert await connect(None) is None
+
+
+async def test_store_access_rows_apply_to_0_4_ws_and_http_alike(settings, client, store_id):
+    from syncapp.models import StoreAccess
+
+    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "syncapp.access.user_access"}
+    writer = await User.objects.acreate(username="writer04")
+    reader = await User.objects.acreate(username="reader04")
+    stranger = await User.objects.acreate(username="stranger04")
+    await StoreAccess.objects.acreate(pattern=store_id, user=writer, access=StoreAccess.WRITE)
+    await StoreAccess.objects.acreate(pattern=store_id, user=reader, access=StoreAccess.READ)
+
+    async def ws_push(user, seq_num):
+        socket = RpcClient(store_id, app=app_04())
+        socket.communicator.scope["headers"] = [await session_cookie(client, user)]
+        if not (await socket.connect())[0]:
+            return "refused"
+        await socket.push("1", events(seq_num, seq_num))
+        answer = await socket.recv()
+        await socket.close()
+        return (
+            answer["exit"]["_tag"] if answer["exit"]["_tag"] == "Success" else answer["exit"]["cause"]["error"]["cause"]
+        )
+
+    async def http_push(user, seq_num):
+        body = request("1", "SyncHttpRpc.Push", push_payload(store_id, events(seq_num, seq_num)))
+        status, _, answer = await http_call(body, store_id, headers=[await session_cookie(client, user)])
+        if status != 200:
+            return status
+        exit_frame = json.loads(answer)[0]["exit"]
+        return exit_frame["_tag"] if exit_frame["_tag"] == "Success" else exit_frame["cause"]["error"]["cause"]
+
+    assert await ws_push(writer, 1) == "Success"
+    assert await http_push(writer, 2) == "Success"
+    assert await ws_push(reader, 3) == READ_ONLY_MESSAGE
+    assert await http_push(reader, 3) == READ_ONLY_MESSAGE
+    assert await ws_push(stranger, 3) == "refused"
+    assert await http_push(stranger, 3) == 400

@@ -361,6 +361,9 @@ def test_a_store_added_in_the_admin_is_created_with_its_table(superuser, store_i
     assert storage.head(store_id) == 0 and storage.read_page(store_id, 0, 10).events == []
     again = client.post(reverse("admin:syncapp_store_add"), {"store_id": store_id})
     assert again.status_code == 200 and "already exists" in again.content.decode()
+    unusable = client.post(reverse("admin:syncapp_store_add"), {"store_id": "tab\there"})
+    assert unusable.status_code == 200 and "printable characters" in unusable.content.decode()
+    assert not Store.objects.filter(store_id="tab\there").exists()
 
 
 def test_adding_stores_needs_the_add_permission(staff, store_id):

@@ -257,3 +257,9 @@ def test_livesync_create_makes_empty_stores_and_leaves_existing_ones(store_id):
     lines = out.getvalue().splitlines()
     assert lines[0].startswith(f"{store_id}-a: created") and lines[1].startswith(f"{store_id}-a: exists")
     assert storage.store_exists(f"{store_id}-a") and storage.head(f"{store_id}-a") == 0
+
+
+def test_livesync_create_refuses_store_ids_no_client_could_use(store_id):
+    with pytest.raises(CommandError, match="printable"):
+        call_command("livesync_create", f"{store_id}-ok", "bad\x00id", stdout=io.StringIO())
+    assert not storage.store_exists(f"{store_id}-ok")

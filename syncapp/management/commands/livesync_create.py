@@ -1,8 +1,8 @@
 """Create stores (their registry rows and tables) ahead of clients, for LIVESYNC["CREATE_STORES"] = False."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import storage
+from syncapp import handshake, storage
 
 
 class Command(BaseCommand):
@@ -12,6 +12,10 @@ class Command(BaseCommand):
         parser.add_argument("stores", nargs="+", help="storeIds")
 
     def handle(self, *args, stores, **options):
+        for store_id in stores:
+            problem = handshake.store_id_problem(store_id)
+            if problem is not None:
+                raise CommandError(f"storeId {store_id!r} {problem}; nothing was created")
         for store_id in stores:
             existed = storage.store_exists(store_id)
             store = storage.open_store(store_id)
