@@ -6,8 +6,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CODE = {".py", ".mjs", ".js", ".ts", ".sh", ".toml", ".cfg", ".json"}
 SKIPPED_DIRS = {".git", ".venv", "node_modules", "dist", "__pycache__", ".pytest_cache", "fixtures"}
-# A path out of the repository into the reference material that sits beside it on developers' machines.
-OUTSIDE = re.compile(r"\.\./shared|shared/protocol")
+# The folder of reference material that sits beside the repository on developers' machines (not in a clone).
+REFERENCE_FOLDER = "shared"
+OUTSIDE = re.compile(rf"\.\./{REFERENCE_FOLDER}|{REFERENCE_FOLDER}/protocol")
 
 
 def project_files():

@@ -32,3 +32,17 @@ def assert_same_eventlog(stores, length):
     eventlogs = [store["eventlog"] for store in stores]
     assert all(eventlog == eventlogs[0] for eventlog in eventlogs), eventlogs
     assert [entry.split()[0] for entry in eventlogs[0]] == [f"e{n}" for n in range(1, length + 1)]
+
+
+def run_mixed_generations(old_runner, new_runner, server, store_id):
+    """Two 0.3.1 clients and two 0.4.0 clients (one ws, one http) commit 20 todos each on ``store_id`` at once,
+    through ``server``; every one of them must end with all 80 todos, each created once, in one eventlog."""
+    total = ["--total-events", "80"]
+    old = old_runner.start("mixed-generations", [server], store_id=store_id, args=total)
+    new = new_runner.start("mixed", [server], store_id=store_id, args=total)
+    old_stores, new_stores = old.result()["stores"], new.result()["stores"]
+    everything = rows(f"{client}-{n:02d}" for client in ("v03-a", "v03-b", "v04-ws", "v04-http") for n in range(20))
+    for store in old_stores + new_stores:
+        assert store["todos"] == everything, store["clientId"]
+        assert_synced(store, 80)
+    assert_same_eventlog(new_stores, 80)

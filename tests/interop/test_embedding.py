@@ -21,7 +21,7 @@ from tests.support.daphne import REPO_ROOT, free_port, server_environment
 from tests.support.distribution import fresh_virtualenv
 
 from tests.interop.conftest import AUTH_TOKEN, INTEROP_DIR, V04_DIR, ScenarioRunner, require_node_project
-from tests.interop.expectations import assert_same_eventlog, assert_synced, rows
+from tests.interop.expectations import run_mixed_generations
 
 pytestmark = pytest.mark.interop
 
@@ -113,16 +113,7 @@ def test_real_clients_of_both_generations_converge_through_the_embedded_site(sit
     """Two 0.3.1 ``makeCfSync`` clients and a 0.4.0 ``makeWsSync`` and ``makeHttpSync`` client on one store."""
     old_runner = ScenarioRunner(request.node, tmp_path, INTEROP_DIR)
     new_runner = ScenarioRunner(request.node, tmp_path, V04_DIR)
-    store_id = old_runner.new_store_id("embedded")
-    total = ["--total-events", "80"]
-    old = old_runner.start("mixed-generations", [site], store_id=store_id, args=total)
-    new = new_runner.start("mixed", [site], store_id=store_id, args=total)
-    old_stores, new_stores = old.result()["stores"], new.result()["stores"]
-    everything = rows(f"{client}-{n:02d}" for client in ("v03-a", "v03-b", "v04-ws", "v04-http") for n in range(20))
-    for store in old_stores + new_stores:
-        assert store["todos"] == everything, store["clientId"]
-        assert_synced(store, 80)
-    assert_same_eventlog(new_stores, 80)
+    run_mixed_generations(old_runner, new_runner, site, old_runner.new_store_id("embedded"))
 
 
 def _status(url, method="GET", data=None):

@@ -8,7 +8,13 @@ with. ``times_created`` counts how often a todo's creation was applied, so an ev
 
 import pytest
 
-from tests.interop.expectations import assert_same_eventlog, assert_synced, converge_workload_todos, rows
+from tests.interop.expectations import (
+    assert_same_eventlog,
+    assert_synced,
+    converge_workload_todos,
+    rows,
+    run_mixed_generations,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("v04_project")]
 
@@ -109,14 +115,4 @@ def test_reset_store_makes_clients_drop_stale_state(embedded_server, run_v04, tr
 def test_both_client_generations_share_one_store(embedded_server, scenarios, v04_scenarios):
     """Two 0.3.1 clients (``makeCfSync``) and two 0.4.0 clients (one ws, one http) commit 20 todos each on the
     same storeId at the same time: all four end with all 80 todos, each created once."""
-    store_id = scenarios.new_store_id("mixed")
-    total = ["--total-events", "80"]
-    old = scenarios.start("mixed-generations", [embedded_server], store_id=store_id, args=total)
-    new = v04_scenarios.start("mixed", [embedded_server], store_id=store_id, args=total)
-    old_stores, new_stores = old.result()["stores"], new.result()["stores"]
-
-    everything = rows(f"{client}-{n:02d}" for client in ("v03-a", "v03-b", "v04-ws", "v04-http") for n in range(20))
-    for store in old_stores + new_stores:
-        assert store["todos"] == everything, store["clientId"]
-        assert_synced(store, 80)
-    assert_same_eventlog(new_stores, 80)
+    run_mixed_generations(scenarios, v04_scenarios, embedded_server, scenarios.new_store_id("mixed"))
