@@ -23,6 +23,7 @@ from django.utils.http import content_disposition_header
 from django.utils.timesince import timesince
 
 from . import broadcast, db, handshake, storage, transfer
+from .generations import V03, V04
 from .hub import existing_hub
 from .models import Store, StoreAccess
 
@@ -169,7 +170,7 @@ class StoreAdmin(admin.ModelAdmin):
         """Which LiveStore protocol generations the store's clients used, most recent first."""
         seen = [
             (at, generation)
-            for generation, at in (("0.3", store.last_v03_client_at), ("0.4", store.last_v04_client_at))
+            for generation, at in ((V03, store.last_v03_client_at), (V04, store.last_v04_client_at))
             if at is not None
         ]
         if not seen:

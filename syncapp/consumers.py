@@ -15,6 +15,7 @@ import logging
 from django.db import DatabaseError
 
 from . import broadcast, conf, db, eventlog, messages, pages, protocol, storage
+from .generations import V03
 from .hooks import HookRejected, observe, run_hook
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
@@ -29,7 +30,7 @@ CATCH_UP_REQUEST_ID = "livesync-catch-up"
 class SyncConsumer(StoreSocketConsumer):
     """``@livestore/sync-cf`` 0.3 protocol at ``…/websocket?storeId=…&payload=…``."""
 
-    generation = "0.3"
+    generation = V03
 
     def connected_to_store(self):
         self.sequencer = Sequencer()

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, unquote
 
 from . import conf, db, storage
 from .context import READ_ONLY, SyncContext
+from .generations import V03, V04
 
 logger = logging.getLogger("syncapp")
 
@@ -87,8 +88,8 @@ def scope_origin(scope):
 # The reference's text for a rejected payload, per protocol generation: the
 # validator's error wrapped in 0.3's UnexpectedError or 0.4's UnknownError.
 _REJECTED_PAYLOAD = {
-    "0.3": 'LiveStore.UnexpectedError: {{ "cause": Error: {}, "note": undefined, "payload": undefined }}',
-    "0.4": 'UnknownError: {{ "cause": Error: {}, "note": undefined, "payload": undefined }}',
+    V03: 'LiveStore.UnexpectedError: {{ "cause": Error: {}, "note": undefined, "payload": undefined }}',
+    V04: 'UnknownError: {{ "cause": Error: {}, "note": undefined, "payload": undefined }}',
 }
 
 
@@ -107,7 +108,7 @@ async def validate_payload(context, override=None):
     context.read_only = verdict == READ_ONLY
 
 
-async def check(query_string, origin, scope, override=None, generation="0.3"):
+async def check(query_string, origin, scope, override=None, generation=V03):
     """The ``SyncContext`` of an acceptable connection request, or raise Refused.
 
     ``scope`` is the request's ASGI scope, handed to the validator (None when the
@@ -119,7 +120,7 @@ async def check(query_string, origin, scope, override=None, generation="0.3"):
     try:
         store_id, payload = parse_search_params(query_string)
     except Refused:
-        if generation == "0.4":
+        if generation == V04:
             raise Refused(400, "Invalid path") from None
         raise
     context = SyncContext.of(store_id, payload, generation, scope)

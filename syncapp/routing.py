@@ -18,7 +18,6 @@ from .rpc_consumers import RpcSyncConsumer
 from .rpc_http import RpcHttpEndpoint, transport_of
 
 
-
 def __getattr__(name):
     """``websocket_urlpatterns``, the reference's 0.3 route (any path ending in ``/websocket``), built when a
     project imports it: a project that mounts its own routes has no unused endpoint counted by the checks."""

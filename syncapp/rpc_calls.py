@@ -12,6 +12,7 @@ import logging
 from django.db import DatabaseError
 
 from . import eventlog, rpc_protocol, storage
+from .generations import V04
 from .hooks import HookRejected, observe, run_hook
 
 logger = logging.getLogger("syncapp")
@@ -53,7 +54,7 @@ async def push(context, request_id, payload):
     backend_id = payload.backendId.value if type(payload.backendId) is rpc_protocol.SomeBackendId else None
     try:
         await run_hook("ON_PUSH", payload, rpc_protocol.to_builtins, context)
-        appended = await eventlog.commit(store_id, payload.batch, backend_id, generation="0.4")
+        appended = await eventlog.commit(store_id, payload.batch, backend_id, generation=V04)
     except storage.ParentMismatch as mismatch:
         reply = rpc_protocol.failure(
             request_id, rpc_protocol.ServerAheadError(minimumExpectedNum=mismatch.head, providedNum=mismatch.received)

@@ -16,6 +16,7 @@ import collections
 import logging
 
 from . import conf, messages, rpc_calls, rpc_protocol
+from .generations import V04
 from .hub import get_hub
 from .sequencer import DROP, FORWARD, Sequencer
 from .sockets import ClientGone, StoreSocketConsumer
@@ -38,7 +39,7 @@ class Subscription:
 class RpcSyncConsumer(StoreSocketConsumer):
     """``@livestore/sync-cf`` 0.4 ``makeWsSync`` protocol at ``…?storeId=…&payload=…&transport=ws``."""
 
-    generation = "0.4"
+    generation = V04
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

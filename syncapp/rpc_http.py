@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from . import conf, eventlog, handshake, mounts, rpc_calls, rpc_protocol
 from .cors import cors_headers
+from .generations import V04
 
 HTTP_TAGS = frozenset({rpc_protocol.HTTP_PULL, rpc_protocol.HTTP_PUSH, rpc_protocol.HTTP_PING})
 
@@ -83,10 +84,10 @@ class RpcHttpEndpoint:
                 handshake.scope_origin(scope),
                 scope,
                 self.validate_payload,
-                generation="0.4",
+                generation=V04,
             )
         except handshake.Refused as refused:
-            handshake.log_refused(refused, scope, "0.4")
+            handshake.log_refused(refused, scope, V04)
             await reply.text(refused.status, refused.body)
             return
         if transport_of(scope) == "ws":
@@ -94,7 +95,7 @@ class RpcHttpEndpoint:
         elif too_large:
             await reply.text(413, f"Request too large: more than {conf.get('MAX_MESSAGE_BYTES')} bytes")
         else:
-            eventlog.note_client(context.store_id, "0.4")
+            eventlog.note_client(context.store_id, V04)
             await self._call(context, body, reply)
 
     async def _call(self, context, body, reply):

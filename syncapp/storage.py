@@ -33,6 +33,7 @@ from django.db import (
     transaction,
 )
 
+from .generations import V03, V04
 from .models import Store, new_backend_id
 
 # The reference's storage format version (``PERSISTENCE_FORMAT_VERSION`` in
@@ -358,7 +359,7 @@ def chain_break(batch):
 
 
 # Client generations whose last connection is recorded on the Store row, by field.
-CLIENT_GENERATION_FIELDS = {"0.3": "last_v03_client_at", "0.4": "last_v04_client_at"}
+CLIENT_GENERATION_FIELDS = {V03: "last_v03_client_at", V04: "last_v04_client_at"}
 
 
 @functools.cache
