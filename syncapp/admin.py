@@ -22,7 +22,7 @@ from django.urls import path, reverse
 from django.utils.http import content_disposition_header
 from django.utils.timesince import timesince
 
-from . import broadcast, db, handshake, storage, transfer
+from . import broadcast, db, eventlog, handshake, storage, transfer
 from .generations import V03, V04
 from .hub import existing_hub
 from .models import Store, StoreAccess
@@ -239,8 +239,7 @@ class StoreAdmin(admin.ModelAdmin):
 
     def _reset(self, request, stores):
         for store in stores:
-            storage.reset(store.store_id)
-            _disconnect_sockets(store.store_id)
+            eventlog.reset_blocking(store.store_id)
             self.log_change(request, store, f"Reset: {store.head} events deleted.")
         deleted = sum(store.head for store in stores)
         self.message_user(

@@ -14,7 +14,7 @@ import logging
 
 from django.db import DatabaseError
 
-from . import broadcast, conf, db, eventlog, messages, pages, protocol, storage
+from . import conf, eventlog, messages, pages, protocol, storage
 from .generations import V03
 from .hooks import HookRejected, observe, run_hook
 from .hub import get_hub
@@ -224,9 +224,8 @@ class SyncConsumer(StoreSocketConsumer):
     async def _admin_reset(self, message):
         if not await self._admin_allowed(message):
             return
-        await db.run(storage.reset, self.store_id)
+        await eventlog.reset(self.store_id, origin=self.socket_id)
         self.sequencer.forget()
-        await broadcast.announce_reset(self.store_id, origin=self.socket_id)
         await self.send_message(protocol.AdminResetRoomRes(requestId=message.requestId))
 
     async def livesync_head(self, message):

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from . import broadcast, conf, db, protocol, rpc_protocol, storage
@@ -113,6 +114,20 @@ async def announce(store_id, batch, appended, request_id, v03_frames=None):
         v03_frames=[protocol.encode(frame) for frame in v03_frames],
         v04_pages=[bytes(page).decode() for page in rpc_protocol.live_pages(items, appended.backend_id)],
     )
+
+
+async def reset(store_id, origin=None):
+    """Empty the store and give it a new backendId, then tell its sockets in every process (all but the
+    ``origin`` socket) to reconnect. Every reset is this or ``reset_blocking``: the 0.3 admin frame, the
+    Django admin, ``livesync_reset``."""
+    await db.run(storage.reset, store_id)
+    await broadcast.announce_reset(store_id, origin=origin)
+
+
+def reset_blocking(store_id):
+    """``reset`` for code outside the event loop (the Django admin, management commands)."""
+    storage.reset(store_id)
+    async_to_sync(broadcast.announce_reset)(store_id)
 
 
 async def reads(store_id, after, create=False):

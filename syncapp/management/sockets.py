@@ -13,6 +13,11 @@ def disconnect_sockets(store_id, stdout, style):
     never reaches the sockets of a running server.
     """
     async_to_sync(broadcast.announce_reset)(store_id)
+    warn_if_servers_unreached(stdout, style)
+
+
+def warn_if_servers_unreached(stdout, style):
+    """Say so when a command's announcements cannot reach a running server (an in-memory channel layer)."""
     if isinstance(get_channel_layer(), InMemoryChannelLayer):
         stdout.write(
             style.WARNING(

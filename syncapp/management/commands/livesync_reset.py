@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import storage
-from syncapp.management.sockets import disconnect_sockets
+from syncapp import eventlog, storage
+from syncapp.management.sockets import warn_if_servers_unreached
 
 
 class Command(BaseCommand):
@@ -25,6 +25,6 @@ class Command(BaseCommand):
             if answer != "yes":
                 self.stdout.write("Reset cancelled.")
                 return
-        storage.reset(store_id)
-        disconnect_sockets(store_id, self.stdout, self.style)
+        eventlog.reset_blocking(store_id)
+        warn_if_servers_unreached(self.stdout, self.style)
         self.stdout.write(self.style.SUCCESS(f"Reset store {store_id!r}: {store.head} events deleted."))
