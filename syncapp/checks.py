@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from . import conf
+from . import conf, mounts
 
 
 @register(Tags.compatibility)
@@ -93,8 +93,6 @@ def check_settings(app_configs, **kwargs):
 def _endpoints_without_validator():
     """The project's sync endpoints without a validator of their own, from its ASGI application (None when
     it cannot be built here: then every endpoint is assumed to rely on VALIDATE_PAYLOAD)."""
-    from . import mounts
-
     application = getattr(settings, "ASGI_APPLICATION", None)
     if application:
         try:

@@ -151,8 +151,10 @@ def _accepts_two_arguments(target):
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
+@lru_cache(maxsize=None)
 def takes_context(name):
-    """Whether hook ``name`` is a callable of (message, context) rather than of (message) alone."""
+    """Whether hook ``name`` is a callable of (message, context) rather than of (message) alone (asked once
+    per setting, not per call)."""
     target = get(name)
     if isinstance(target, str):
         target = import_string(target)
@@ -163,6 +165,7 @@ def _reset_cache(*, setting, **kwargs):
     if setting == "LIVESYNC":
         _effective.cache_clear()
         _load_hook.cache_clear()
+        takes_context.cache_clear()
 
 
 setting_changed.connect(_reset_cache)

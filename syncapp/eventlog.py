@@ -9,15 +9,12 @@ sockets.
 """
 
 import asyncio
-import logging
 import time
 
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from . import broadcast, conf, db, protocol, rpc_protocol, storage
-
-logger = logging.getLogger("syncapp")
 
 # Events per database read while streaming a backlog: several chunks per round trip.
 PAGES_PER_READ = 10
@@ -75,11 +72,11 @@ async def commit(store_id, batch, backend_id=None, generation=None):
             return appended
         outcome = "nothing was stored" if appended is False else "it may have been stored"
         raise StoreUnavailable(f"Push failed: the database is unavailable; {outcome}") from None
-    except DatabaseError:
+    except DatabaseError as error:
         # Not an outage (the connection answered, the transaction rolled back): saying "unavailable"
-        # would make the client retry a push that fails the same way each time.
-        logger.exception("push to store %r failed", store_id)
-        raise StoreUnavailable("Push failed: the server could not store it; nothing was stored") from None
+        # would make the client retry a push that fails the same way each time. The cause stays chained,
+        # so the transport's one log line of the failure shows it.
+        raise StoreUnavailable("Push failed: the server could not store it; nothing was stored") from error
 
 
 async def _committed_anyway(store_id, batch):

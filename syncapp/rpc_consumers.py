@@ -86,8 +86,7 @@ class RpcSyncConsumer(StoreSocketConsumer):
             await self._send_exit(rpc_protocol.died(request.id, f"Request id {request.id} is already in use"))
         elif request.tag == rpc_protocol.WS_PUSH:
             await self.run_push(self._push(request.id, payload))
-        elif len(self.pulls.keys() | self.subscriptions.keys()) >= conf.get("MAX_PULLS_PER_SOCKET"):
-            limit = conf.get("MAX_PULLS_PER_SOCKET")
+        elif len(self.pulls.keys() | self.subscriptions.keys()) >= (limit := conf.get("MAX_PULLS_PER_SOCKET")):
             await self._send_exit(
                 rpc_calls.unknown_error(request.id, f"Too many pulls: at most {limit} at once per connection")
             )

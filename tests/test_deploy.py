@@ -12,22 +12,20 @@ import urllib.request
 
 import pytest
 
-from tests.support.daphne import REPO_ROOT, DaphneServer
-from tests.support.databases import sqlite_database
+from tests.support.daphne import REPO_ROOT
+from tests.support.databases import sqlite_daphne
 
 PRODUCTION_HOST = "sync.example.com"
 
 
 @pytest.fixture(scope="module")
 def production_server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("deploy")
     settings = {
-        "DATABASE_URL": sqlite_database(directory),
         "DJANGO_DEBUG": "false",
         "DJANGO_ALLOWED_HOSTS": PRODUCTION_HOST,
         "DJANGO_SECRET_KEY": "a-production-like-secret-key-for-the-health-check-test",
     }
-    with DaphneServer(directory / "daphne.log", settings, ready_host=PRODUCTION_HOST) as server:
+    with sqlite_daphne(tmp_path_factory.mktemp("deploy"), settings, ready_host=PRODUCTION_HOST) as server:
         yield server
 
 

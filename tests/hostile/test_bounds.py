@@ -14,8 +14,7 @@ import time
 import pytest
 
 from tests.rpcclient import pull_payload, query, request
-from tests.support.daphne import DaphneServer
-from tests.support.databases import sqlite_database
+from tests.support.databases import sqlite_daphne
 from tests.support.stalled import StalledSocket
 
 from .wire import SyncSocket, store_url
@@ -137,11 +136,10 @@ def _dropped(connection):
 
 async def test_half_open_handshakes_are_dropped_after_the_header_timeout(tmp_path, store_id):
     settings = {
-        "DATABASE_URL": sqlite_database(tmp_path),
         "DJANGO_SETTINGS_MODULE": "tests.hostile.settings",
         "LIVESYNC_HOSTILE_REQUEST_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
     }
-    with DaphneServer(tmp_path / "daphne.log", settings) as server:
+    with sqlite_daphne(tmp_path, settings) as server:
         opened = time.monotonic()
         baseline = _open_sockets(server)
         connections = await _open_half_open(server, HALF_OPEN)

@@ -11,8 +11,7 @@ from django.test import override_settings
 from syncapp import tokens
 from tests.interop.conftest import V04_DIR, require_node_project
 from tests.interop.expectations import assert_synced, rows
-from tests.support.daphne import DaphneServer
-from tests.support.databases import sqlite_database
+from tests.support.databases import sqlite_daphne
 
 pytestmark = pytest.mark.interop
 
@@ -21,13 +20,8 @@ SERVER_SECRET_KEY = "the-token-test-server-secret-key-that-signs-every-token"
 
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tokens")
-    settings = {
-        "DATABASE_URL": sqlite_database(directory),
-        "LIVESYNC_VALIDATE_PAYLOAD": "syncapp.tokens.validate_token",
-        "DJANGO_SECRET_KEY": SERVER_SECRET_KEY,
-    }
-    with DaphneServer(directory / "daphne.log", settings) as server:
+    settings = {"LIVESYNC_VALIDATE_PAYLOAD": "syncapp.tokens.validate_token", "DJANGO_SECRET_KEY": SERVER_SECRET_KEY}
+    with sqlite_daphne(tmp_path_factory.mktemp("tokens"), settings) as server:
         yield server
 
 

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from tests.services import POSTGRES_URL, require_postgres
-from tests.support.daphne import REPO_ROOT, server_environment
+from tests.support.daphne import REPO_ROOT, DaphneServer, server_environment
 
 
 def migrate(database_url):
@@ -32,6 +32,13 @@ def sqlite_database(directory):
     database_url = f"sqlite:///{(directory / 'livesync.sqlite3').resolve()}"
     migrate(database_url)
     return database_url
+
+
+def sqlite_daphne(directory, settings=None, **options):
+    """A ``DaphneServer`` (not started) on a new SQLite database in ``directory``, logging to ``daphne.log``
+    there, with ``settings`` on top of the database; ``options`` go to ``DaphneServer``."""
+    environment = {"DATABASE_URL": sqlite_database(directory), **(settings or {})}
+    return DaphneServer(directory / "daphne.log", environment, **options)
 
 
 @contextmanager
