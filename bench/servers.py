@@ -80,7 +80,7 @@ class ExternalServer(Server):
 
 
 def _postgres_and_redis_problem():
-    from tests.services import POSTGRES_URL, REDIS_URL, reachable
+    from tests.support.services import POSTGRES_URL, REDIS_URL, reachable
 
     for label, url in (("PostgreSQL", POSTGRES_URL), ("Redis", REDIS_URL)):
         if not reachable(url):
@@ -142,9 +142,9 @@ class LivesyncServer(Server):
         return None
 
     def start(self):
-        from tests.services import REDIS_URL
         from tests.support.daphne import DaphneServer
         from tests.support.databases import postgres_database, sqlite_database
+        from tests.support.services import REDIS_URL
 
         problem = self.problem()
         if problem:

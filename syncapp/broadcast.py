@@ -12,8 +12,8 @@ from . import hub
 from .messages import EVENTS, RESET, group_name
 
 
-async def announce_events(store_id, first, last, request_id, v03_frames, v04_pages):
-    """Events ``first``..``last`` were committed, by the push ``request_id``.
+async def announce_events(store_id, first, last, request_id, v03_frames, v04_pages, origin_socket=None):
+    """Events ``first``..``last`` were committed, by the push ``request_id`` (of the socket ``origin_socket``).
 
     ``v03_frames`` are their 0.3 PullRes frames and ``v04_pages`` their 0.4 PullResponses
     (JSON text), encoded once for all sockets of both protocol generations.
@@ -27,6 +27,7 @@ async def announce_events(store_id, first, last, request_id, v03_frames, v04_pag
             "request_id": request_id,
             "v03_frames": v03_frames,
             "v04_pages": v04_pages,
+            "origin_socket": origin_socket,
         },
     )
 

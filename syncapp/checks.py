@@ -105,7 +105,7 @@ def _endpoints_without_validator():
 def _check_write_buffer():
     """A pull sends its next page once less than PULL_PAUSE_BYTES wait, and a page or a broadcast may be as
     large as the largest accepted frame: a smaller limit would close sockets whose clients read fine."""
-    from .sockets import PULL_PAUSE_BYTES
+    from .websocket import PULL_PAUSE_BYTES
 
     limit, largest = conf.get("SOCKET_WRITE_BUFFER_BYTES"), conf.get("MAX_MESSAGE_BYTES")
     if not isinstance(limit, int) or not isinstance(largest, int) or limit >= PULL_PAUSE_BYTES + 2 * largest:

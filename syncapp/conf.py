@@ -129,7 +129,7 @@ def hook(name, override=None):
     """The async callable configured for hook ``name`` (or ``override``), or None.
 
     ``override`` may be a callable or an import string; it lets a mount
-    (``SyncConsumer.as_asgi(validate_payload=...)``) differ from the settings.
+    (``V03Consumer.as_asgi(validate_payload=...)``) differ from the settings.
     """
     target = override if override is not None else get(name)
     if target is None:

@@ -18,7 +18,7 @@
    client that pulls a large store and never reads would make the server hold
    the whole backlog. Each connection's scope gets a ``WriteBuffer`` (extension
    ``WRITE_BUFFER_EXTENSION``) through which a consumer sees the bytes not yet
-   taken by the client, and pauses or closes the socket (``syncapp.sockets``).
+   taken by the client, and pauses or closes the socket (``syncapp.websocket``).
 4. Twisted's HTTP channel times out only a connection that sends nothing for
    60 s, so a client that trickles an upgrade request's headers holds a
    connection forever. A connection whose first request is not complete
@@ -55,6 +55,7 @@ class WriteBuffer:
     def closed(self):
         transport = self._transport()
         return transport is None or not getattr(transport, "connected", True)
+
 
 REGISTERED_CLOSE_CODES = {1001, 1011, 1012, 1013, 1014}
 

@@ -1,20 +1,22 @@
-"""A store's event log as every transport uses it: commit a push, announce it, read pages.
+"""A store's event log as the sync core uses it: commit a push, announce it, read pages, reset.
 
-The 0.3 WebSocket consumer, the 0.4 WebSocket consumer and the 0.4 HTTP
-endpoint differ only in their envelopes; what a push means (durable before it
-is acknowledged, announced to every socket of the store, in both protocol
-generations' encodings) and how a backlog is read are the same, and live here.
-Storage runs on the database pool (``syncapp.db``); nothing here knows SQL or
-sockets.
+What a push means (durable before it is acknowledged, announced to every
+subscriber of the store in both protocol generations' encodings) and how a
+backlog is read are the same for every transport, and live here and in
+``syncapp.core``. Storage runs on the database pool (``syncapp.db``);
+nothing here knows SQL or sockets.
 """
 
 import asyncio
 import time
+from functools import cached_property
 
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import broadcast, conf, db, protocol, rpc_protocol, storage
+from . import broadcast, conf, db, storage, wire
+from .v03 import codec as v03_codec
+from .v04 import codec as v04_codec
 
 # Events per database read while streaming a backlog: several chunks per round trip.
 PAGES_PER_READ = 10
@@ -22,11 +24,6 @@ PAGES_PER_READ = 10
 
 class StoreUnavailable(Exception):
     """The database failed; the message says whether it is an outage and whether the push may have been stored."""
-
-
-def args_text(event):
-    """An event's args as stored: the client's JSON text, or None when it sent none."""
-    return None if event.args is protocol.UNSET else bytes(event.args).decode()
 
 
 # How often each process records a store's client generations (``Store.last_v0X_client_at``) on connect.
@@ -61,55 +58,64 @@ async def commit(store_id, batch, backend_id=None, generation=None):
     """
     try:
         appended = await _append_gathered(
-            storage.PendingAppend(store_id, batch, args_text, backend_id, generation=generation)
+            storage.PendingAppend(store_id, batch, wire.args_text, backend_id, generation=generation)
         )
         if generation is not None:
             _client_noted_at[(store_id, generation)] = time.monotonic()
         return appended
     except (OperationalError, InterfaceError):
-        appended = await _committed_anyway(store_id, batch)
-        if appended:
-            return appended
-        outcome = "nothing was stored" if appended is False else "it may have been stored"
-        raise StoreUnavailable(f"Push failed: the database is unavailable; {outcome}") from None
+        try:
+            appended = await db.run(storage.read_back, storage.PendingAppend(store_id, batch, wire.args_text))
+        except DatabaseError:
+            raise StoreUnavailable("Push failed: the database is unavailable; it may have been stored") from None
+        if appended is None:
+            raise StoreUnavailable("Push failed: the database is unavailable; nothing was stored") from None
+        return appended
     except DatabaseError as error:
         # Not an outage (the connection answered, the transaction rolled back): saying "unavailable"
         # would make the client retry a push that fails the same way each time. The cause stays chained,
-        # so the transport's one log line of the failure shows it.
+        # so the one log line of the failure shows it.
         raise StoreUnavailable("Push failed: the server could not store it; nothing was stored") from error
 
 
-async def _committed_anyway(store_id, batch):
-    """Appended if the store holds ``batch`` after all, False if it does not, None if unknown."""
-    try:
-        page = await db.run(storage.read_page, store_id, batch[0].parentSeqNum, len(batch))
-    except DatabaseError:
-        return None
-    stored = [(e.seq_num, e.parent_seq_num, e.name, e.args, e.client_id, e.session_id) for e in page.events]
-    pushed = [(e.seqNum, e.parentSeqNum, e.name, args_text(e), e.clientId, e.sessionId) for e in batch]
-    if stored == pushed:
-        return storage.Appended(page.events[0].created_at, page.backend_id)
-    return False
+class Announcement:
+    """A committed batch as every subscriber of both generations receives it, each encoding made once.
 
-
-async def announce(store_id, batch, appended, request_id, v03_frames=None):
-    """Tell every socket of the store, in every process, that ``batch`` was committed.
-
-    The message carries the batch encoded once per protocol generation: the 0.3
-    ``PullRes`` frames (``v03_frames`` if the caller already built them) and the
-    0.4 ``NoMore`` pull responses, both cut by bytes (``syncapp.pages``); each
-    socket only adds its envelope.
+    0.3 sockets get ``PullRes`` frames with ``context: "push"`` and the push's
+    requestId; 0.4 live pulls get ``NoMore`` pull responses, to which each adds
+    its own envelope. Both are cut by bytes (``syncapp.pages``).
     """
-    if v03_frames is None:
-        v03_frames = protocol.push_frames(batch, appended.created_at, request_id)
-    items = [rpc_protocol.encode_item(event, appended.created_at) for event in batch]
+
+    def __init__(self, batch, appended, request_id):
+        self.batch = batch
+        self.appended = appended
+        self.request_id = request_id
+
+    @cached_property
+    def v03_frames(self):
+        return v03_codec.push_frames(self.batch, self.appended.created_at, self.request_id)
+
+    @cached_property
+    def v04_pages(self):
+        items = [v04_codec.encode_item(event, self.appended.created_at) for event in self.batch]
+        return v04_codec.live_pages(items, self.appended.backend_id)
+
+
+async def announce(store_id, announcement, origin_socket=None):
+    """Tell every subscriber of the store, in every process, that ``announcement``'s batch was committed.
+
+    ``origin_socket`` is the pushing socket's id: its own echo may be written at once (see
+    ``StoreSocketConsumer.offer``).
+    """
+    batch = announcement.batch
     await broadcast.announce_events(
         store_id,
         first=batch[0].seqNum,
         last=batch[-1].seqNum,
-        request_id=request_id,
-        v03_frames=[protocol.encode(frame) for frame in v03_frames],
-        v04_pages=[bytes(page).decode() for page in rpc_protocol.live_pages(items, appended.backend_id)],
+        request_id=announcement.request_id,
+        v03_frames=[v03_codec.encode(frame) for frame in announcement.v03_frames],
+        v04_pages=[bytes(page).decode() for page in announcement.v04_pages],
+        origin_socket=origin_socket,
     )
 
 
@@ -146,10 +152,10 @@ async def reads(store_id, after, create=False):
 
 
 def wire_event(stored):
-    """A stored row as the protocol's Event (args passed through as the stored JSON text)."""
-    return protocol.Event(
+    """A stored row as the wire's Event (args passed through as the stored JSON text)."""
+    return wire.Event(
         name=stored.name,
-        args=protocol.NULL_ARGS if stored.args is None else protocol.Raw(stored.args.encode()),
+        args=wire.NULL_ARGS if stored.args is None else wire.Raw(stored.args.encode()),
         seqNum=stored.seq_num,
         parentSeqNum=stored.parent_seq_num,
         clientId=stored.client_id,

@@ -8,6 +8,7 @@ sent (and what other sockets are sent) is as if it had not run.
 import logging
 
 from . import conf
+from .wire import to_builtins
 
 logger = logging.getLogger("syncapp")
 
@@ -16,7 +17,7 @@ class HookRejected(Exception):
     """A hook raised: the request is answered with its message (each protocol in its own envelope)."""
 
 
-async def run_hook(name, message, to_builtins, context=None):
+async def run_hook(name, message, context=None):
     """Run the hook ``name`` (if configured) on ``message`` as plain data; HookRejected carries its error.
 
     A hook that takes two arguments also gets the connection's ``SyncContext``
@@ -35,10 +36,10 @@ async def run_hook(name, message, to_builtins, context=None):
         raise HookRejected(str(exc)) from exc
 
 
-async def observe(name, message, to_builtins, context=None):
+async def observe(name, message, context=None):
     """Run the response hook ``name`` on ``message``; a failure is logged and changes nothing."""
     try:
-        await run_hook(name, message, to_builtins, context)
+        await run_hook(name, message, context)
     except HookRejected as exc:
         store_id = context.store_id if context is not None else None
         logger.warning("%s hook failed for store %r: %s", name, store_id, exc)

@@ -13,18 +13,16 @@ project that serves its own pages too, whose URLs must stay its own).
 from channels.auth import AuthMiddlewareStack
 from django.urls import re_path
 
-from .consumers import SyncConsumer
-from .rpc_consumers import RpcSyncConsumer
-from .rpc_http import RpcHttpEndpoint, transport_of
+from .consumers import V03Consumer, V04HttpEndpoint, V04WsConsumer
+from .v04.http import transport_of
 
 
 def __getattr__(name):
     """``websocket_urlpatterns``, the reference's 0.3 route (any path ending in ``/websocket``), built when a
     project imports it: a project that mounts its own routes has no unused endpoint counted by the checks."""
     if name == "websocket_urlpatterns":
-        return [re_path(r"^(?:.*/)?websocket$", SyncConsumer.as_asgi())]
+        return [re_path(r"^(?:.*/)?websocket$", V03Consumer.as_asgi())]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 
 class TransportRouter:
@@ -33,7 +31,7 @@ class TransportRouter:
     ``TransportRouter(URLRouter(websocket_urlpatterns))`` for the websocket
     protocol and ``TransportRouter(django_asgi_app)`` for http; ``websocket``
     and ``http`` replace the 0.4 endpoints (e.g. with another validator:
-    ``RpcSyncConsumer.as_asgi(validate_payload=…)``, ``RpcHttpEndpoint(validate_payload=…)``).
+    ``V04WsConsumer.as_asgi(validate_payload=…)``, ``V04HttpEndpoint(validate_payload=…)``).
     ``path_prefix`` (e.g. ``"/sync"``) limits it to that path and the paths under it. The default
     endpoints run under Channels' ``AuthMiddlewareStack``; endpoints passed in are used as given.
     """
@@ -41,8 +39,8 @@ class TransportRouter:
     def __init__(self, fallback, websocket=None, http=None, path_prefix=None):
         self.fallback = fallback
         # Under Channels' auth middleware, so that validators and hooks see the session's user.
-        self.websocket = websocket or AuthMiddlewareStack(RpcSyncConsumer.as_asgi())
-        self.http = http or AuthMiddlewareStack(RpcHttpEndpoint())
+        self.websocket = websocket or AuthMiddlewareStack(V04WsConsumer.as_asgi())
+        self.http = http or AuthMiddlewareStack(V04HttpEndpoint())
         self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/")
 
     def _takes(self, path):

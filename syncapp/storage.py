@@ -377,13 +377,14 @@ def _move_head_sql(generation):
     )
 
 
-_EVENT_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
+# The reference's eventlog columns, in its order (a D1 table maps onto them 1:1).
+EVENT_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
 
 
 def _insert_sql(table_name):
     quote = connection.ops.quote_name
     return "INSERT INTO {} ({}) VALUES ({})".format(
-        quote(table_name), ", ".join(quote(c) for c in _EVENT_COLUMNS), ", ".join(["%s"] * len(_EVENT_COLUMNS))
+        quote(table_name), ", ".join(quote(c) for c in EVENT_COLUMNS), ", ".join(["%s"] * len(EVENT_COLUMNS))
     )
 
 
@@ -540,18 +541,7 @@ def _append_at(cursor, location, pending, created_at):
     # Known before any write, but answered only once the head matched: a stale or foreign push is
     # answered as one, and the client rebases instead of retrying a batch it cannot fix.
     broken = chain_break(batch)
-    rows = [
-        (
-            e.seqNum,
-            e.parentSeqNum,
-            e.name,
-            pending.args_text(e),
-            pending.created_at_of(e) if pending.created_at_of else created_at,
-            e.clientId,
-            e.sessionId,
-        )
-        for e in batch
-    ]
+    rows = _rows(pending, created_at)
     skipped = 0
     now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
     stamps = [now, now] if pending.generation else [now]
@@ -579,6 +569,38 @@ def _append_at(cursor, location, pending, created_at):
     return Appended(created_at, location.backend_id, skipped)
 
 
+def _rows(pending, created_at):
+    """The push's eventlog rows, columns in ``EVENT_COLUMNS`` order."""
+    return [
+        (
+            e.seqNum,
+            e.parentSeqNum,
+            e.name,
+            pending.args_text(e),
+            pending.created_at_of(e) if pending.created_at_of else created_at,
+            e.clientId,
+            e.sessionId,
+        )
+        for e in pending.batch
+    ]
+
+
+def _identity(row):
+    """What makes a stored event the same as a pushed one: every column but createdAt."""
+    return (row[0], row[1], row[2], row[3], row[5], row[6])
+
+
+def read_back(pending):
+    """The push as Appended if the store holds its batch exactly (see ``_identity``), else None.
+
+    For a push whose COMMIT failed on the wire: the database may have committed it anyway.
+    """
+    page = read_page(pending.store_id, pending.batch[0].parentSeqNum, len(pending.batch))
+    if [_identity(row) for row in page.events] == [_identity(row) for row in _rows(pending, None)]:
+        return Appended(page.events[0].created_at, page.backend_id)
+    return None
+
+
 def _already_stored(cursor, table_name, rows, head):
     """How many leading ``rows`` the store already holds, identical but for createdAt (0 on any difference).
 
@@ -589,9 +611,8 @@ def _already_stored(cursor, table_name, rows, head):
     if not overlap or overlap[-1][0] != head or (len(overlap) < len(rows) and rows[len(overlap)][1] != head):
         return 0
     cursor.execute(_select_sql(table_name), [rows[0][1], head, len(overlap)])
-    stored = [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in cursor.fetchall()]
-    pushed = [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in overlap]
-    return len(overlap) if stored == pushed else 0
+    stored = [_identity(row) for row in cursor.fetchall()]
+    return len(overlap) if stored == [_identity(row) for row in overlap] else 0
 
 
 def _refresh(store_id):
@@ -603,7 +624,7 @@ def _refresh(store_id):
 def _select_sql(table_name):
     quote = connection.ops.quote_name
     return "SELECT {} FROM {} WHERE {seq} > %s AND {seq} <= %s ORDER BY {seq} LIMIT %s".format(
-        ", ".join(quote(c) for c in _EVENT_COLUMNS), quote(table_name), seq=quote("seqNum")
+        ", ".join(quote(c) for c in EVENT_COLUMNS), quote(table_name), seq=quote("seqNum")
     )
 
 
@@ -703,8 +724,3 @@ def ping():
     """Raise unless the database answers a trivial query."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-
-
-def store_identifier(store_id):
-    """A stable identifier of the store (the AdminInfoRes ``durableObjectId``)."""
-    return hashlib.sha256(store_id.encode()).hexdigest()

@@ -21,23 +21,21 @@ from pathlib import Path
 import msgspec
 from django.db import transaction
 
-from . import protocol, storage
+from . import storage, wire
 
 # Events per ``storage.append`` call while importing.
 IMPORT_CHUNK_SIZE = 1000
 # Events per page read while exporting.
 EXPORT_PAGE_SIZE = 1000
 
-_NULL = msgspec.Raw(b"null")
-
 
 class EventLine(msgspec.Struct, kw_only=True):
     """One event of an NDJSON log: the wire keys in the reference's order, then ``createdAt``."""
 
     name: str
-    args: msgspec.Raw = _NULL
-    seqNum: protocol.SeqNum
-    parentSeqNum: protocol.SeqNum
+    args: msgspec.Raw = wire.NULL_ARGS
+    seqNum: wire.SeqNum
+    parentSeqNum: wire.SeqNum
     clientId: str
     sessionId: str
     createdAt: str
@@ -57,7 +55,7 @@ class StoreNotEmpty(TransferError):
 def _line(stored):
     event = EventLine(
         name=stored.name,
-        args=_NULL if stored.args is None else msgspec.Raw(stored.args.encode()),
+        args=wire.NULL_ARGS if stored.args is None else msgspec.Raw(stored.args.encode()),
         seqNum=stored.seq_num,
         parentSeqNum=stored.parent_seq_num,
         clientId=stored.client_id,
@@ -102,11 +100,11 @@ def parse_ndjson(lines):
             event = decoder.decode(line)
         except msgspec.DecodeError as exc:
             raise TransferError(f"{where}: not an event: {exc}") from None
-        yield where, msgspec.structs.replace(event, args=msgspec.Raw(msgspec.json.format(event.args, indent=-1)))
+        yield where, msgspec.structs.replace(event, args=wire.compact(event.args))
 
 
 def _args_text(event):
-    return None if event.args == _NULL else bytes(event.args).decode()
+    return None if event.args == wire.NULL_ARGS else bytes(event.args).decode()
 
 
 def _checked(located_events, head):
@@ -188,7 +186,6 @@ def import_events(store_id, located_events, existing=REFUSE, progress=None):
 
 
 _D1_TABLE = re.compile(r"^eventlog_(\d+)_(.+)$")
-_D1_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -266,18 +263,18 @@ def d1_row_count(database, table):
 def d1_events(database, table):
     """``(where, EventLine)`` for each row of ``table`` in seqNum order; raises TransferError naming a bad row."""
     columns = {row[1] for row in database.execute(f"PRAGMA table_info({_quoted(table.name)})")}
-    missing = [column for column in _D1_COLUMNS if column not in columns]
+    missing = [column for column in storage.EVENT_COLUMNS if column not in columns]
     if missing:
         raise TransferError(f"{table.name} lacks the eventlog columns {', '.join(missing)}")
-    query = f"SELECT {', '.join(_D1_COLUMNS)} FROM {_quoted(table.name)} ORDER BY seqNum"
+    query = f"SELECT {', '.join(storage.EVENT_COLUMNS)} FROM {_quoted(table.name)} ORDER BY seqNum"
     for number, row in enumerate(database.execute(query), start=1):
-        fields = dict(zip(_D1_COLUMNS, row, strict=True))
+        fields = dict(zip(storage.EVENT_COLUMNS, row, strict=True))
         where = f"row {number} (seqNum {fields['seqNum']})"
         args = fields.pop("args")
         try:
             event = msgspec.convert(fields, EventLine)
             if args is not None:
-                event = msgspec.structs.replace(event, args=msgspec.Raw(msgspec.json.format(args, indent=-1)))
+                event = msgspec.structs.replace(event, args=wire.compact(args))
         except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as exc:
             raise TransferError(f"{where}: not an event: {exc}") from None
         yield where, event

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from tests import services
+from tests.support import services
 
 
 def pytest_report_header(config):
@@ -37,7 +37,7 @@ def store_id():
 @pytest.fixture
 async def connect(store_id):
     """Open connected in-process clients; all are closed after the test."""
-    from tests.wsclient import Client
+    from tests.support.v03_client import Client
 
     clients = []
 

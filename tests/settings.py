@@ -2,7 +2,7 @@
 
 ``sqlite`` (default): a SQLite file (not ``:memory:``, because storage runs on a
 pool of threads, each with its own connection) and the in-memory channel layer.
-``postgres``: the real PostgreSQL and Redis of ``tests/services.py``.
+``postgres``: the real PostgreSQL and Redis of ``tests/support/services.py``.
 """
 
 import os
@@ -12,8 +12,7 @@ import dj_database_url
 
 from livesync_project.settings import *  # noqa: F403
 from livesync_project.settings import REDIS_SOCKET_TIMEOUT, SQLITE_OPTIONS
-
-from .services import POSTGRES_URL, REDIS_URL
+from tests.support.services import POSTGRES_URL, REDIS_URL
 
 BACKEND = os.environ.get("LIVESYNC_TEST_BACKEND", "sqlite")
 

@@ -14,13 +14,13 @@ from django.contrib.auth.models import User
 
 from syncapp.context import READ_ONLY_MESSAGE
 from syncapp.routing import TransportRouter, websocket_urlpatterns
-from tests import hooks
-from tests.rpcclient import RpcClient, http_call, push_payload, request
-from tests.wsclient import Client, events
+from tests.support import hooks
+from tests.support.v03_client import Client, events
+from tests.support.v04_client import RpcClient, http_call, push_payload, request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SETTINGS = {"VALIDATE_PAYLOAD": "tests.hooks.record_context", "ON_PUSH": "tests.hooks.record_with_context"}
+SETTINGS = {"VALIDATE_PAYLOAD": "tests.support.hooks.record_context", "ON_PUSH": "tests.support.hooks.record_with_context"}
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ async def test_under_the_strict_creation_policy_only_existing_stores_are_served(
     from channels.testing import ApplicationCommunicator
     from django.core.management import call_command
 
-    from tests.wsclient import application, connection_path
+    from tests.support.v03_client import application, connection_path
 
     settings.LIVESYNC = {"CREATE_STORES": False}
     scope = {

@@ -17,7 +17,7 @@ from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from syncapp import protocol, storage
+from syncapp import storage, wire
 from syncapp.models import Store
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
@@ -27,9 +27,9 @@ CHANGELIST = reverse("admin:syncapp_store_changelist")
 
 def push(store_id, first, last, name="v1.TodoCreated", client_id="client-a"):
     batch = [
-        protocol.Event(
+        wire.Event(
             name=name,
-            args=protocol.Raw(json.dumps({"id": f"todo-{n}", "done": False}, separators=(",", ":")).encode()),
+            args=wire.Raw(json.dumps({"id": f"todo-{n}", "done": False}, separators=(",", ":")).encode()),
             seqNum=n,
             parentSeqNum=n - 1,
             clientId=client_id,
@@ -117,7 +117,7 @@ async def test_change_list_counts_connected_sockets(connect, superuser, store_id
 
 
 async def test_change_list_shows_which_protocol_generations_clients_used(connect, superuser, store_id):
-    from tests.rpcclient import RpcClient
+    from tests.support.v04_client import RpcClient
 
     await sync_to_async(push)(store_id, 1, 1)
     await sync_to_async(push)(f"{store_id}-classic", 1, 1)
@@ -171,8 +171,8 @@ def test_store_page_shows_one_page_of_events_with_pretty_args(superuser, store_i
 
 def test_store_page_shows_args_too_deep_for_python_as_stored(superuser, store_id):
     deep = "[" * 5000 + "]" * 5000
-    event = protocol.Event(
-        name="v1.Deep", args=protocol.Raw(deep.encode()), seqNum=1, parentSeqNum=0, clientId="c", sessionId="s"
+    event = wire.Event(
+        name="v1.Deep", args=wire.Raw(deep.encode()), seqNum=1, parentSeqNum=0, clientId="c", sessionId="s"
     )
     storage.append(store_id, [event], lambda stored: bytes(stored.args).decode())
     page = browser(superuser).get(store_url(store_id))

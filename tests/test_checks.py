@@ -8,11 +8,11 @@ def ids(settings_override, settings, debug=True):
 
 
 def test_a_correct_configuration_passes(settings):
-    assert ids({"VALIDATE_PAYLOAD": "tests.hooks.reject_all", "ADMIN_SECRET": "s3cret"}, settings, debug=False) == []
+    assert ids({"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all", "ADMIN_SECRET": "s3cret"}, settings, debug=False) == []
 
 
 def test_unimportable_and_uncallable_hooks_are_errors(settings):
-    assert ids({"ON_PUSH": "tests.hooks.nope", "ON_PULL": "tests.hooks.seen"}, settings) == [
+    assert ids({"ON_PUSH": "tests.support.hooks.nope", "ON_PULL": "tests.support.hooks.seen"}, settings) == [
         "syncapp.E002",
         "syncapp.E003",
     ]
@@ -52,8 +52,8 @@ def test_no_validator_warning_when_every_endpoint_has_its_own(settings, monkeypa
     from syncapp import mounts
 
     monkeypatch.setattr(mounts, "_mounts", [])
-    monkeypatch.delitem(sys.modules, "tests.guarded_asgi", raising=False)
-    settings.ASGI_APPLICATION = "tests.guarded_asgi.application"
+    monkeypatch.delitem(sys.modules, "tests.support.guarded_asgi", raising=False)
+    settings.ASGI_APPLICATION = "tests.support.guarded_asgi.application"
     assert ids({}, settings, debug=False) == []
     mounts.record("0.3 websocket", None)
     assert ids({}, settings, debug=False) == ["syncapp.W001"]

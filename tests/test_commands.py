@@ -13,10 +13,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 
-from syncapp import protocol, storage
+from syncapp import storage, wire
 from syncapp.management import progress
 from syncapp.models import Store
-from tests.wsclient import event
+from tests.support.v03_client import event
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -26,9 +26,9 @@ WIRE_KEYS = ["name", "args", "seqNum", "parentSeqNum", "clientId", "sessionId", 
 def push(store_id, first, last, client_id="client-a", name="v1.TodoCreated", created_at=None):
     """Append events ``first``..``last`` the way a push does (one createdAt for the batch)."""
     batch = [
-        protocol.Event(
+        wire.Event(
             name=name,
-            args=protocol.Raw(json.dumps({"id": f"todo-{n}", "text": f"todo {n}"}, separators=(",", ":")).encode()),
+            args=wire.Raw(json.dumps({"id": f"todo-{n}", "text": f"todo {n}"}, separators=(",", ":")).encode()),
             seqNum=n,
             parentSeqNum=n - 1,
             clientId=client_id,
@@ -45,7 +45,7 @@ def seed(store_id):
     push(store_id, 4, 6, client_id="client-b", name="v1.TodoCompleted", created_at="2025-06-01T08:00:01.500Z")
     storage.append(
         store_id,
-        [protocol.Event(name="v1.AllCleared", seqNum=7, parentSeqNum=6, clientId="client-a", sessionId="session-2")],
+        [wire.Event(name="v1.AllCleared", seqNum=7, parentSeqNum=6, clientId="client-a", sessionId="session-2")],
         lambda event: None,
     )
 

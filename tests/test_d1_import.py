@@ -20,7 +20,7 @@ from django.core.management import CommandError, call_command
 
 from syncapp import storage
 from syncapp.management import progress
-from tests.wsclient import Client, event
+from tests.support.v03_client import Client, event
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ import websockets
 
 from tests.support.daphne import DaphneServer
 from tests.support.databases import sqlite_database
-from tests.wsclient import connection_path, events
+from tests.support.v03_client import connection_path, events
 
 TOKEN = "insecure-token-change-me"
 

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def host_urls(settings):
-    settings.ROOT_URLCONF = "tests.embedded_urls"
+    settings.ROOT_URLCONF = "tests.support.embedded_urls"
     settings.APPEND_SLASH = True
 
 

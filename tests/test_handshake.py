@@ -6,10 +6,8 @@ from channels.testing import ApplicationCommunicator
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import re_path
 
-from syncapp.consumers import SyncConsumer
-from syncapp.rpc_consumers import RpcSyncConsumer
-from syncapp.rpc_http import RpcHttpEndpoint
-from tests.wsclient import Client, application, connection_path
+from syncapp.consumers import V03Consumer, V04HttpEndpoint, V04WsConsumer
+from tests.support.v03_client import Client, application, connection_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,13 +75,13 @@ async def test_rejected_payload_gets_the_reference_400(settings, monkeypatch):
 
 async def test_without_the_http_response_extension_a_refusal_is_a_close_before_accept(settings):
     """Daphne has no ``websocket.http.response``: closing before accepting makes it answer 403."""
-    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.hooks.reject_all"}
+    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all"}
     output = await refusal(connection_path("s"), extensions=False)
     assert output == {"type": "websocket.close"}
 
 
 async def test_validator_gets_the_payload_and_the_store_id(settings):
-    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.hooks.reject_all"}
+    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all"}
     status, body = await refusal(connection_path("the-store", {"a": 1}))
     assert status == 400
     assert "no entry to the-store" in body
@@ -97,7 +95,7 @@ async def test_a_mount_can_override_the_validator():
         if payload != {"user": "alice"}:
             raise PermissionError("alice only")
 
-    app = URLRouter([re_path(r"^sync/websocket$", SyncConsumer.as_asgi(validate_payload=only_alice))])
+    app = URLRouter([re_path(r"^sync/websocket$", V03Consumer.as_asgi(validate_payload=only_alice))])
     status, body = await refusal(connection_path("s", {"user": "bob"}, path="/sync/websocket"), app=app)
     assert status == 400 and "alice only" in body
     client = Client("s", {"user": "alice"}, path="/sync/websocket", app=app)
@@ -107,7 +105,7 @@ async def test_a_mount_can_override_the_validator():
 
 
 async def test_payload_is_decoded_from_the_clients_double_encoding(settings):
-    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.hooks.reject_all"}
+    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all"}
     # What makeCfSync sends for {"authToken":"insecure-token-change-me"}.
     path = "/websocket?storeId=s&payload=%257B%2522authToken%2522%253A%2522insecure-token-change-me%2522%257D"
     from syncapp import handshake
@@ -132,7 +130,7 @@ def test_the_connection_path_matches_what_the_real_client_builds():
 
 async def test_a_refused_handshake_is_logged_once_with_its_reason(settings, caplog):
     """Under daphne the client sees only 403: the operator reads why in the log."""
-    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.hooks.reject_all"}
+    settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all"}
     with caplog.at_level("WARNING", logger="syncapp"):
         await refusal(connection_path("guarded-store"), extensions=False)
     (record,) = [r for r in caplog.records if r.name == "syncapp"]
@@ -144,15 +142,15 @@ async def test_a_refused_handshake_is_logged_once_with_its_reason(settings, capl
 @pytest.mark.parametrize(
     "mount",
     [
-        lambda target: SyncConsumer.as_asgi(validate_payload=target),
-        lambda target: RpcSyncConsumer.as_asgi(validate_payload=target),
-        lambda target: RpcHttpEndpoint(validate_payload=target),
+        lambda target: V03Consumer.as_asgi(validate_payload=target),
+        lambda target: V04WsConsumer.as_asgi(validate_payload=target),
+        lambda target: V04HttpEndpoint(validate_payload=target),
     ],
     ids=["0.3 ws", "0.4 ws", "0.4 http"],
 )
 def test_a_mounts_validator_that_cannot_be_imported_stops_the_server_at_start(mount):
-    with pytest.raises(ImproperlyConfigured, match="tests.hooks.nope"):
-        mount("tests.hooks.nope")
+    with pytest.raises(ImproperlyConfigured, match="tests.support.hooks.nope"):
+        mount("tests.support.hooks.nope")
     with pytest.raises(ImproperlyConfigured, match="not callable"):
-        mount("tests.hooks.seen")
-    assert mount("tests.hooks.reject_all") is not None
+        mount("tests.support.hooks.seen")
+    assert mount("tests.support.hooks.reject_all") is not None

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from tests.rpcclient import RpcClient, http_call, push_payload, request
-from tests.wsclient import Client, events
+from tests.support.v03_client import Client, events
+from tests.support.v04_client import RpcClient, http_call, push_payload, request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-RESPONSE_HOOKS_FAIL = {"ON_PUSH_RES": "tests.hooks.fail", "ON_PULL_RES": "tests.hooks.fail"}
+RESPONSE_HOOKS_FAIL = {"ON_PUSH_RES": "tests.support.hooks.fail", "ON_PULL_RES": "tests.support.hooks.fail"}
 
 
 async def test_failing_response_hooks_change_nothing_a_0_3_client_sees(settings, caplog, store_id):
@@ -30,6 +30,28 @@ async def test_failing_response_hooks_change_nothing_a_0_3_client_sees(settings,
     await other.close()
 
 
+async def test_a_failing_response_hook_during_a_repair_leaves_the_0_3_socket_serving(settings, caplog, store_id):
+    """A retried push is answered by a repair from storage: the hook fails on its frames, the client gets them."""
+    settings.LIVESYNC = RESPONSE_HOOKS_FAIL
+    first = Client(store_id)
+    assert (await first.connect())[0]
+    await first.push("p", events(1, 2))
+    assert (await first.recv())["_tag"] == "WSMessage.PushAck"
+    await first.recv()
+    retrying = Client(store_id)
+    assert (await retrying.connect())[0]
+    await retrying.push("p-again", events(1, 2))
+    assert await retrying.recv() == {"_tag": "WSMessage.PushAck", "requestId": "p-again"}
+    repair = await retrying.recv()
+    assert [item["eventEncoded"]["seqNum"] for item in repair["batch"]] == [1, 2]
+    await retrying.push("next", events(3, 3))
+    assert await retrying.recv() == {"_tag": "WSMessage.PushAck", "requestId": "next"}
+    assert [item["eventEncoded"]["seqNum"] for item in (await retrying.recv())["batch"]] == [3]
+    assert sum("ON_PULL_RES hook failed" in r.getMessage() for r in caplog.records) >= 2
+    await first.close()
+    await retrying.close()
+
+
 async def test_failing_response_hooks_change_nothing_a_0_4_client_sees(settings, store_id):
     settings.LIVESYNC = RESPONSE_HOOKS_FAIL
     client = RpcClient(store_id)
@@ -46,7 +68,7 @@ async def test_failing_response_hooks_change_nothing_a_0_4_client_sees(settings,
 
 @pytest.mark.parametrize("hook", ["ON_PUSH", "ON_PULL"])
 async def test_a_failing_request_hook_rejects_with_its_message_on_both_generations(settings, store_id, hook):
-    settings.LIVESYNC = {hook: "tests.hooks.fail"}
+    settings.LIVESYNC = {hook: "tests.support.hooks.fail"}
     old = Client(store_id)
     assert (await old.connect())[0]
     if hook == "ON_PUSH":

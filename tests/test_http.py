@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.transcripts import probe
+from tests.support.transcripts import probe
 
 pytestmark = pytest.mark.django_db
 

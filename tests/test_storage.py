@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection
 
-from syncapp import protocol, storage
+from syncapp import storage, wire
 from syncapp.models import Store
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 def batch(first, last, client_id="c"):
     return [
-        protocol.Event(name="v1.E", seqNum=n, parentSeqNum=n - 1, clientId=client_id, sessionId="s")
+        wire.Event(name="v1.E", seqNum=n, parentSeqNum=n - 1, clientId=client_id, sessionId="s")
         for n in range(first, last + 1)
     ]
 
@@ -231,9 +231,9 @@ def test_every_store_id_gets_a_table_of_its_own_whatever_was_taken_before(store_
 
 
 def test_a_read_of_large_events_holds_about_its_byte_budget_and_the_rest_follows(store_id):
-    big = protocol.Raw(('"' + "x" * 1_000_000 + '"').encode())
+    big = wire.Raw(('"' + "x" * 1_000_000 + '"').encode())
     large = [
-        protocol.Event(name="v1.E", args=big, seqNum=n, parentSeqNum=n - 1, clientId="c", sessionId="s")
+        wire.Event(name="v1.E", args=big, seqNum=n, parentSeqNum=n - 1, clientId="c", sessionId="s")
         for n in range(1, 11)
     ]
     storage.append(store_id, large, lambda event: bytes(event.args).decode())

@@ -9,8 +9,8 @@ from django.core.management import call_command
 
 from syncapp import tokens
 from syncapp.context import READ_ONLY, SyncContext
-from tests.rpcclient import http_call, push_payload, request
-from tests.wsclient import Client, events
+from tests.support.v03_client import Client, events
+from tests.support.v04_client import http_call, push_payload, request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

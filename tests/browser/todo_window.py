@@ -4,9 +4,9 @@ Every window is its own headless Chromium with its own profile: its own OPFS dat
 leader worker and its own WebSocket to livesync, as two people on two machines would have.
 """
 
-import time
 
 from tests.support.browser import start_chromium
+from tests.support.polling import wait_until
 
 # The outer size: headless Chromium still reserves ~140 px of it for the (invisible) browser frame.
 WINDOW_SIZE = (560, 600)
@@ -95,12 +95,7 @@ class TodoWindow:
 
     def wait_for(self, condition, timeout=WAIT_TIMEOUT_S):
         """Polls ``condition`` until it returns something truthy or ``timeout`` passes; returns its last value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value or time.monotonic() >= deadline:
-                return value
-            time.sleep(POLL_S)
+        return wait_until(condition, timeout, POLL_S)
 
     def screenshot(self, path):
         assert self.driver.save_screenshot(str(path)), f"{self.name}: screenshot failed"

@@ -11,10 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.services import require_postgres, require_redis
+from tests.support.cluster import Node
 from tests.support.databases import postgres_database
-
-from .cluster import Node
+from tests.support.services import require_postgres, require_redis
 
 # What each test measured, printed at the end of the run (and recorded as junit properties).
 OBSERVATIONS = []

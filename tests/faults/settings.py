@@ -14,6 +14,6 @@ import os
 from livesync_project.settings import *  # noqa: F403
 from livesync_project.settings import LIVESYNC
 
-LIVESYNC = {**LIVESYNC, "ON_PULL": "tests.faults.hooks.slow_pull"}
+LIVESYNC = {**LIVESYNC, "ON_PULL": "tests.support.hooks.slow_pull"}
 if os.environ.get("LIVESYNC_FAULTS_SOCKET_QUEUE_SIZE"):
     LIVESYNC["SOCKET_QUEUE_SIZE"] = int(os.environ["LIVESYNC_FAULTS_SOCKET_QUEUE_SIZE"])

@@ -5,8 +5,16 @@ import time
 
 import pytest
 
-from .cluster import database_head, stored_events
-from .wire import PARENT_MISMATCH, batch_key, check_whole_batches, close_all, make_batch, open_sockets, push_batches
+from tests.support.cluster import database_head, stored_events
+from tests.support.v03_socket import (
+    PARENT_MISMATCH,
+    batch_key,
+    check_whole_batches,
+    close_all,
+    make_batch,
+    open_sockets,
+    push_batches,
+)
 
 pytestmark = pytest.mark.faults
 

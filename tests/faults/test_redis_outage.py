@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from .cluster import database_head, stored_events, wait_until
-from .wire import Pusher, check_whole_batches, close_all, open_sockets, push_batches
+from tests.support.cluster import database_head, stored_events
+from tests.support.polling import wait_until
+from tests.support.v03_socket import Pusher, check_whole_batches, close_all, open_sockets, push_batches
 
 pytestmark = pytest.mark.faults
 

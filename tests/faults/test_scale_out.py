@@ -6,8 +6,15 @@ import time
 
 import pytest
 
-from .cluster import database_head, stored_events
-from .wire import PARENT_MISMATCH, batch_key, check_whole_batches, close_all, open_sockets, push_batches
+from tests.support.cluster import database_head, stored_events
+from tests.support.v03_socket import (
+    PARENT_MISMATCH,
+    batch_key,
+    check_whole_batches,
+    close_all,
+    open_sockets,
+    push_batches,
+)
 
 pytestmark = pytest.mark.faults
 

@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from syncapp.sockets import CLOSE_TOO_SLOW
+from syncapp.websocket import CLOSE_TOO_SLOW
 from tests.support.stalled import StalledSocket
-
-from .wire import check_whole_batches, close_all, open_sockets, push_batches
+from tests.support.v03_socket import check_whole_batches, close_all, open_sockets, push_batches
 
 pytestmark = pytest.mark.faults
 

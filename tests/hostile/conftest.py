@@ -10,9 +10,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.services import REDIS_URL, require_redis
 from tests.support.daphne import DaphneServer
 from tests.support.databases import postgres_database, sqlite_database
+from tests.support.services import REDIS_URL, require_redis
 
 BACKENDS = ("sqlite", "postgres")
 

@@ -13,11 +13,10 @@ import time
 
 import pytest
 
-from tests.rpcclient import pull_payload, query, request
 from tests.support.databases import sqlite_daphne
 from tests.support.stalled import StalledSocket
-
-from .wire import SyncSocket, store_url
+from tests.support.v03_socket import SyncSocket, store_url
+from tests.support.v04_client import pull_payload, query, request
 
 pytestmark = pytest.mark.hostile
 

@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 
-from tests.rpcclient import push_payload, query, request
-
-from .wire import RpcSocket, SyncSocket, event, events, open_ws, store_url
+from tests.support.v03_socket import SyncSocket, store_url
+from tests.support.v04_client import push_payload, query, request
+from tests.support.v04_socket import RpcSocket, event, events, open_ws
 
 pytestmark = pytest.mark.hostile
 

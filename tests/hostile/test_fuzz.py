@@ -16,9 +16,9 @@ import urllib.request
 
 import pytest
 
-from tests.rpcclient import pull_payload, push_payload, query, request
-
-from .wire import RpcSocket, SyncSocket, events, open_ws, store_url
+from tests.support.v03_socket import SyncSocket, store_url
+from tests.support.v04_client import pull_payload, push_payload, query, request
+from tests.support.v04_socket import RpcSocket, events, open_ws
 
 pytestmark = pytest.mark.hostile
 

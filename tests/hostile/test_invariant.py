@@ -14,8 +14,8 @@ import time
 import pytest
 
 from tests.support.stalled import StalledSocket
-
-from .wire import RpcSocket, SyncSocket, events, open_ws, store_url
+from tests.support.v03_socket import SyncSocket, store_url
+from tests.support.v04_socket import RpcSocket, events, open_ws
 
 pytestmark = pytest.mark.hostile
 

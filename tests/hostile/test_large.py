@@ -9,7 +9,8 @@ import asyncio
 
 import pytest
 
-from .wire import RpcSocket, SyncSocket, events, store_url
+from tests.support.v03_socket import SyncSocket, store_url
+from tests.support.v04_socket import RpcSocket, events
 
 pytestmark = pytest.mark.hostile
 

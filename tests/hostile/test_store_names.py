@@ -10,7 +10,8 @@ import hashlib
 
 import pytest
 
-from .wire import SyncSocket, events, store_url
+from tests.support.v03_socket import SyncSocket, store_url
+from tests.support.v04_socket import events
 
 pytestmark = pytest.mark.hostile
 

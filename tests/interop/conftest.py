@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import REDIS_URL, require_redis
 from tests.support.daphne import DaphneServer
 from tests.support.databases import postgres_database, sqlite_database
+from tests.support.services import REDIS_URL, require_redis
 
 INTEROP_DIR = Path(__file__).resolve().parent
 V04_DIR = INTEROP_DIR / "v04"

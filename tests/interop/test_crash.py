@@ -25,9 +25,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.services import REDIS_URL, require_redis
 from tests.support.daphne import DaphneServer
 from tests.support.databases import postgres_database
+from tests.support.services import REDIS_URL, require_redis
 
 pytestmark = [pytest.mark.interop, pytest.mark.faults]
 

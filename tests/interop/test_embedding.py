@@ -17,11 +17,10 @@ from dataclasses import dataclass
 import pytest
 import websockets
 
-from tests.support.daphne import REPO_ROOT, free_port, server_environment
-from tests.support.distribution import fresh_virtualenv
-
 from tests.interop.conftest import AUTH_TOKEN, INTEROP_DIR, V04_DIR, ScenarioRunner, require_node_project
 from tests.interop.expectations import run_mixed_generations
+from tests.support.daphne import REPO_ROOT, free_port, server_environment
+from tests.support.distribution import fresh_virtualenv
 
 pytestmark = pytest.mark.interop
 

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from tests.services import POSTGRES_URL, require_postgres
 from tests.support.daphne import REPO_ROOT, DaphneServer, server_environment
+from tests.support.services import POSTGRES_URL, require_postgres
 
 
 def migrate(database_url):

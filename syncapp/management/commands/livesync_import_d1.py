@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from syncapp import storage, transfer
 from syncapp.management.progress import Progress
-from syncapp.management.sockets import disconnect_sockets
+from syncapp.management.servers import disconnect_sockets
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from syncapp import eventlog, storage
-from syncapp.management.sockets import warn_if_servers_unreached
+from syncapp.management.servers import warn_if_servers_unreached
 
 
 class Command(BaseCommand):

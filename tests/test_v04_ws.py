@@ -8,9 +8,9 @@ from django.test import override_settings
 
 from syncapp import db, storage
 from syncapp.models import Store
-from syncapp.protocol import Event
-from tests.rpcclient import RpcClient, event, events, request, seq_nums
-from tests.wsclient import Client
+from syncapp.wire import Event
+from tests.support.v03_client import Client
+from tests.support.v04_client import RpcClient, event, events, request, seq_nums
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -146,7 +146,7 @@ async def test_catch_up_hands_over_to_live_without_gap_or_duplicate(rpc, setting
     for first in range(1, 1501, 100):
         await writer.push(f"seed-{first}", events(first, first + 99))
         await writer.recv()
-    settings.LIVESYNC = {"ON_PULL_RES": "tests.hooks.pause"}
+    settings.LIVESYNC = {"ON_PULL_RES": "tests.support.hooks.pause"}
     reader = await rpc()
     await reader.pull("live", live=True)
     received = seq_nums(await reader.recv())
@@ -332,13 +332,13 @@ async def test_pages_are_cut_at_900_kb(rpc):
     assert all(len(json.dumps(chunk["values"][0])) <= 900_000 for chunk in chunks)
 
 
-@override_settings(LIVESYNC={"VALIDATE_PAYLOAD": "tests.hooks.reject_all"})
+@override_settings(LIVESYNC={"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all"})
 async def test_payload_validator_refuses_the_upgrade(store_id):
     refused = RpcClient(store_id, {"authToken": "wrong"})
     assert (await refused.connect())[0] is False
 
 
-@override_settings(LIVESYNC={"ON_PUSH": "tests.hooks.reject_forbidden_push"})
+@override_settings(LIVESYNC={"ON_PUSH": "tests.support.hooks.reject_forbidden_push"})
 async def test_rejecting_on_push_hook_fails_the_push_with_its_message(rpc, store_id):
     client = await rpc()
     await client.push("h", [event(1, name="v1.Forbidden")])

@@ -8,7 +8,6 @@ reads the store list and a store's events, and filters them. Screenshots go to
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,10 +15,10 @@ import sys
 import pytest
 import websockets.sync.client
 
-from tests.support.browser import missing_browser_parts, start_chromium
+from tests.support.browser import start_chromium
 from tests.support.daphne import REPO_ROOT, DaphneServer, server_environment
 from tests.support.databases import sqlite_database
-from tests.wsclient import connection_path, events
+from tests.support.v03_client import connection_path, events
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 PASSWORD = "browser-test-password"
@@ -27,15 +26,7 @@ LIVE_STORE = "browser-live-store"
 IMPORTED_STORE = "browser-imported-store"
 
 
-def require_browser():
-    """Skip (or, under CI, fail) unless Debian's chromium, its chromedriver and selenium are installed."""
-    missing = missing_browser_parts()
-    if not missing:
-        return
-    message = f"{', '.join(missing)} not installed"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must run the browser test", pytrace=False)
-    pytest.skip(f"{message}: browser test skipped (apt-get install chromium chromium-driver)")
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("browser_setup")]
 
 
 def manage(database_url, *args, **env):
@@ -53,7 +44,6 @@ def manage(database_url, *args, **env):
 
 @pytest.fixture
 def browser(tmp_path):
-    require_browser()
     driver = start_chromium(tmp_path / "chromium-profile", (1400, 1000))
     yield driver
     driver.quit()

@@ -15,14 +15,15 @@ channel of its own, and ``AsyncConsumer`` would create one per request.
 import asyncio
 from urllib.parse import parse_qs
 
-from . import conf, eventlog, handshake, mounts, rpc_calls, rpc_protocol
-from .cors import cors_headers
-from .generations import V04
+from .. import conf, core, eventlog, handshake, mounts
+from ..cors import cors_headers
+from ..generations import V04
+from . import calls, codec
 
-HTTP_TAGS = frozenset({rpc_protocol.HTTP_PULL, rpc_protocol.HTTP_PUSH, rpc_protocol.HTTP_PING})
+HTTP_TAGS = frozenset({codec.HTTP_PULL, codec.HTTP_PUSH, codec.HTTP_PING})
 
 
-class ClientGone(Exception):
+class RequestAbandoned(Exception):
     """The client disconnected before its request body arrived."""
 
 
@@ -48,7 +49,7 @@ async def read_body(receive, limit):
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGone
+            raise RequestAbandoned
         body = message.get("body", b"")
         size += len(body)
         if size <= limit:
@@ -57,10 +58,10 @@ async def read_body(receive, limit):
             return b"".join(parts), size > limit
 
 
-class RpcHttpEndpoint:
+class V04HttpEndpoint:
     """``@livestore/sync-cf`` 0.4 ``makeHttpSync`` protocol at ``…?storeId=…&payload=…&transport=http``.
 
-    ``RpcHttpEndpoint(validate_payload=callable_or_import_string)`` overrides
+    ``V04HttpEndpoint(validate_payload=callable_or_import_string)`` overrides
     ``LIVESYNC["VALIDATE_PAYLOAD"]`` for one mount.
     """
 
@@ -73,7 +74,7 @@ class RpcHttpEndpoint:
         reply = _Reply(send, cors_headers(header(scope, b"access-control-request-headers")))
         try:
             body, too_large = await read_body(receive, conf.get("MAX_MESSAGE_BYTES"))
-        except ClientGone:
+        except RequestAbandoned:
             return
         if scope["method"] == "OPTIONS" and conf.get("ENABLE_CORS"):
             await reply.empty(204)
@@ -100,39 +101,41 @@ class RpcHttpEndpoint:
 
     async def _call(self, context, body, reply):
         try:
-            request = rpc_protocol.decode(body)
-        except rpc_protocol.ProtocolError as exc:
-            await reply.messages([rpc_protocol.Defect(defect=exc.defect)])
+            request = codec.decode(body)
+        except codec.InvalidRpcMessage as exc:
+            await reply.messages([codec.Defect(defect=exc.defect)])
             return
-        if type(request) is not rpc_protocol.Request:
+        if type(request) is not codec.Request:
             # Acks, Interrupts and Pings belong to streams and sockets: over http there is nothing to answer.
             await reply.messages([])
             return
         try:
-            payload = rpc_protocol.decode_payload(request, HTTP_TAGS)
-        except rpc_protocol.UnknownTag as exc:
-            await reply.messages([rpc_protocol.Defect(defect=str(exc))])
+            payload = codec.decode_payload(request, HTTP_TAGS)
+        except codec.UnknownRpc as exc:
+            await reply.messages([codec.Defect(defect=str(exc))])
             return
-        except rpc_protocol.PayloadError as exc:
-            await reply.messages([rpc_protocol.died(request.id, str(exc))])
+        except codec.InvalidPayload as exc:
+            await reply.messages([codec.died(request.id, str(exc))])
             return
-        if request.tag == rpc_protocol.HTTP_PING:
-            await reply.messages([rpc_calls.ping(request.id)])
-        elif request.tag == rpc_protocol.HTTP_PUSH:
+        if request.tag == codec.HTTP_PING:
+            await reply.messages([calls.ping(request.id)])
+        elif request.tag == codec.HTTP_PUSH:
             # Shielded: a server shutdown must not cut a push between its commit and its answer.
-            await reply.messages([await asyncio.shield(rpc_calls.push(context, request.id, payload))])
+            await asyncio.shield(
+                calls.push(context, request.id, payload, lambda exit_message: reply.messages([exit_message]))
+            )
         else:
             await self._pull(context, request.id, payload, reply)
 
     async def _pull(self, context, request_id, payload, reply):
         await reply.start_array()
         try:
-            async for response, _last in rpc_calls.pull_responses(context, request_id, payload):
-                await reply.element(rpc_protocol.chunk(request_id, [response]))
-            outcome = rpc_protocol.success(request_id)
-        except rpc_calls.CallFailed as failed:
-            outcome = failed.exit
-        await reply.end_array(rpc_protocol.encode(outcome))
+            async for frame, _last in calls.pull_frames(context, request_id, payload):
+                await reply.element(frame)
+            outcome = codec.success(request_id)
+        except core.PullFailed as failed:
+            outcome = calls.exit_of(request_id, failed.outcome)
+        await reply.end_array(codec.encode(outcome))
 
 
 class _Reply:
@@ -159,7 +162,7 @@ class _Reply:
 
     async def messages(self, messages):
         await self._start(200, b"application/json")
-        body = b"[" + b",".join(rpc_protocol.encode_bytes(message) for message in messages) + b"]"
+        body = b"[" + b",".join(codec.encode_bytes(message) for message in messages) + b"]"
         await self.send({"type": "http.response.body", "body": body})
 
     async def start_array(self):

@@ -1,16 +1,14 @@
 """The processes under test and the database they share, seen from the test."""
 
 import json
-import time
 
 import psycopg
 from psycopg import sql
 
-from tests.services import REDIS_URL
 from tests.support.daphne import DaphneServer
 from tests.support.proxy import TcpProxy
-
-from .wire import store_url
+from tests.support.services import REDIS_URL
+from tests.support.v03_socket import store_url
 
 
 class Node:
@@ -88,13 +86,3 @@ def stored_events(database_url, store_id):
         for seq, parent, name, args, client in rows
     ]
     return events, head
-
-
-def wait_until(condition, timeout, interval=0.05):
-    """Poll a synchronous ``condition`` until it is true or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)

@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from tests.rpcclient import RpcClient
-from tests.transcripts import FIXTURES
+from tests.support.transcripts import FIXTURES
+from tests.support.v04_client import RpcClient
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 

@@ -1,38 +1,17 @@
 """The LiveStore ``@livestore/sync-cf`` 0.3 wire protocol: frame types, strict decoding, encoding.
 
-Frames are JSON text messages tagged by ``_tag``. msgspec is the codec: it decodes
-straight into typed structs (so a string ``seqNum`` or a missing ``clientId`` is a
-decode error, not a value that reaches storage), it encodes fields in declaration
-order (which reproduces the reference's key order byte for byte), and
-``msgspec.Raw`` carries each event's ``args`` through as the client's own JSON
-text, so a push is stored and broadcast without re-encoding its payloads.
+Frames are JSON text messages tagged by ``_tag``, decoded and encoded with
+msgspec (see ``syncapp.wire`` for why). The error texts are the reference's,
+byte for byte.
 """
 
-from typing import Annotated, Literal, Union
+import hashlib
+from typing import Literal, Union
 
 import msgspec
 
-from . import pages
-
-# JavaScript's largest safe integer: the client's sequence numbers are JS numbers.
-MAX_SEQ_NUM = 2**53 - 1
-SeqNum = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ_NUM)]
-
-NULL_ARGS = msgspec.Raw(b"null")
-UNSET = msgspec.UNSET
-Raw = msgspec.Raw
-
-
-class Event(msgspec.Struct, kw_only=True):
-    """LiveStore's ``AnyEncodedGlobal``; ``args`` stays UNSET (and is not re-sent) when the client sent none."""
-
-    name: str
-    args: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    seqNum: SeqNum
-    parentSeqNum: SeqNum
-    clientId: str
-    sessionId: str
-
+from .. import pages
+from ..wire import Event, InvalidBatch, SeqNum, prepare_batch
 
 # Client -> server
 
@@ -122,33 +101,8 @@ class _RequestIdOnly(msgspec.Struct):
     requestId: str | None = None
 
 
-class InvalidBatch(ValueError):
-    """A push whose events no backend could store as sent (see ``prepare_batch``)."""
-
-
-# Event fields stored as database text. PostgreSQL text cannot hold NUL, and a value one backend
-# refuses must be refused on every backend, before it reaches a transaction shared with other pushes.
-_TEXT_FIELDS = ("name", "clientId", "sessionId")
-
-
-def prepare_batch(batch):
-    """Refuse events no backend could store as sent, and compact their ``args``; raises InvalidBatch.
-
-    ``args`` are compacted the way the client's ``JSON.stringify`` writes them,
-    so what is stored and echoed does not depend on a sender's whitespace. A
-    NUL inside ``args`` is JSON's ``\\u0000`` escape, which every backend
-    stores and returns as is.
-    """
-    for index, event in enumerate(batch):
-        for field in _TEXT_FIELDS:
-            if "\x00" in getattr(event, field):
-                raise InvalidBatch(f"`$.batch[{index}].{field}` contains a NUL character")
-        if event.args is not msgspec.UNSET:
-            event.args = msgspec.Raw(msgspec.json.format(event.args, indent=-1))
-
-
-class ProtocolError(ValueError):
-    """A frame that is not a valid client message; ``request_id`` is set when it could be read."""
+class InvalidFrame(ValueError):
+    """A frame that is not a valid 0.3 client message; ``request_id`` is set when it could be read."""
 
     def __init__(self, message, request_id=None):
         super().__init__(message)
@@ -161,7 +115,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode(data):
-    """Decode one client frame (str or bytes) into a message struct, or raise ProtocolError.
+    """Decode one client frame (str or bytes) into a message struct, or raise InvalidFrame.
 
     A push's batch goes through ``prepare_batch``. JSON nested deeper than the
     decoder's recursion allows is an invalid message like any other, not an
@@ -172,9 +126,9 @@ def decode(data):
         if type(message) is PushReq:
             prepare_batch(message.batch)
     except (msgspec.DecodeError, InvalidBatch) as exc:
-        raise ProtocolError(f"Invalid message: {exc}", request_id=peek_request_id(data)) from None
+        raise InvalidFrame(f"Invalid message: {exc}", request_id=peek_request_id(data)) from None
     except RecursionError:
-        raise ProtocolError("Invalid message: JSON is nested too deeply", request_id=peek_request_id(data)) from None
+        raise InvalidFrame("Invalid message: JSON is nested too deeply", request_id=peek_request_id(data)) from None
     return message
 
 
@@ -198,9 +152,7 @@ def encode_item(event, created_at):
 
 def pull_res(items, context, request_id, remaining):
     """A ``WSMessage.PullRes`` frame for ``items``, batch items encoded by ``encode_item``."""
-    return PullRes(
-        batch=items, requestId=PullResRequestId(context=context, requestId=request_id), remaining=remaining
-    )
+    return PullRes(batch=items, requestId=PullResRequestId(context=context, requestId=request_id), remaining=remaining)
 
 
 def push_frames(batch, created_at, request_id):
@@ -210,9 +162,9 @@ def push_frames(batch, created_at, request_id):
     return [pull_res(run, "push", request_id, 0) for run in pages.split(items)]
 
 
-def to_builtins(message):
-    """A message as plain dicts and lists, the shape hooks receive."""
-    return msgspec.json.decode(_encoder.encode(message))
+def durable_object_info(store_id):
+    """The ``AdminInfoRes`` info of a store: a stable identifier in place of the Durable Object's id."""
+    return DurableObjectInfo(durableObjectId=hashlib.sha256(store_id.encode()).hexdigest())
 
 
 def parent_mismatch_message(received, expected):

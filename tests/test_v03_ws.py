@@ -5,12 +5,13 @@ and on PostgreSQL + Redis (``LIVESYNC_TEST_BACKEND=postgres``).
 """
 
 import asyncio
+import hashlib
 
 import pytest
 from django.test import override_settings
 
 from syncapp import db, storage
-from tests.wsclient import Client, event, events, seq_nums
+from tests.support.v03_client import Client, event, events, seq_nums
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -259,9 +260,9 @@ async def test_gap_in_broadcasts_is_repaired_from_the_database(connect, store_id
 
 
 def _batch(dicts):
-    from syncapp import protocol
+    from syncapp import wire
 
-    return [protocol.Event(**{k: v for k, v in d.items() if k != "args"}) for d in dicts]
+    return [wire.Event(**{k: v for k, v in d.items() if k != "args"}) for d in dicts]
 
 
 async def test_admin_info_with_wrong_and_right_secret(connect, store_id):
@@ -273,7 +274,7 @@ async def test_admin_info_with_wrong_and_right_secret(connect, store_id):
     await client.send({"_tag": "WSMessage.AdminInfoReq", "requestId": "info-right", "adminSecret": "test-admin-secret"})
     info = await client.recv()
     assert info["_tag"] == "WSMessage.AdminInfoRes" and info["requestId"] == "info-right"
-    assert info["info"]["durableObjectId"] == storage.store_identifier(store_id)
+    assert info["info"]["durableObjectId"] == hashlib.sha256(store_id.encode()).hexdigest()
     assert len(info["info"]["durableObjectId"]) == 64
 
 
@@ -394,14 +395,14 @@ async def test_hostile_store_ids_get_their_own_tables(connect, store_id):
 
 
 async def test_hooks_see_messages_and_can_reject(connect, store_id, settings):
-    from tests import hooks
+    from tests.support import hooks
 
     hooks.seen.clear()
     settings.LIVESYNC = {
-        "ON_PUSH": "tests.hooks.reject_forbidden_push",
-        "ON_PUSH_RES": "tests.hooks.record",
-        "ON_PULL": "tests.hooks.record",
-        "ON_PULL_RES": "tests.hooks.record_async",
+        "ON_PUSH": "tests.support.hooks.reject_forbidden_push",
+        "ON_PUSH_RES": "tests.support.hooks.record",
+        "ON_PULL": "tests.support.hooks.record",
+        "ON_PULL_RES": "tests.support.hooks.record_async",
     }
     client = await connect()
     await client.push("forbidden", [event(1, name="v1.Forbidden")])

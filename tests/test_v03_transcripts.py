@@ -6,7 +6,7 @@ key order, spacing, error texts — is compared as text.
 
 import pytest
 
-from tests.transcripts import normalize, probe
+from tests.support.transcripts import normalize, probe
 
 pytestmark = [
     pytest.mark.protocol,

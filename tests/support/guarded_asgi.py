@@ -3,22 +3,20 @@
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import re_path
 
-from syncapp.consumers import SyncConsumer
+from syncapp.consumers import V03Consumer, V04HttpEndpoint, V04WsConsumer
 from syncapp.routing import TransportRouter
-from syncapp.rpc_consumers import RpcSyncConsumer
-from syncapp.rpc_http import RpcHttpEndpoint
 
-GUARD = "tests.hooks.reject_all"
+GUARD = "tests.support.hooks.reject_all"
 
 endpoints_04 = {
-    "websocket": RpcSyncConsumer.as_asgi(validate_payload=GUARD),
-    "http": RpcHttpEndpoint(validate_payload=GUARD),
+    "websocket": V04WsConsumer.as_asgi(validate_payload=GUARD),
+    "http": V04HttpEndpoint(validate_payload=GUARD),
 }
 application = ProtocolTypeRouter(
     {
         "http": TransportRouter(None, **endpoints_04),
         "websocket": TransportRouter(
-            URLRouter([re_path(r"^sync/websocket$", SyncConsumer.as_asgi(validate_payload=GUARD))]), **endpoints_04
+            URLRouter([re_path(r"^sync/websocket$", V03Consumer.as_asgi(validate_payload=GUARD))]), **endpoints_04
         ),
     }
 )

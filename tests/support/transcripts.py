@@ -8,7 +8,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 _CREATED_AT = re.compile(r'"createdAt":"[0-9T:.\-]+Z"')
 

@@ -7,7 +7,7 @@ from channels.routing import URLRouter
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 
 from syncapp.routing import TransportRouter, websocket_urlpatterns
-from tests.wsclient import Client, event, events  # noqa: F401  (the same event shape in both generations)
+from tests.support.v03_client import Client, event, events  # noqa: F401  (the same event shape in both generations)
 
 websocket_application = TransportRouter(URLRouter(websocket_urlpatterns))
 

@@ -5,9 +5,9 @@ RPC envelopes: ``Request`` / ``Ack`` / ``Interrupt`` / ``Ping`` from the client,
 ``Chunk`` / ``Exit`` / ``Pong`` / ``Defect`` from the server. The domain types
 (events, pull responses, errors) are Effect Schema encodings: ``Option`` as
 ``{"_tag": "None"}`` / ``{"_tag": "Some", "value": …}``, typed errors with their
-``_tag`` written last. As in ``syncapp.protocol``, msgspec decodes into typed
-structs and encodes fields in declaration order, which reproduces the
-reference's bytes; events reuse ``protocol.Event`` (the same six keys).
+``_tag`` written last. msgspec decodes into typed structs and encodes fields
+in declaration order, which reproduces the reference's bytes; events are
+``syncapp.wire.Event``, as in 0.3 (the same six keys).
 
 Pull responses are assembled from items encoded once each (``msgspec.Raw``):
 a page is cut at 100 events or ~900 kB, and one broadcast page serves every
@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from . import pages
-from .protocol import Event, InvalidBatch, SeqNum, prepare_batch
+from .. import pages
+from ..wire import Event, InvalidBatch, SeqNum, prepare_batch
 
 # The reference's MAX_PULL_EVENTS_PER_MESSAGE in 0.4.0 (its byte limit is pages.MAX_PAGE_BYTES).
 MAX_PAGE_EVENTS = 100
@@ -224,7 +224,7 @@ class PullResponse(msgspec.Struct):
 PONG_RESULT = {"_tag": "SyncMessage.Pong"}
 
 
-class ProtocolError(ValueError):
+class InvalidRpcMessage(ValueError):
     """A frame or body that is not an RPC message: answered with a connection-level Defect."""
 
     def __init__(self, defect):
@@ -232,11 +232,11 @@ class ProtocolError(ValueError):
         self.defect = defect
 
 
-class PayloadError(ValueError):
+class InvalidPayload(ValueError):
     """A request whose payload does not match its schema: answered with an Exit Die for that request."""
 
 
-class UnknownTag(ValueError):
+class UnknownRpc(ValueError):
     """A request for an RPC this endpoint does not have."""
 
 
@@ -245,23 +245,23 @@ _encoder = msgspec.json.Encoder()
 
 
 def decode(data):
-    """Decode one client message (str or bytes), or raise ProtocolError with the Defect to send."""
+    """Decode one client message (str or bytes), or raise InvalidRpcMessage with the Defect to send."""
     try:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise ProtocolError({"name": "SyntaxError", "message": str(exc)}) from None
+        raise InvalidRpcMessage({"name": "SyntaxError", "message": str(exc)}) from None
     except RecursionError:
-        raise ProtocolError({"name": "SyntaxError", "message": "JSON is nested too deeply"}) from None
+        raise InvalidRpcMessage({"name": "SyntaxError", "message": "JSON is nested too deeply"}) from None
 
 
 def decode_payload(request, allowed_tags):
-    """The typed payload of ``request``; UnknownTag or PayloadError when it cannot be served.
+    """The typed payload of ``request``; UnknownRpc or InvalidPayload when it cannot be served.
 
-    A push's batch goes through ``protocol.prepare_batch``, as a 0.3 push does:
+    A push's batch goes through ``wire.prepare_batch``, as a 0.3 push does:
     the same events are refused, and stored the same way, on every transport.
     """
     if request.tag not in allowed_tags:
-        raise UnknownTag(f"Unknown request tag: {request.tag}")
+        raise UnknownRpc(f"Unknown request tag: {request.tag}")
     try:
         payload = _payload_decoders[request.tag].decode(request.payload)
         if type(payload) is PushPayload:
@@ -269,11 +269,11 @@ def decode_payload(request, allowed_tags):
             if type(payload.backendId) is SomeBackendId and "\x00" in payload.backendId.value:
                 raise InvalidBatch("`$.backendId` contains a NUL character")
     except msgspec.DecodeError as exc:
-        raise PayloadError(_effect_style_error(request.tag, str(exc))) from None
+        raise InvalidPayload(_effect_style_error(request.tag, str(exc))) from None
     except InvalidBatch as exc:
-        raise PayloadError(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ {exc}") from None
+        raise InvalidPayload(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ {exc}") from None
     except RecursionError:
-        raise PayloadError(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ JSON is nested too deeply") from None
+        raise InvalidPayload(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ JSON is nested too deeply") from None
     return payload
 
 
@@ -355,8 +355,3 @@ def pull_response(items, backend_id, remaining):
 def live_pages(items, backend_id):
     """The ``NoMore`` PullResponses a live subscriber receives for one committed batch."""
     return [pull_response(run, backend_id, 0) for run in split_items(items)]
-
-
-def to_builtins(message):
-    """A message as plain dicts and lists, the shape hooks receive."""
-    return msgspec.json.decode(_encoder.encode(message))

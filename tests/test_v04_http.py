@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 
 from syncapp import db, storage
-from tests.rpcclient import event, events, http_call, pull_payload, push_payload, request
+from tests.support.v04_client import event, events, http_call, pull_payload, push_payload, request
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -74,7 +74,7 @@ async def test_non_json_body_is_a_syntax_error_defect(store_id):
     assert replies[0]["_tag"] == "Defect" and replies[0]["defect"]["name"] == "SyntaxError"
 
 
-@override_settings(LIVESYNC={"VALIDATE_PAYLOAD": "tests.hooks.reject_all"})
+@override_settings(LIVESYNC={"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all"})
 async def test_rejected_payload_is_400_with_the_references_text(store_id):
     status, _, body = await call(
         store_id, request("1", "SyncHttpRpc.Ping", {"storeId": store_id}), payload={"authToken": "nope"}

@@ -1,5 +1,8 @@
 """Hooks the tests configure through LIVESYNC import strings."""
 
+import asyncio
+import os
+
 seen = []
 
 
@@ -46,3 +49,9 @@ def record_with_context(message, context):
 def fail(message, *context):
     """A hook that always raises: request hooks reject with it, response hooks are logged."""
     raise RuntimeError("hook failed on purpose")
+
+
+async def slow_pull(message):
+    """(Installed by ``tests.faults.settings`` in a server process.) Make a pull whose requestId starts with ``slow`` take LIVESYNC_FAULTS_SLOW_PULL_SECONDS."""
+    if str(message.get("requestId", "")).startswith("slow"):
+        await asyncio.sleep(float(os.environ.get("LIVESYNC_FAULTS_SLOW_PULL_SECONDS", "0")))

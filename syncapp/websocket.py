@@ -44,7 +44,7 @@ class ClientGone(Exception):
 class StoreSocketConsumer(AsyncWebsocketConsumer):
     """Base of the sync consumers: handshake, hub membership, inbox, graceful shutdown.
 
-    Subclasses set ``generation`` ("0.3" or "0.4"), handle frames in
+    Subclasses set ``generation`` (``syncapp.generations``), handle frames in
     ``receive`` and store messages in ``livesync_events`` / ``livesync_head``.
     ``as_asgi(validate_payload=callable_or_import_string)`` overrides
     ``LIVESYNC["VALIDATE_PAYLOAD"]`` for one mount.
@@ -75,8 +75,6 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         self.inbox = asyncio.Queue()
         # Held while a message is handled: a store message is written at once only when it is free.
         self.turn = asyncio.Lock()
-        # True while this socket's own push is announced, so that its echo is written at once.
-        self.announcing = False
         # Set once the server decided to close the socket: nothing more is queued or sent for it.
         self.closing = False
         self._closing_tasks = set()
@@ -180,7 +178,9 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         try:
             if not self.inbox.empty():
                 self.deliver(message)
-            elif self.announcing:
+            elif message.get("origin_socket") == self.socket_id:
+                # This socket's own push, announced by its own handler (which holds the turn): the echo
+                # leaves right after the acknowledgement.
                 await self._write_at_once(message)
             elif not self.turn.locked():
                 async with self.turn:

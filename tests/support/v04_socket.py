@@ -1,6 +1,6 @@
-"""Raw clients of both protocol generations over real sockets, for tests that send what no LiveStore client would.
+"""A raw 0.4 client over a real socket, for tests that send what no LiveStore client would.
 
-``SyncSocket`` (0.3, from the fault tests) checks that its stream is contiguous. ``RpcSocket`` is a 0.4
+(``tests.support.v03_socket.SyncSocket`` is its 0.3 counterpart.) ``RpcSocket`` is a 0.4
 ``makeWsSync`` socket read by a background task: answers are collected per request id, and each live pull's
 events are checked the same way (no gap, no duplicate), so a test asserts the invariant and not a sample.
 """
@@ -11,8 +11,7 @@ from urllib.parse import quote
 
 import websockets
 
-from tests.faults.wire import SyncSocket, store_url  # noqa: F401  (the 0.3 side of this module)
-from tests.rpcclient import pull_payload, push_payload, query, request
+from tests.support.v04_client import pull_payload, push_payload, query, request
 
 
 def rpc_url(base_url, store_id):

@@ -1,0 +1,116 @@
+"""The layout the README's architecture section describes, checked on the source itself.
+
+A new reader traces a push frame → codec → core → storage → fan-out; these
+checks keep that path one-way: no module imports one that imports it back,
+the generations' codecs and transports never reach the database, and the
+core and storage never know a frame.
+"""
+
+import ast
+from pathlib import Path
+
+import syncapp
+
+PACKAGE = Path(syncapp.__file__).parent
+
+TRANSPORTS = ("syncapp.v03", "syncapp.v04", "syncapp.websocket", "syncapp.consumers")
+DATABASE = ("django.db", "syncapp.storage", "syncapp.db")
+FRAMES = ("syncapp.v03", "syncapp.v04", "syncapp.websocket", "syncapp.consumers", "channels")
+
+
+def module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules():
+    return {
+        module_name(path): path
+        for path in PACKAGE.rglob("*.py")
+        if "migrations" not in path.parts and "templates" not in path.parts
+    }
+
+
+def imports_of(name, path, known):
+    """Every module ``name`` imports, at module level or inside functions, resolved to full names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module
+            found.add(target)
+            # ``from . import storage`` imports the module syncapp.storage.
+            found.update(f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in known)
+    return found
+
+
+def import_graph():
+    known = modules()
+    return {name: imports_of(name, path, known) for name, path in known.items()}
+
+
+def within(name, prefixes):
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def test_no_module_of_syncapp_imports_one_that_imports_it_back():
+    graph = import_graph()
+    internal = {name: {target for target in targets if target in graph} for name, targets in graph.items()}
+    cycles = []
+    state = {}
+
+    def visit(name, path):
+        state[name] = "open"
+        for target in sorted(internal[name]):
+            if state.get(target) == "open":
+                cycles.append(" → ".join([*path[path.index(target) :], target]))
+            elif target not in state:
+                visit(target, [*path, target])
+        state[name] = "done"
+
+    for name in sorted(internal):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_the_generations_codecs_and_transports_never_reach_the_database():
+    graph = import_graph()
+    offenders = {
+        name: sorted(target for target in targets if within(target, DATABASE))
+        for name, targets in graph.items()
+        if within(name, TRANSPORTS)
+    }
+    assert {name: targets for name, targets in offenders.items() if targets} == {}
+
+
+def test_the_core_and_storage_know_no_frame_and_no_socket():
+    graph = import_graph()
+    for name in ("syncapp.core", "syncapp.storage", "syncapp.db", "syncapp.wire", "syncapp.messages"):
+        assert not [target for target in graph[name] if within(target, FRAMES)], name
+
+
+def test_a_push_of_either_generation_reaches_storage_through_the_core():
+    graph = import_graph()
+    assert "syncapp.core" in graph["syncapp.v03.consumer"]
+    assert "syncapp.core" in graph["syncapp.v04.calls"]
+    assert "syncapp.v04.calls" in graph["syncapp.v04.ws"] and "syncapp.v04.calls" in graph["syncapp.v04.http"]
+    committers = sorted(name for name in graph if "eventlog" in {t.rpartition(".")[2] for t in graph[name]})
+    # Only the core commits pushes; the others use eventlog for resets and connection notes.
+    source = {name: modules()[name].read_text() for name in committers}
+    assert [name for name, text in source.items() if "eventlog.commit(" in text] == ["syncapp.core"]
+
+
+def test_the_former_endpoint_names_still_import():
+    from syncapp.consumers import RpcHttpEndpoint, RpcSyncConsumer, SyncConsumer
+    from syncapp.v03.consumer import V03Consumer
+    from syncapp.v04.http import V04HttpEndpoint
+    from syncapp.v04.ws import V04WsConsumer
+
+    assert (SyncConsumer, RpcSyncConsumer, RpcHttpEndpoint) == (V03Consumer, V04WsConsumer, V04HttpEndpoint)
