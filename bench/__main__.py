@@ -5,6 +5,7 @@
     python -m bench --compare             # livesync (SQLite; PostgreSQL + Redis) and the 0.3.1 reference, alternating
     python -m bench --large               # also 100,000-event pulls, 200 subscribers, 10,000 idle sockets
     python -m bench --layers              # livesync on Redis's two channel layers, 1 and 2 processes
+    python -m bench --ceilings            # also the machine's limits: daphne echo, PostgreSQL and SQLite commits
 
 Scenarios: 1 push throughput, 2 cold pull, 3 fan-out latency, 4 many stores, 5 idle connections,
 6 scale-out (1, 2 and 4 daphne processes on PostgreSQL + Redis; not with --url). Each livesync server runs
@@ -27,7 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import report, scenarios
+from bench import ceilings, report, scenarios
 from bench.clients import CLIENTS
 from bench.runner import JobFailed, run_job
 from bench.servers import (
@@ -38,6 +39,7 @@ from bench.servers import (
     LivesyncServer,
     ReferenceServer,
     Unavailable,
+    postgres_and_redis_problem,
     reference_problem,
 )
 
@@ -74,6 +76,12 @@ def parse_args(argv):
         action="store_true",
         help=f"livesync on PostgreSQL with 1 and 2 processes on each Redis channel layer ({', '.join(LAYERS)}), "
         f"0.3 client, scenarios {','.join(LAYER_SCENARIOS)} with 20 and 200 subscribers",
+    )
+    parser.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="also measure the machine's limits (a bare Channels echo under daphne, PostgreSQL and SQLite commit "
+        "rates) and show livesync's batch-1 push as a share of them",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run each scenario N times, in alternating order; tables show medians"
@@ -215,9 +223,12 @@ def main(argv=None):
     config = scenarios.Config.make(large=args.large, layers=args.layers)
     env = environment()
     started = time.monotonic()
-    results, scaleout, unavailable = {}, None, {}
+    results, scaleout, unavailable, limits = {}, None, {}, None
     with tempfile.TemporaryDirectory(prefix="livesync-bench-") as workdir:
         targets, ratios = make_targets(args, workdir)
+        if args.ceilings:
+            log("ceilings ...")
+            limits = ceilings.measure(workdir, postgres_problem=postgres_and_redis_problem())
         if args.compare and not args.no_reference and reference_problem():
             unavailable["reference"] = reference_problem()
         for name in args.scenarios:
@@ -264,6 +275,8 @@ def main(argv=None):
             title, _ = scenarios.SCENARIOS[name]
             out.append(report.scenario_table(title, scenarios.describe(name, config), results[name], ratios))
     # The targets are livesync against the 0.3.1 reference, with the client of that protocol.
+    if limits is not None:
+        out.append(report.ceilings_table(limits, results.get("push", {}), targets))
     checked = [t.name for t in targets if t.protocol == "0.3" and t.name != report.REFERENCE]
     checks = report.check_targets(results, scaleout, config, checked) if checked and not args.layers else []
     if checks:
@@ -282,6 +295,7 @@ def main(argv=None):
             "compare": args.compare,
             "large": args.large,
             "layers": args.layers,
+            "ceilings": args.ceilings,
             "protocols": args.protocols,
             "rounds": args.rounds,
             "scenarios": args.scenarios,
@@ -290,6 +304,7 @@ def main(argv=None):
         "servers": {t.name: t.description for t in targets},
         "ratios": ratios,
         "results": results,
+        "ceilings": limits,
         "scaleout": {str(k): v for k, v in (scaleout or {}).items()},
         "targets": [dict(zip(("target", "server", "verdict", "measured"), c, strict=True)) for c in checks],
         "metrics": {k: {"label": v[0], "better": v[2]} for k, v in scenarios.METRICS.items()},

@@ -286,3 +286,48 @@ def check_targets(results, scaleout, config, livesync):
 def targets_table(checks):
     rows = [[text, target, verdict, measured] for text, target, verdict, measured in checks]
     return "## Targets\n" + _table(["target", "server", "verdict", "measured"], rows, right=())
+
+
+# Share of the lower ceiling a batch-1 push should reach (issue: at least half).
+CEILING_SHARE_TARGET = 0.5
+
+
+def ceilings_table(limits, push_results, targets):
+    """The machine's limits, then each livesync server's batch-1 push as a share of the lower of its two."""
+    echo, sqlite, postgres = limits["echo"], limits["sqlite"], limits["postgres"]
+    rows = [
+        ["bare Channels echo under daphne: sequential round trips/s", _fmt("{:,.0f}", echo["per_s"])],
+        ["bare Channels echo: daphne CPU per round trip (ms)", _fmt("{:.2f}", echo["server_cpu_ms"])],
+        ["SQLite WAL, synchronous=FULL: 1-row commits/s", _fmt("{:,.0f}", sqlite["commits_per_s"])],
+    ]
+    if "unavailable" in postgres:
+        rows.append(["PostgreSQL: unavailable", postgres["unavailable"]])
+    else:
+        rows += [
+            [
+                "PostgreSQL, one connection, synchronous_commit=on: 1-row commits/s",
+                _fmt("{:,.0f}", postgres["commits_per_s"]),
+            ],
+            ["PostgreSQL, one connection: events/s in 100-row commits", _fmt("{:,.0f}", postgres["events_per_s_100"])],
+        ]
+    text = "## Ceilings (this machine, this run)\n" + _table(["limit", "measured"], rows)
+    shares = []
+    for target in targets:
+        backend = getattr(target, "backend", None)
+        entry = push_results.get(target.name, {})
+        pushed = entry.get("metrics", {}).get("push_b1_eps")
+        ceiling = ceilings_lower(limits, backend)
+        if backend is None or pushed is None or ceiling is None:
+            continue
+        share = pushed / ceiling
+        verdict = "PASS" if share >= CEILING_SHARE_TARGET else "MISS"
+        shares.append([target.name, _fmt("{:,.0f}", pushed), _fmt("{:,.0f}", ceiling), f"{share:.0%}", verdict])
+    if shares:
+        text += "\n\nbatch-1 push as a share of the lower of (echo, the backend's commit rate); target >= 50%\n"
+        text += _table(["server", "push events/s", "lower ceiling", "share", "verdict"], shares)
+    return text
+
+
+def ceilings_lower(limits, backend):
+    database = limits.get(backend, {}).get("commits_per_s")
+    return None if database is None else min(limits["echo"]["per_s"], database)

@@ -119,6 +119,19 @@ def push(server, config):
         metrics[metric(f"push_b{batch}_ack_p50", f"batch {batch}: ack p50 (ms)", "{:.1f}", "lower")] = result["ack_ms"][
             "p50"
         ]
+        if batch == 1:
+            pushes = config.push_total
+            metrics[metric("push_b1_server_cpu_ms", "batch 1: server CPU per push (ms)", "{:.2f}", "lower")] = (
+                1000 * result.get("server_cpu_s", 0.0) / pushes
+            )
+            metrics[
+                metric(
+                    "push_b1_total_cpu_ms",
+                    "batch 1: server + database + Redis CPU per push (ms)",
+                    "{:.2f}",
+                    "lower",
+                )
+            ] = 1000 * (result.get("server_cpu_s", 0.0) + result.get("other_cpu_s", 0.0)) / pushes
         if "ok" in result:
             metrics[
                 metric(f"push_b{batch}_ok", f"batch {batch}: every process got every event, in order", "{}", None)

@@ -79,7 +79,7 @@ class ExternalServer(Server):
         self.description = f"{url}, {protocol} client" + (f" (pid {pid})" if pid else "")
 
 
-def _postgres_and_redis_problem():
+def postgres_and_redis_problem():
     from tests.support.services import POSTGRES_URL, REDIS_URL, reachable
 
     for label, url in (("PostgreSQL", POSTGRES_URL), ("Redis", REDIS_URL)):
@@ -138,7 +138,7 @@ class LivesyncServer(Server):
 
     def problem(self):
         if self.backend == "postgres":
-            return _postgres_and_redis_problem()
+            return postgres_and_redis_problem()
         return None
 
     def start(self):

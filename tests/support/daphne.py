@@ -45,13 +45,25 @@ def free_port():
 class DaphneServer:
     """``daphne -b 127.0.0.1 -p <port> livesync_project.asgi:application`` run from the repository root.
 
+    ``application`` names another ASGI application to serve (the bench's bare echo consumer).
+
     Started by ``start()`` or ``with``; ``stop()`` sends SIGTERM, ``kill()`` SIGKILL, and ``start()`` again
     restarts it on the same port. Its output goes to ``log_path`` (appended across restarts). ``daphne_args``
     are extra daphne command-line options, e.g. ``("--ping-interval", "1", "--ping-timeout", "3")``.
     """
 
-    def __init__(self, log_path, settings=None, port=None, ready_timeout=30.0, daphne_args=(), ready_host=None):
+    def __init__(
+        self,
+        log_path,
+        settings=None,
+        port=None,
+        ready_timeout=30.0,
+        daphne_args=(),
+        ready_host=None,
+        application="livesync_project.asgi:application",
+    ):
         self.log_path = Path(log_path)
+        self.application = application
         self.settings = dict(settings or {})
         self.port = port or free_port()
         self.ready_timeout = ready_timeout
@@ -85,7 +97,7 @@ class DaphneServer:
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), *self.daphne_args]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [*command, "livesync_project.asgi:application"],
+                [*command, self.application],
                 cwd=REPO_ROOT,
                 env=server_environment(self.settings),
                 stdout=log,
