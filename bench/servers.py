@@ -88,10 +88,10 @@ def postgres_and_redis_problem():
     return None
 
 
-# The Redis channel layers livesync can run on: the project's settings, or bench/pubsub_settings.py.
+# The Redis channel layers livesync can run on, chosen as the example project chooses them.
 LAYERS = {
-    "core": ("channels_redis.core.RedisChannelLayer", {}),
-    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {"DJANGO_SETTINGS_MODULE": "bench.pubsub_settings"}),
+    "core": ("channels_redis.core.RedisChannelLayer", {"LIVESYNC_CHANNEL_LAYER": "core"}),
+    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {"LIVESYNC_CHANNEL_LAYER": "pubsub"}),
 }
 
 
@@ -100,7 +100,7 @@ class LivesyncServer(Server):
 
     ``backend="sqlite"``: the embedded default (a new SQLite file, the in-memory channel layer; one process).
     ``backend="postgres"``: a new PostgreSQL database and Redis (``tests/services.py`` finds both), on the
-    channel layer ``layer`` (a key of ``LAYERS``). ``protocol`` is the client the load generator speaks to it.
+    channel layer ``layer`` (a key of ``LAYERS``; the project's default, core, if None). ``protocol`` is the client the load generator speaks to it.
     """
 
     def __init__(
@@ -110,13 +110,13 @@ class LivesyncServer(Server):
         workdir=None,
         name=None,
         extra_settings=None,
-        layer="core",
+        layer=None,
         protocol="0.3",
     ):
         super().__init__()
         if backend == "sqlite" and processes != 1:
             raise ValueError("the embedded default serves from one process")
-        if backend == "sqlite" and layer != "core":
+        if backend == "sqlite" and layer is not None:
             raise ValueError("the embedded default has the in-memory channel layer")
         self.backend = backend
         self.processes = processes
@@ -124,7 +124,7 @@ class LivesyncServer(Server):
         self.name = name or f"livesync-{backend}" + protocol_suffix(protocol)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livesync-bench-"))
         self._own_workdir = workdir is None  # a directory of our own is removed on stop()
-        layer_class, layer_settings = LAYERS[layer]
+        layer_class, layer_settings = LAYERS[layer or "core"]
         self.extra_settings = {**layer_settings, **(extra_settings or {})}
         self.servers = []
         self._stack = None

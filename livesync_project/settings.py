@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -92,13 +93,26 @@ REDIS_URL = os.environ.get("REDIS_URL")
 # Longer than channels_redis's 5 s blocking read, which redis-py's default
 # timeout would otherwise cut as a failure every time a process is idle.
 REDIS_SOCKET_TIMEOUT = 10
+# channels_redis's two layers. "core" (the default) keeps groups in Redis (about 16 commands per push);
+# "pubsub" costs one PUBLISH per push and half the server CPU, and livesync's hub bounds its queue and
+# detects its outages itself (syncapp/hub.py). See the README's "Channel layers".
+REDIS_CHANNEL_LAYERS = {
+    "pubsub": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {}},
+    "core": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"capacity": 1000}},
+}
+
+
+def redis_channel_layer(url, kind="core"):
+    """The ``CHANNEL_LAYERS["default"]`` of the Redis layer ``kind`` (a key of REDIS_CHANNEL_LAYERS) at ``url``."""
+    if kind not in REDIS_CHANNEL_LAYERS:
+        raise ImproperlyConfigured(f"LIVESYNC_CHANNEL_LAYER must be one of {', '.join(REDIS_CHANNEL_LAYERS)}")
+    layer = REDIS_CHANNEL_LAYERS[kind]
+    hosts = [{"address": url, "socket_timeout": REDIS_SOCKET_TIMEOUT}]
+    return {"BACKEND": layer["BACKEND"], "CONFIG": {"hosts": hosts, **layer["CONFIG"]}}
+
+
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}], "capacity": 1000},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", "core"))}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 

@@ -23,6 +23,7 @@ import uuid
 import weakref
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
 from . import conf, db, messages, storage
@@ -33,6 +34,11 @@ _hubs = weakref.WeakKeyDictionary()
 
 # Store messages waiting to go out through the channel layer, per process.
 OUTGOING_LIMIT = 10_000
+# Store messages waiting for this hub in a layer that does not bound its queues (the pub/sub layer): past
+# this, they are dropped and the stores' sockets catch up from the database at the next head check.
+INBOUND_LIMIT = 10_000
+# Head checks a probe may stay unanswered before the layer counts as down (one would be a slow event loop).
+PROBE_PATIENCE = 2
 # The message a hub sends itself to learn whether the channel layer answers again.
 PROBE = "livesync.probe"
 # How long stop() waits for the hub's cancelled loops to end.
@@ -69,6 +75,14 @@ async def _twice(call, *args):
         return await call(*args)
 
 
+def _unbounded_queue(layer, channel_name):
+    """The pub/sub layer's queue of ``channel_name`` in this event loop, or None for a layer that bounds its own."""
+    loop_layer = getattr(layer, "_get_layer", None)
+    if not isinstance(layer, RedisPubSubChannelLayer) or loop_layer is None:
+        return None
+    return getattr(loop_layer(), "channels", {}).get(channel_name)
+
+
 def _unless_cancelled():
     """Raise CancelledError if the running task was cancelled but is still running.
 
@@ -97,9 +111,13 @@ class Hub:
         self.suspect_heads = {}
         self.channel_name = None
         self.layer_down = False
+        # Head checks since the hub's last probe went out unanswered (None: no probe is out).
+        self.probe_unanswered = None
         # Stores with a socket whose repair failed (database down): nudged at the next head check that works.
         self.repairs_wanted = set()
         self._outgoing = asyncio.Queue()
+        # The pub/sub layer's own queue of messages for this hub, which that layer does not bound.
+        self._inbound = None
         self._tasks = []
         self._starting = asyncio.Lock()
 
@@ -180,6 +198,7 @@ class Hub:
             if self._tasks:
                 return
             self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
+            self._inbound = _unbounded_queue(self.layer, self.channel_name)
             self._tasks = [
                 asyncio.ensure_future(self._receive_loop()),
                 asyncio.ensure_future(self._check_loop()),
@@ -227,8 +246,11 @@ class Hub:
                 self._layer_failed(exc)
                 await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
                 continue
-            if message.get("origin") != self.id and message["type"] != PROBE:
+            if message["type"] == PROBE:
+                self.probe_unanswered = None
+            elif message.get("origin") != self.id:
                 await self._deliver(message)
+            self._bound_inbound_backlog()
 
     async def _deliver(self, message):
         store_id = message.get("store_id")
@@ -247,6 +269,8 @@ class Hub:
                     await self._rejoin()
                 except Exception:  # noqa: BLE001 - still down; the outage was logged once
                     pass
+            elif self._inbound is not None:
+                await self._probe()
             if not self.members:
                 continue
             try:
@@ -255,6 +279,48 @@ class Hub:
                 logger.debug("head check failed", exc_info=True)
                 continue
             await self._nudge_stale(heads)
+
+    async def _probe(self):
+        """Send the hub a message through the layer; one still unanswered PROBE_PATIENCE checks later is an outage.
+
+        Only on the pub/sub layer: a process that only receives would never
+        learn of an outage there, because the layer reconnects on its own and
+        drops what was published meanwhile (``RedisChannelLayer``'s receive
+        fails instead). The outage is then logged, and once Redis answers again
+        the hub joins its groups anew (``_rejoin``). The head checks deliver the
+        events either way.
+        """
+        if self.probe_unanswered is not None:
+            self.probe_unanswered += 1
+            if self.probe_unanswered >= PROBE_PATIENCE:
+                self.probe_unanswered = None
+                self._layer_failed("a message the hub sent itself did not come back")
+            return
+        try:
+            await _twice(self.layer.send, self.channel_name, {"type": PROBE})
+        except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+            self._layer_failed(exc)
+            return
+        self.probe_unanswered = 0
+
+    def _bound_inbound_backlog(self):
+        """Drop this hub's backlog in a layer with unbounded queues once it passes INBOUND_LIMIT.
+
+        channels_redis's pub/sub layer queues every message for a channel
+        without limit (``RedisPubSubLoopLayer.channels``). A hub that falls that
+        far behind would hold them all in memory; its sockets catch up from the
+        database instead, as after any lost broadcast.
+        """
+        queue = self._inbound
+        if queue is None or queue.qsize() <= INBOUND_LIMIT:
+            return
+        dropped = queue.qsize()
+        while not queue.empty():
+            queue.get_nowait()
+        self.repairs_wanted.update(self.members)
+        logger.warning(
+            "dropped %s store messages waiting for this process: its sockets catch up from the database", dropped
+        )
 
     def repair_later(self, store_id):
         self.repairs_wanted.add(store_id)

@@ -11,7 +11,7 @@ import tempfile
 import dj_database_url
 
 from livesync_project.settings import *  # noqa: F403
-from livesync_project.settings import REDIS_SOCKET_TIMEOUT, SQLITE_OPTIONS
+from livesync_project.settings import SQLITE_OPTIONS, redis_channel_layer
 from tests.support.services import POSTGRES_URL, REDIS_URL
 
 BACKEND = os.environ.get("LIVESYNC_TEST_BACKEND", "sqlite")
@@ -20,12 +20,7 @@ if BACKEND == "postgres":
     DATABASES = {"default": dj_database_url.parse(POSTGRES_URL, conn_max_age=0)}
     # One test database per run, so concurrent runs on one machine never collide.
     DATABASES["default"]["TEST"] = {"NAME": f"test_livesync_{os.getpid()}"}
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}], "capacity": 1000},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", "core"))}
 else:
     _test_db = os.path.join(tempfile.gettempdir(), f"livesync-test-{os.getpid()}.sqlite3")
     DATABASES = {

@@ -242,3 +242,38 @@ def test_a_read_of_large_events_holds_about_its_byte_budget_and_the_rest_follows
     assert first.remaining == 6
     assert [e.seq_num for e in storage.read_page(store_id, 4, 1000).events] == [5, 6, 7, 8]
     assert [e.seq_num for e in storage.read_page(store_id, 0, 1000, max_bytes=1).events] == [1]
+
+
+def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id):
+    """One round trip per push where the database allows it (PostgreSQL): the head and the rows move together,
+    committed by the statement itself, and a stale or retried push still takes the checked path."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    storage.append(store_id, batch(1, 1), no_args)
+    with CaptureQueriesContext(connection) as queries:
+        appended = storage.append(store_id, batch(2, 4), no_args)
+    writes = [q["sql"] for q in queries.captured_queries if not q["sql"].lstrip().upper().startswith("SELECT")]
+    if connection.vendor == "postgresql":
+        assert len(writes) == 1 and writes[0].startswith("WITH moved AS"), writes
+    assert appended.already_stored == 0
+    # Committed: another connection sees the head and the rows.
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(storage.get_store(store_id).table_name)}")
+            assert cursor.fetchone()[0] == 4
+    finally:
+        other.close()
+    assert storage.head(store_id) == 4
+    with pytest.raises(storage.ParentMismatch):
+        storage.append(store_id, batch(2, 2, "stale"), no_args)
+    assert storage.append(store_id, batch(4, 5), no_args).already_stored == 1
+    assert [e.seq_num for e in storage.read_page(store_id, 0, 10).events] == [1, 2, 3, 4, 5]
+
+
+def test_a_long_push_is_stored_whole(store_id):
+    """A batch longer than a one-statement push carries takes the general path, and is stored whole."""
+    storage.append(store_id, batch(1, 12_000), no_args)
+    assert storage.head(store_id) == 12_000
+    assert len(storage.read_page(store_id, 11_990, 100).events) == 10

@@ -1,0 +1,99 @@
+"""The hub on channels_redis's pub/sub layer (``LIVESYNC_CHANNEL_LAYER=pubsub``), whose two gaps it closes itself.
+
+The layer never reports an outage to a process that only receives, and it queues messages for a channel
+without limit. Both are checked against the real Redis, through a proxy that can be cut like a network.
+"""
+
+import asyncio
+
+import pytest
+from channels.layers import channel_layers
+
+from livesync_project.settings import redis_channel_layer
+from syncapp import hub as hub_module
+from tests.support.proxy import TcpProxy
+from tests.support.services import REDIS_URL, require_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Recorder:
+    def __init__(self):
+        self.messages = []
+
+    async def offer(self, message):
+        self.messages.append(message)
+
+
+@pytest.fixture
+def pubsub_hub(settings):
+    """A hub on the pub/sub layer, with Redis behind a proxy the test can cut."""
+    require_redis()
+    with TcpProxy.for_url(REDIS_URL) as proxy:
+        settings.CHANNEL_LAYERS = {"default": redis_channel_layer(proxy.rewrite(REDIS_URL), "pubsub")}
+        settings.LIVESYNC = {"HEAD_CHECK_INTERVAL": 3600}
+        channel_layers.backends.clear()
+        yield hub_module.Hub(), proxy
+    channel_layers.backends.clear()
+
+
+async def until(condition, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+async def test_a_receive_only_process_learns_of_a_pubsub_outage_and_rejoins(pubsub_hub, caplog, store_id):
+    hub, proxy = pubsub_hub
+    member = Recorder()
+    await hub.join(store_id, member)
+    try:
+        await hub._probe()
+        assert await until(lambda: hub.probe_unanswered is None), "the probe did not come back through Redis"
+        proxy.cut()
+        for _ in range(hub_module.PROBE_PATIENCE + 1):
+            await hub._probe()
+            await asyncio.sleep(0.2)
+        assert hub.layer_down
+        assert sum("channel layer unreachable" in r.getMessage() for r in caplog.records) == 1
+        proxy.restore()
+        assert await rejoin(hub), "the hub did not come back once Redis answered"
+        message = {"type": "livesync.events", "first": 1, "last": 1, "store_id": store_id, "origin": "other"}
+        for _ in range(50):
+            await hub.layer.group_send(hub_module.messages.group_name(store_id), message)
+            if await until(lambda: member.messages, timeout=0.2):
+                break
+        assert member.messages, "no broadcast reached the hub after the outage"
+    finally:
+        await hub.stop()
+
+
+async def rejoin(hub, attempts=50):
+    """What the hub's head check does while the layer is down, until Redis answers (True) or attempts run out."""
+    for _ in range(attempts):
+        try:
+            await hub._rejoin()
+            return True
+        except Exception:  # noqa: BLE001 - Redis still coming back; the next try counts
+            await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_hub_far_behind_on_the_pubsub_layer_drops_its_backlog_and_repairs_from_storage(
+    pubsub_hub, monkeypatch, caplog, store_id
+):
+    hub, _ = pubsub_hub
+    monkeypatch.setattr(hub_module, "INBOUND_LIMIT", 5)
+    member = Recorder()
+    await hub.join(store_id, member)
+    try:
+        assert hub._inbound is not None, "the pub/sub layer's queue for the hub was not found"
+        for index in range(20):
+            hub._inbound.put_nowait({"type": "livesync.events", "first": index, "last": index, "store_id": store_id})
+        hub._bound_inbound_backlog()
+        assert hub._inbound.qsize() == 0
+        assert store_id in hub.repairs_wanted
+        assert any("dropped 20 store messages" in r.getMessage() for r in caplog.records)
+    finally:
+        await hub.stop()
