@@ -377,6 +377,13 @@ def _move_head_sql(generation):
     )
 
 
+def _move_head_parameters(location, pending, parent):
+    """The parameters of ``_move_head_sql``: the new head and its stamps, then the store, ``parent`` and backendId."""
+    now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
+    stamps = [now, now] if pending.generation else [now]
+    return [pending.batch[-1].seqNum, *stamps, location.pk, parent, location.backend_id]
+
+
 # The reference's eventlog columns, in its order (a D1 table maps onto them 1:1).
 EVENT_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
 
@@ -543,9 +550,7 @@ def _append_alone(location, pending, created_at):
     if len(batch) > ALONE_MAX_EVENTS or chain_break(batch) is not None:
         return None
     rows = _rows(pending, created_at)
-    now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
-    stamps = [now, now] if pending.generation else [now]
-    parameters = [batch[-1].seqNum, *stamps, location.pk, batch[0].parentSeqNum, location.backend_id]
+    parameters = _move_head_parameters(location, pending, batch[0].parentSeqNum)
     with connection.cursor() as cursor:
         cursor.execute(
             _append_alone_sql(location.table_name, pending.generation, len(rows)),
@@ -593,12 +598,10 @@ def _append_at(cursor, location, pending, created_at):
     broken = chain_break(batch)
     rows = _rows(pending, created_at)
     skipped = 0
-    now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
-    stamps = [now, now] if pending.generation else [now]
     move_head = _move_head_sql(pending.generation)
     while True:
         if broken is None:
-            cursor.execute(move_head, [batch[-1].seqNum, *stamps, location.pk, rows[skipped][1], location.backend_id])
+            cursor.execute(move_head, _move_head_parameters(location, pending, rows[skipped][1]))
             if cursor.rowcount == 1:
                 break
         stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
