@@ -6,6 +6,7 @@
     python -m bench --large               # also 100,000-event pulls, 200 subscribers, 10,000 idle sockets
     python -m bench --layers              # livesync on Redis's two channel layers, 1 and 2 processes
     python -m bench --ceilings            # also the machine's limits: daphne echo, PostgreSQL and SQLite commits
+    python -m bench --stores              # also 1,000 and 10,000 new stores (--large: 100,000) on both backends
 
 Scenarios: 1 push throughput, 2 cold pull, 3 fan-out latency, 4 many stores, 5 idle connections,
 6 scale-out (1, 2 and 4 daphne processes on PostgreSQL + Redis; not with --url). Each livesync server runs
@@ -28,7 +29,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ceilings, report, scenarios
+from bench import ceilings, report, scenarios, stores
 from bench.clients import CLIENTS
 from bench.runner import JobFailed, run_job
 from bench.servers import (
@@ -84,6 +85,17 @@ def parse_args(argv):
         "rates) and show livesync's batch-1 push as a share of them",
     )
     parser.add_argument(
+        "--stores",
+        action="store_true",
+        help="also create 1,000 and 10,000 new stores (with --large also 100,000) on SQLite and on PostgreSQL + "
+        "Redis: ms per new store in each tenth of the run, server RSS, database size per store",
+    )
+    parser.add_argument(
+        "--stores-only",
+        action="store_true",
+        help="run the --stores measurement and nothing else",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="run each scenario N times, in alternating order; tables show medians"
     )
     args = parser.parse_args(argv)
@@ -93,11 +105,15 @@ def parse_args(argv):
         parser.error("--layers starts its own servers; it excludes --url and --compare")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.stores_only:
+        args.stores, args.only = True, None
     args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not args.protocols or set(args.protocols) - set(CLIENTS):
         parser.error(f"--protocols: choose from {', '.join(CLIENTS)}")
     default = LAYER_SCENARIOS if args.layers else ALL_SCENARIOS
     args.scenarios = default if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.stores_only:
+        args.scenarios = []
     unknown = set(args.scenarios) - set(default)
     if unknown:
         parser.error(f"unknown scenarios{' for --layers' if args.layers else ''}: {', '.join(sorted(unknown))}")
@@ -223,12 +239,16 @@ def main(argv=None):
     config = scenarios.Config.make(large=args.large, layers=args.layers)
     env = environment()
     started = time.monotonic()
-    results, scaleout, unavailable, limits = {}, None, {}, None
+    results, scaleout, unavailable, limits, store_counts = {}, None, {}, None, None
     with tempfile.TemporaryDirectory(prefix="livesync-bench-") as workdir:
         targets, ratios = make_targets(args, workdir)
         if args.ceilings:
             log("ceilings ...")
             limits = ceilings.measure(workdir, postgres_problem=postgres_and_redis_problem())
+        if args.stores:
+            store_counts = stores.measure(
+                workdir, large=args.large, postgres_problem=postgres_and_redis_problem(), log=log
+            )
         if args.compare and not args.no_reference and reference_problem():
             unavailable["reference"] = reference_problem()
         for name in args.scenarios:
@@ -277,8 +297,14 @@ def main(argv=None):
     # The targets are livesync against the 0.3.1 reference, with the client of that protocol.
     if limits is not None:
         out.append(report.ceilings_table(limits, results.get("push", {}), targets))
+    if store_counts is not None:
+        out.append(report.stores_table(store_counts))
     checked = [t.name for t in targets if t.protocol == "0.3" and t.name != report.REFERENCE]
-    checks = report.check_targets(results, scaleout, config, checked) if checked and not args.layers else []
+    checks = (
+        report.check_targets(results, scaleout, config, checked)
+        if checked and args.scenarios and not args.layers
+        else []
+    )
     if checks:
         out.append(report.targets_table(checks))
     out.append(
@@ -296,6 +322,7 @@ def main(argv=None):
             "large": args.large,
             "layers": args.layers,
             "ceilings": args.ceilings,
+            "stores": args.stores,
             "protocols": args.protocols,
             "rounds": args.rounds,
             "scenarios": args.scenarios,
@@ -305,6 +332,7 @@ def main(argv=None):
         "ratios": ratios,
         "results": results,
         "ceilings": limits,
+        "stores": {backend: {str(k): v for k, v in runs.items()} for backend, runs in (store_counts or {}).items()},
         "scaleout": {str(k): v for k, v in (scaleout or {}).items()},
         "targets": [dict(zip(("target", "server", "verdict", "measured"), c, strict=True)) for c in checks],
         "metrics": {k: {"label": v[0], "better": v[2]} for k, v in scenarios.METRICS.items()},

@@ -14,6 +14,7 @@ sent is built by ``bench.frames`` or ``bench.frames04`` (checked against the rea
 """
 
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -267,6 +268,31 @@ async def job_idle(client_class, job):
     return measure.result(open=len(clients), still_open=still_open, failures=failures[:5], n_failures=len(failures))
 
 
+async def job_new_stores(client_class, job):
+    """``stores`` new stores, each opened by a socket of its own that pushes one event and closes,
+    ``concurrency`` at a time. After each tenth: READY with how long it took, and the job waits for the
+    parent (which samples the server's memory meanwhile)."""
+    n, url, prefix = job["stores"], job["url"], job["prefix"]
+    semaphore = asyncio.Semaphore(job.get("concurrency", 20))
+
+    async def one(index):
+        async with semaphore:
+            socket = await client_class.open(url, f"{prefix}-{index}")
+            await push_events(socket, 1, 1, client_id=f"bench-{index}")
+            await socket.close()
+
+    bounds = [round(n * tenth / 10) for tenth in range(11)]
+    seconds = []
+    with Measure() as measure:
+        for tenth in range(10):
+            started = time.perf_counter()
+            await asyncio.gather(*(one(index) for index in range(bounds[tenth], bounds[tenth + 1])))
+            seconds.append(time.perf_counter() - started)
+            report(f"READY {json.dumps({'stores': bounds[tenth + 1], 's': seconds[-1]})}")
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    return measure.result(stores=n, tenths_s=seconds, tenths_stores=[b - a for a, b in itertools.pairwise(bounds)])
+
+
 JOBS = {
     "warmup": job_warmup,
     "push": job_push,
@@ -276,6 +302,7 @@ JOBS = {
     "verify_counts": job_verify_counts,
     "scale_push": job_scale_push,
     "idle": job_idle,
+    "new_stores": job_new_stores,
 }
 
 

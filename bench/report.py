@@ -331,3 +331,41 @@ def ceilings_table(limits, push_results, targets):
 def ceilings_lower(limits, backend):
     database = limits.get(backend, {}).get("commits_per_s")
     return None if database is None else min(limits["echo"]["per_s"], database)
+
+
+def stores_table(results):
+    """Per backend and run size: ms per new store in the first and last tenth, their ratio, RSS, bytes per store."""
+    rows = []
+    for backend, runs in results.items():
+        if "unavailable" in runs:
+            rows.append([backend, "-", "unavailable: " + runs["unavailable"], "", "", "", "", ""])
+            continue
+        for count, run in runs.items():
+            first, last = run["ms_per_store"][0], run["ms_per_store"][-1]
+            rss = [run["rss_before"], *run["rss_after"]]
+            rows.append(
+                [
+                    backend,
+                    f"{count:,}",
+                    " ".join(f"{ms:.1f}" for ms in run["ms_per_store"]),
+                    f"{last / first:.2f}",
+                    f"{rss[1] / 1e6:.0f} -> {rss[-1] / 1e6:.0f}",
+                    f"{(rss[-1] - rss[1]) / 1e6:+.0f}",
+                    f"{run['database_bytes_per_store'] / 1000:.1f}",
+                    f"{run['server_cpu_ms_per_store']:.2f}",
+                ]
+            )
+    header = [
+        "backend",
+        "new stores",
+        "ms per new store, each tenth of the run",
+        "last/first",
+        "server RSS after 1st -> 10th tenth (MB)",
+        "RSS growth (MB)",
+        "database KB per store",
+        "server CPU ms per store",
+    ]
+    return (
+        "## Stores: the cost of one more (each a socket of its own: connect, pull, push 1 event, close; "
+        "20 at a time)\n" + _table(header, rows)
+    )

@@ -156,6 +156,7 @@ class LivesyncServer(Server):
             settings = {"DATABASE_URL": sqlite_database(directory)}
         else:
             settings = {"DATABASE_URL": self._stack.enter_context(postgres_database()), "REDIS_URL": REDIS_URL}
+        self.database_url = settings["DATABASE_URL"]
         settings.update(LIVESYNC_SETTINGS)
         settings.update(self.extra_settings)
         for index in range(self.processes):

@@ -116,13 +116,15 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
+_database_threads = os.environ.get("LIVESYNC_DATABASE_THREADS")
 LIVESYNC = {
     # Unset: the admin frames (AdminResetRoomReq / AdminInfoReq) are off.
     "ADMIN_SECRET": os.environ.get("LIVESYNC_ADMIN_SECRET") or None,
     # An import string (e.g. syncapp.tokens.validate_token for signed tokens), else the example's fixed token.
     "VALIDATE_PAYLOAD": os.environ.get("LIVESYNC_VALIDATE_PAYLOAD")
     or ("livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None),
-    "DATABASE_THREADS": int(os.environ.get("LIVESYNC_DATABASE_THREADS", "4")),
+    # Unset: livesync's default (one thread on SQLite, four elsewhere).
+    "DATABASE_THREADS": int(_database_threads) if _database_threads else None,
 }
 
 AUTH_PASSWORD_VALIDATORS = [

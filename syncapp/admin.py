@@ -15,10 +15,12 @@ from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.functional import cached_property
 from django.utils.http import content_disposition_header
 from django.utils.timesince import timesince
 
@@ -28,6 +30,48 @@ from .hub import existing_hub
 from .models import Store, StoreAccess
 
 EVENTS_PER_PAGE = 50
+
+# Stores past which the unfiltered store list shows PostgreSQL's estimate of their number instead of counting.
+ESTIMATE_COUNT_FROM = 10_000
+# The highest code point: every string starting with a prefix sorts below prefix + this, in binary order.
+_AFTER_EVERY_SUFFIX = "\U0010ffff"
+
+
+class StoreListPaginator(Paginator):
+    """The store list's pages, without a ``COUNT(*)`` over the registry where the database keeps a count.
+
+    PostgreSQL counts by scanning, which grows with the number of stores;
+    past ESTIMATE_COUNT_FROM its planner's estimate (``pg_class.reltuples``,
+    kept by autovacuum) numbers the pages of the unfiltered list. Pages read
+    rows with LIMIT/OFFSET on the ``updated_at`` index either way.
+    """
+
+    @cached_property
+    def count(self):
+        estimate = _estimated_store_count() if not self.object_list.query.where else None
+        return estimate if estimate is not None else super().count
+
+
+def _estimated_store_count():
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [Store._meta.db_table])
+        row = cursor.fetchone()
+    return row[0] if row is not None and row[0] >= ESTIMATE_COUNT_FROM else None
+
+
+def store_id_prefix(term):
+    """Stores whose storeId starts with ``term`` (case-sensitive), as a condition the storeId index answers.
+
+    A prefix is a range on the index; Django's ``icontains`` search would scan
+    every row. On PostgreSQL ``startswith`` is answered by the ``_like`` index
+    Django creates for the unique column; SQLite's ``LIKE`` ignores case and
+    so no index, hence the explicit range.
+    """
+    if connection.vendor == "postgresql":
+        return Q(store_id__startswith=term)
+    return Q(store_id__gte=term, store_id__lt=term + _AFTER_EVERY_SUFFIX)
 
 
 async def _socket_counts(store_ids):
@@ -103,8 +147,12 @@ class StoreAdmin(admin.ModelAdmin):
         "client_generations",
         "sockets",
     )
-    search_fields = ("store_id", "table_name")
+    search_fields = ("store_id",)
+    search_help_text = "Stores whose storeId starts with this (case-sensitive)."
     ordering = ("-updated_at",)
+    paginator = StoreListPaginator
+    # Django would count the whole registry a second time on every page for "(N total)".
+    show_full_result_count = False
     readonly_fields = (
         "store_id",
         "table_name",
@@ -155,6 +203,12 @@ class StoreAdmin(admin.ModelAdmin):
         return obj is None and super().has_change_permission(request)
 
     # The change list
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(store_id_prefix(term)), False
 
     @admin.display(description="events", ordering="head")
     def event_count(self, store):

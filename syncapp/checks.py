@@ -46,10 +46,10 @@ def check_settings(app_configs, **kwargs):
         "PULL_CHUNK_SIZE",
         "MAX_MESSAGE_BYTES",
         "MAX_STORE_ID_LENGTH",
-        "DATABASE_THREADS",
         "SOCKET_QUEUE_SIZE",
         "SOCKET_WRITE_BUFFER_BYTES",
         "MAX_PULLS_PER_SOCKET",
+        "STORE_CACHE_SIZE",
     ):
         value = conf.get(name)
         if not isinstance(value, int) or value < 1:
@@ -57,6 +57,11 @@ def check_settings(app_configs, **kwargs):
     if conf.get("MAX_STORE_ID_LENGTH") > 255:
         errors.append(
             Error("LIVESYNC['MAX_STORE_ID_LENGTH'] cannot exceed 255 (the Store.store_id column).", id="syncapp.E005")
+        )
+    threads = conf.get("DATABASE_THREADS")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        errors.append(
+            Error("LIVESYNC['DATABASE_THREADS'] must be None or a positive integer.", obj=threads, id="syncapp.E004")
         )
     for name in ("MAX_EVENTS_PER_PUSH", "MAX_PUSHES_PER_SECOND"):
         value = conf.get(name)

@@ -53,8 +53,9 @@ DEFAULTS = {
     # Node and native clients that send no Origin header at all; a list allows
     # only those origins (plus requests without an Origin header).
     "ALLOWED_ORIGINS": None,
-    # Threads that run database work off the event loop (see syncapp.db).
-    "DATABASE_THREADS": 4,
+    # Threads that run database work off the event loop, each with its own
+    # connection (see syncapp.db). None: one on SQLite, four elsewhere.
+    "DATABASE_THREADS": None,
     # Seconds between each process's reads of its stores' heads, the safety net
     # for broadcasts the channel layer lost (see syncapp.hub).
     "HEAD_CHECK_INTERVAL": 1.0,
@@ -80,6 +81,10 @@ DEFAULTS = {
     # Most events one push may carry; a larger push is refused and writes nothing.
     # None: only MAX_MESSAGE_BYTES bounds it.
     "MAX_EVENTS_PER_PUSH": None,
+    # Stores whose location (row id, table, backendId) each process keeps in memory,
+    # the ones used last; a store used again after that costs one indexed lookup.
+    # Bounds a process's memory whatever the number of stores it has served.
+    "STORE_CACHE_SIZE": 10_000,
     # Pushes one connection may make per second, on average (bursts up to twice
     # that); a push beyond is refused and writes nothing. None: no limit.
     "MAX_PUSHES_PER_SECOND": None,

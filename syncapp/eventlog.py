@@ -15,6 +15,7 @@ from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from . import broadcast, conf, db, storage, wire
+from .lru import BoundedCache
 from .v03 import codec as v03_codec
 from .v04 import codec as v04_codec
 
@@ -28,14 +29,15 @@ class StoreUnavailable(Exception):
 
 # How often each process records a store's client generations (``Store.last_v0X_client_at``) on connect.
 CLIENT_NOTE_INTERVAL_SECONDS = 60
-_client_noted_at = {}
+# (storeId, generation) -> when this process last recorded it, for as many stores as it keeps locations of.
+_client_noted_at = BoundedCache(lambda: conf.get("STORE_CACHE_SIZE"))
 # Running note_client tasks (the event loop keeps only weak references to tasks).
 _notes_in_flight = set()
 
 
 def _commits_at_once():
     """How many groups of pushes commit at once: one on SQLite (one writer), one per database thread elsewhere."""
-    return 1 if storage.writes_one_at_a_time() else conf.get("DATABASE_THREADS")
+    return 1 if storage.writes_one_at_a_time() else db.database_threads()
 
 
 # Pushes that wait for a commit are committed together (group commit).
@@ -61,7 +63,7 @@ async def commit(store_id, batch, backend_id=None, generation=None):
             storage.PendingAppend(store_id, batch, wire.args_text, backend_id, generation=generation)
         )
         if generation is not None:
-            _client_noted_at[(store_id, generation)] = time.monotonic()
+            _client_noted_at.put((store_id, generation), time.monotonic())
         return appended
     except (OperationalError, InterfaceError):
         try:
@@ -174,7 +176,7 @@ def note_client(store_id, generation):
     now = time.monotonic()
     if now - _client_noted_at.get(key, -CLIENT_NOTE_INTERVAL_SECONDS) < CLIENT_NOTE_INTERVAL_SECONDS:
         return
-    _client_noted_at[key] = now
+    _client_noted_at.put(key, now)
     task = asyncio.ensure_future(_note_client(key))
     _notes_in_flight.add(task)
     task.add_done_callback(_notes_in_flight.discard)
@@ -184,6 +186,6 @@ async def _note_client(key):
     try:
         if not await db.run(storage.note_client, *key):
             # The store does not exist yet: its first push records the client.
-            _client_noted_at.pop(key, None)
+            _client_noted_at.pop(key)
     except DatabaseError:
-        _client_noted_at.pop(key, None)
+        _client_noted_at.pop(key)

@@ -254,6 +254,10 @@ class Hub:
 
     async def _deliver(self, message):
         store_id = message.get("store_id")
+        if store_id not in self.members:
+            # A push over HTTP, or a broadcast that crossed this hub's leaving the group: nobody to tell, and
+            # nothing to keep (last_seen of a store without sockets would grow with every store ever pushed to).
+            return
         if message["type"] == messages.EVENTS:
             self.last_seen[store_id] = max(self.last_seen.get(store_id, 0), message["last"])
         # A member's offer never raises (a socket that cannot be written to closes itself), so one

@@ -42,6 +42,8 @@ class Store(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
+        # The admin's store list, most recently written first, reads its pages from this index.
+        indexes = [models.Index(fields=["updated_at", "id"], name="syncapp_store_updated_idx")]
 
     def __str__(self):
         return self.store_id

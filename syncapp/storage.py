@@ -2,14 +2,20 @@
 
 Each store's events live in ``eventlog_<PERSISTENCE_FORMAT_VERSION>_<storeId>``
 with exactly the reference's columns, so a D1 table maps onto it 1:1. The model
-class of a table is built at run time, once per process, in a private ``Apps()``
-registry (as Django's ``MigrationRecorder`` does), so these models never reach
-migrations or the global app registry.
+class of a table is built at run time in a private ``Apps()`` registry (as
+Django's ``MigrationRecorder`` does), so these models never reach migrations or
+the global app registry.
+
+The cost of a store does not grow with the number of stores: nothing here lists
+the database's tables or scans the registry. Name collisions are found by the
+database itself (the registry's unique constraints, ``CREATE TABLE`` failing),
+and what a process keeps per store is bounded (``syncapp.lru``).
 
 Everything here is synchronous and blocking; callers on an event loop run it
 through ``syncapp.db``. Nothing here knows about WebSockets or frames.
 """
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -33,7 +39,9 @@ from django.db import (
     transaction,
 )
 
+from . import conf
 from .generations import V03, V04
+from .lru import BoundedCache
 from .models import Store, new_backend_id
 
 # The reference's storage format version (``PERSISTENCE_FORMAT_VERSION`` in
@@ -42,9 +50,55 @@ PERSISTENCE_FORMAT_VERSION = 7
 TABLE_PREFIX = f"eventlog_{PERSISTENCE_FORMAT_VERSION}_"
 
 _eventlog_apps = Apps()
-_eventlog_models = {}
-_ensured_tables = set()
 _lock = threading.Lock()
+
+
+_sqlite_writer = threading.RLock()
+
+
+@functools.cache
+def writes_one_at_a_time():
+    """Whether the database takes one writing transaction at a time (SQLite), so that pushes queue for it.
+
+    Cached: on an event loop each task would otherwise build a connection wrapper of its own to ask.
+    """
+    return connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
+
+
+def _local_writer():
+    """On SQLite, one writing thread per process at a time (reentrant: a push may create its store).
+
+    SQLite allows one writer; threads that meet its lock back off in sleeps of
+    up to 100 ms, and one unlucky thread can wait out the whole busy timeout
+    while others keep taking the lock (seen as pulls failing "database
+    unavailable" while thousands of stores were being created). Queuing every
+    writer on a Python lock instead hands the write lock over at once and in
+    turn. Other databases lock rows themselves.
+    """
+    return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
+
+
+def _writes(function):
+    """Run ``function`` as this process's one SQLite writer (see ``_local_writer``)."""
+
+    @functools.wraps(function)
+    def writing(*args, **kwargs):
+        with _local_writer():
+            return function(*args, **kwargs)
+
+    return writing
+
+
+def _unregister(table_name, model):
+    """Drop a model from the private registry, so that the class (about 30 KB) can be collected."""
+    _eventlog_apps.all_models[model._meta.app_label].pop(model._meta.model_name, None)
+    _eventlog_apps.clear_cache()
+
+
+# Model classes are used off the hot path only (creating, resetting, deleting a store; the admin's event pages):
+# pushes and reads run plain SQL on the table's name. A few dozen cover any burst of such work.
+MODEL_CACHE_SIZE = 64
+_eventlog_models = BoundedCache(MODEL_CACHE_SIZE, on_evict=_unregister)
 
 
 class PushRejected(Exception):
@@ -163,13 +217,53 @@ def _table_key(table_name):
     return table_name.lower() if connection.vendor == "sqlite" else table_name
 
 
-def _existing_tables():
-    """The database's table names, as ``_table_key`` compares them."""
-    return {_table_key(name) for name in connection.introspection.table_names()}
+@contextlib.contextmanager
+def _schema_change():
+    """A schema editor whose statements are undone together if one fails, leaving the connection usable.
+
+    The savepoint inside matters on SQLite: its schema editor checks
+    constraints on the way out, which fails in a transaction an error broke,
+    and the connection would then stay inside that transaction.
+    """
+    with connection.schema_editor() as editor, transaction.atomic():
+        yield editor
+
+
+def _table_exists(table_name):
+    """Whether the database has this table (on SQLite: in any case), in one catalog lookup by name."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [connection.ops.quote_name(table_name)])
+            return cursor.fetchone()[0]
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT 1 FROM pragma_table_info(%s) LIMIT 1", [table_name])
+            return cursor.fetchone() is not None
+    # Other databases: Django's introspection, which lists every table.
+    return _table_key(table_name) in {_table_key(name) for name in connection.introspection.table_names()}
+
+
+def _is_orphan(table_name):
+    """Whether the table exists under exactly this name and no registry row claims it (its row was lost).
+
+    Only asked after ``CREATE TABLE`` failed. On SQLite the table found may be
+    another store's whose name differs in case, which is no orphan: finding
+    its real name scans the schema, which only this rare path does.
+    """
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = %s COLLATE NOCASE", [table_name]
+            )
+            found = cursor.fetchone()
+        if found is None or found[0] != table_name:
+            return False
+    elif not _table_exists(table_name):
+        return False
+    return not Store.objects.filter(table_name=table_name).exists()
 
 
 def eventlog_model(table_name):
-    """The (cached) model class mapped onto one eventlog table."""
+    """The model class mapped onto one eventlog table (kept for the MODEL_CACHE_SIZE tables used last)."""
     model = _eventlog_models.get(table_name)
     if model is not None:
         return model
@@ -177,8 +271,28 @@ def eventlog_model(table_name):
         model = _eventlog_models.get(table_name)
         if model is None:
             model = _build_model(table_name)
-            _eventlog_models[table_name] = model
+            _eventlog_models.put(table_name, model)
     return model
+
+
+def _forget_model(table_name):
+    model = _eventlog_models.pop(table_name)
+    if model is not None:
+        _unregister(table_name, model)
+
+
+class SeqNumField(models.BigIntegerField):
+    """The eventlog's primary key: ``integer`` on SQLite, as in the reference's D1 table, ``bigint`` elsewhere.
+
+    On SQLite only a column declared exactly ``integer primary key`` is the
+    table's rowid: no separate index, so each store's table is one b-tree
+    (half the file pages and half the schema entries of ``bigint``, which
+    every other connection re-reads after each new table). SQLite's integers
+    are 64-bit whatever the declared type.
+    """
+
+    def db_type(self, connection):
+        return "integer" if connection.vendor == "sqlite" else super().db_type(connection)
 
 
 def _build_model(table_name):
@@ -190,7 +304,7 @@ def _build_model(table_name):
     attrs = {
         "__module__": __name__,
         "Meta": Meta,
-        "seq_num": models.BigIntegerField(primary_key=True, db_column="seqNum"),
+        "seq_num": SeqNumField(primary_key=True, db_column="seqNum"),
         "parent_seq_num": models.BigIntegerField(db_column="parentSeqNum"),
         "name": models.TextField(db_column="name"),
         "args": models.TextField(db_column="args", null=True),
@@ -203,19 +317,24 @@ def _build_model(table_name):
 
 
 def _ensure_table(table_name):
-    """Create the eventlog table unless it exists; safe when several processes race."""
-    if table_name in _ensured_tables:
-        return
-    model = eventlog_model(table_name)
-    if _table_key(table_name) not in _existing_tables():
-        try:
-            with connection.schema_editor() as editor:
-                editor.create_model(model)
-        except Exception:
-            # Another process created it between our look and our CREATE TABLE.
-            if _table_key(table_name) not in _existing_tables():
-                raise
-    _ensured_tables.add(table_name)
+    """Create a registered store's eventlog table unless it exists; safe when several processes race.
+
+    A store's row and table are created in one transaction, so the table is
+    missing only when someone dropped it by hand.
+    """
+    if not _table_exists(table_name):
+        _create_table(table_name)
+
+
+@_writes
+def _create_table(table_name):
+    try:
+        with _schema_change() as editor:
+            editor.create_model(eventlog_model(table_name))
+    except DatabaseError:
+        # Another process created it between our look and our CREATE TABLE.
+        if not _table_exists(table_name):
+            raise
 
 
 def store_exists(store_id):
@@ -235,12 +354,17 @@ class _Location:
     backend_id: str
 
 
-# storeId -> where its events live. A store's row and table never move while it
-# exists, so each process looks them up once; delete() forgets the entry, and a
-# store deleted by another process is noticed when its row is missing. The
-# backendId changes on reset: append() checks it in its compare-and-set, so a
-# stale cached one costs a retry, never a wrong answer.
-_locations = {}
+def _store_cache_size():
+    return conf.get("STORE_CACHE_SIZE")
+
+
+# storeId -> where its events live, for the STORE_CACHE_SIZE stores used last. A
+# store's row and table never move while it exists, so an entry is looked up once
+# while the store is in use; delete() forgets it, and a store deleted by another
+# process is noticed when its row is missing. The backendId changes on reset:
+# append() checks it in its compare-and-set, so a stale cached one costs a
+# retry, never a wrong answer.
+_locations = BoundedCache(_store_cache_size)
 
 
 def _locate(store_id, create):
@@ -251,8 +375,10 @@ def _locate(store_id, create):
     store = open_store(store_id) if create else get_store(store_id)
     if store is None:
         return None
-    _ensure_table(store.table_name)
-    location = _locations[store_id] = _Location(store.pk, store.table_name, store.backend_id)
+    if not create:
+        _ensure_table(store.table_name)
+    location = _Location(store.pk, store.table_name, store.backend_id)
+    _locations.put(store_id, location)
     return location
 
 
@@ -262,10 +388,7 @@ def open_store(store_id):
     if store is not None:
         _ensure_table(store.table_name)
         return store
-    store = _create_store(store_id)
-    _ensure_table(store.table_name)
-    _adopt_existing_events(store)
-    return store
+    return _create_store(store_id)
 
 
 def _create_new_stores(store_ids):
@@ -281,29 +404,21 @@ def _create_new_stores(store_ids):
         return
     known = set(Store.objects.filter(store_id__in=unknown).values_list("store_id", flat=True))
     tables = {store_id: table_name_for(store_id) for store_id in unknown if store_id not in known}
-    if not tables:
-        # Stores this process has not used yet but that exist: no need to list the database's tables.
-        return
-    taken = _existing_tables()
-    names = [_table_key(table) for table in tables.values()]
-    fresh = {
-        store_id: table
-        for store_id, table in tables.items()
-        if _table_key(table) not in taken and names.count(_table_key(table)) == 1
-    }
+    alike = collections.Counter(_table_key(table) for table in tables.values())
+    fresh = {store_id: table for store_id, table in tables.items() if alike[_table_key(table)] == 1}
     if not fresh:
         return
     try:
-        # One transaction where the database can roll DDL back (SQLite, PostgreSQL).
-        with connection.schema_editor() as editor:
+        # One transaction where the database can roll DDL back (SQLite, PostgreSQL). A name that is taken
+        # fails its INSERT or its CREATE TABLE, and the whole group is left to open_store.
+        with _schema_change() as editor:
             created = [Store.objects.create(store_id=store_id, table_name=table) for store_id, table in fresh.items()]
             for store in created:
                 editor.create_model(eventlog_model(store.table_name))
     except DatabaseError:
         return
     for store in created:
-        _ensured_tables.add(store.table_name)
-        _locations[store.store_id] = _Location(store.pk, store.table_name, store.backend_id)
+        _locations.put(store.store_id, _Location(store.pk, store.table_name, store.backend_id))
 
 
 def _adopt_existing_events(store):
@@ -318,23 +433,40 @@ def _adopt_existing_events(store):
         store.refresh_from_db()
 
 
+@_writes
 def _create_store(store_id):
-    """A new Store row for ``store_id`` under the first free table name.
+    """A new Store row for ``store_id`` and its table, under the first free table name.
 
-    The registry's unique constraint on ``table_name`` decides what is free; on
-    SQLite, where ``Abc`` and ``abc`` name one table, a name taken in another
-    case is not free either.
+    Row and table are created in one transaction, and the database decides
+    what is free: the registry's unique constraints (storeId, table name), and
+    ``CREATE TABLE``, which fails on a table that exists (on SQLite, where
+    ``Abc`` and ``abc`` name one table, also in another case). A table that
+    exists with no row claiming it lost its row, and is adopted with its events.
     """
     for table_name in table_name_candidates(store_id):
-        if connection.vendor == "sqlite" and Store.objects.filter(table_name__iexact=table_name).exists():
-            continue
         try:
-            with transaction.atomic():
-                return Store.objects.create(store_id=store_id, table_name=table_name)
+            with _schema_change() as editor:
+                store = Store.objects.create(store_id=store_id, table_name=table_name)
+                editor.create_model(eventlog_model(table_name))
+            return store
         except IntegrityError:
-            existing = get_store(store_id)
-            if existing is not None:
-                return existing
+            pass
+        except DatabaseError:
+            if not _is_orphan(table_name):
+                continue
+            try:
+                with transaction.atomic():
+                    store = Store.objects.create(store_id=store_id, table_name=table_name)
+            except IntegrityError:
+                pass
+            else:
+                _adopt_existing_events(store)
+                return store
+        existing = get_store(store_id)
+        if existing is not None:
+            # Another process created the store meanwhile.
+            _ensure_table(existing.table_name)
+            return existing
     raise IntegrityError(f"no free table name for store {store_id!r}")
 
 
@@ -393,28 +525,6 @@ def _insert_sql(table_name):
     return "INSERT INTO {} ({}) VALUES ({})".format(
         quote(table_name), ", ".join(quote(c) for c in EVENT_COLUMNS), ", ".join(["%s"] * len(EVENT_COLUMNS))
     )
-
-
-_sqlite_writer = threading.Lock()
-
-
-@functools.cache
-def writes_one_at_a_time():
-    """Whether the database takes one writing transaction at a time (SQLite), so that pushes queue for it.
-
-    Cached: on an event loop each task would otherwise build a connection wrapper of its own to ask.
-    """
-    return connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
-
-
-def _local_writer():
-    """On SQLite, one writing thread per process at a time.
-
-    SQLite allows one writer; threads that meet its lock back off in sleeps of
-    up to 100 ms. Queuing them on a Python lock instead hands the write lock
-    over at once. Other databases lock rows themselves.
-    """
-    return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -500,7 +610,7 @@ def append_many(pendings, created_at=None):
                         committed[index] = UnstorableBatch(f"Push rejected: the database cannot store it ({refused})")
             for index, outcome in committed.items():
                 if outcome is None:
-                    _locations.pop(pendings[index].store_id, None)
+                    _locations.pop(pendings[index].store_id)
                 else:
                     outcomes[index] = outcome
     return [
@@ -670,7 +780,7 @@ def _already_stored(cursor, table_name, rows, head):
 
 def _refresh(store_id):
     """The store's location read anew (None if it no longer exists)."""
-    _locations.pop(store_id, None)
+    _locations.pop(store_id)
     return _locate(store_id, create=False)
 
 
@@ -707,7 +817,7 @@ def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
         return Page(events=[], head=0, backend_id=None)
     stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
     if stored is None:
-        _locations.pop(store_id, None)
+        _locations.pop(store_id)
         return Page(events=[], head=0, backend_id=None)
     head, backend_id = stored
     events, size = [], 0
@@ -737,6 +847,7 @@ def heads(store_ids):
     return dict(Store.objects.filter(store_id__in=store_ids).values_list("store_id", "head"))
 
 
+@_writes
 def reset(store_id):
     """Delete every event of the store, set its head back to 0 and give it a new backendId."""
     store = get_store(store_id)
@@ -750,23 +861,24 @@ def reset(store_id):
         Store.objects.filter(pk=store.pk).update(
             head=0, backend_id=new_backend_id(), updated_at=datetime.now(timezone.utc)
         )
-    _locations.pop(store_id, None)
+    _locations.pop(store_id)
 
 
+@_writes
 def delete(store_id):
     """Drop the store's table and its registry row."""
     store = get_store(store_id)
     if store is None:
         return
-    model = eventlog_model(store.table_name)
-    if _table_key(store.table_name) in _existing_tables():
-        with connection.schema_editor() as editor:
-            editor.delete_model(model)
-    _ensured_tables.discard(store.table_name)
-    _locations.pop(store_id, None)
+    if _table_exists(store.table_name):
+        with _schema_change() as editor:
+            editor.delete_model(eventlog_model(store.table_name))
+    _forget_model(store.table_name)
+    _locations.pop(store_id)
     store.delete()
 
 
+@_writes
 def note_client(store_id, generation):
     """Record that a client of ``generation`` ("0.3" or "0.4") connected; False if the store does not exist yet."""
     field = CLIENT_GENERATION_FIELDS[generation]

@@ -102,6 +102,66 @@ def test_change_list_shows_stores_by_activity_and_finds_them_by_store_id(superus
     assert [s.store_id for s in found.context["cl"].result_list] == [f"{store_id}-old"]
 
 
+def _changelist_queries(user, **params):
+    with CaptureQueriesContext(connection) as queries:
+        response = browser(user).get(CHANGELIST, params)
+    assert response.status_code == 200
+    return response, [q["sql"] for q in queries.captured_queries]
+
+
+def test_change_list_costs_the_same_queries_for_5_stores_as_for_40(superuser, store_id):
+    """No query per listed store (into its table or otherwise), and no second count of the registry."""
+    for number in range(5):
+        push(f"{store_id}-{number}", 1, 1)
+    _, few = _changelist_queries(superuser)
+    for number in range(5, 40):
+        push(f"{store_id}-{number}", 1, 1)
+    response, many = _changelist_queries(superuser)
+    assert len(response.context["cl"].result_list) == 40
+    assert len(many) == len(few)
+    assert not any(storage.TABLE_PREFIX in sql for sql in many)
+    assert sum("COUNT(" in sql.upper() for sql in many) <= 1
+
+
+def test_change_list_search_is_a_storeid_prefix_the_index_answers(superuser, store_id):
+    for name in ("team-a", "team-b", "Team-c", "other-team-d"):
+        push(f"{store_id}.{name}", 1, 1)
+    response, queries = _changelist_queries(superuser, q=f"{store_id}.team-")
+    assert sorted(s.store_id for s in response.context["cl"].result_list) == [
+        f"{store_id}.team-a",
+        f"{store_id}.team-b",
+    ]
+    search = next(sql for sql in queries if "syncapp_store" in sql and "ORDER BY" in sql)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET enable_seqscan = off")  # a table this small is scanned unless scanning is off
+            cursor.execute("EXPLAIN " + search)
+            plan = " ".join(str(row) for row in cursor.fetchall())
+            cursor.execute("SET enable_seqscan = on")
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + search)
+            plan = " ".join(str(row) for row in cursor.fetchall())
+    # The storeId index itself, searched by a range (not a scan of another index filtered row by row).
+    by_store_id = ("USING INDEX sqlite_autoindex_syncapp_store_1 (store_id>? AND store_id<?)", "_store_id_")
+    assert any(index in plan for index in by_store_id) and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="an estimate is read on PostgreSQL only")
+def test_a_large_store_list_is_numbered_by_the_planners_estimate(superuser, store_id, monkeypatch):
+    from syncapp import admin as store_admin
+
+    for number in range(30):
+        push(f"{store_id}-{number}", 1, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE syncapp_store")
+    monkeypatch.setattr(store_admin, "ESTIMATE_COUNT_FROM", 10)
+    response, queries = _changelist_queries(superuser)
+    assert not any("COUNT(" in sql.upper() and "syncapp_store" in sql for sql in queries), queries
+    assert response.context["cl"].result_count == 30
+    searched, _ = _changelist_queries(superuser, q=f"{store_id}-1")
+    assert searched.context["cl"].result_count == 11
+
+
 async def test_change_list_counts_connected_sockets(connect, superuser, store_id):
     await connect()
     await connect()

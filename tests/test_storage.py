@@ -125,7 +125,7 @@ def test_concurrent_first_use_of_a_store_creates_one_table(store_id):
         finally:
             connection.close()
 
-    storage._ensured_tables.clear()
+    storage._locations.clear()
     threads = [threading.Thread(target=opener) for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -277,3 +277,62 @@ def test_a_long_push_is_stored_whole(store_id):
     storage.append(store_id, batch(1, 12_000), no_args)
     assert storage.head(store_id) == 12_000
     assert len(storage.read_page(store_id, 11_990, 100).events) == 10
+
+
+# What a query that lists every table (or the whole schema) looks like on each database.
+TABLE_LISTING = ("sqlite_master", "pg_class", "information_schema")
+
+
+def _queries_of(action):
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        action()
+    return [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_new_store_costs_the_same_few_queries_however_many_stores_exist(store_id):
+    """Creating a store looks nothing up by listing: its cost does not grow with the number of stores."""
+    first = _queries_of(lambda: storage.append(f"{store_id}.first", batch(1, 1), no_args))
+    for number in range(50):
+        storage.append(f"{store_id}.{number}", batch(1, 1), no_args)
+    later = _queries_of(lambda: storage.append(f"{store_id}.later", batch(1, 1), no_args))
+    opened = _queries_of(lambda: storage.open_store(f"{store_id}.opened"))
+    assert len(later) == len(first)
+    for sql in [*first, *later, *opened]:
+        assert not any(listing in sql for listing in TABLE_LISTING), sql
+
+
+def test_a_process_keeps_locations_for_the_stores_used_last_only(store_id, settings):
+    settings.LIVESYNC = {**getattr(settings, "LIVESYNC", {}), "STORE_CACHE_SIZE": 5}
+    names = [f"{store_id}.{number}" for number in range(12)]
+    for name in names:
+        storage.append(name, batch(1, 1, name), no_args)
+    assert len(storage._locations) == 5
+    # A store whose entry was dropped is looked up again and works as before.
+    storage.append(names[0], batch(2, 2, names[0]), no_args)
+    assert [e.seq_num for e in storage.read_page(names[0], 0, 10).events] == [1, 2]
+    assert len(storage._locations) == 5
+
+
+def test_model_classes_of_eventlog_tables_do_not_pile_up(store_id):
+    """Each store's run-time model class is let go once MODEL_CACHE_SIZE others were used after it."""
+    for number in range(storage.MODEL_CACHE_SIZE + 20):
+        storage.open_store(f"{store_id}.{number}")
+    registered = storage._eventlog_apps.all_models["syncapp_eventlog"]
+    assert len(registered) <= storage.MODEL_CACHE_SIZE
+    storage.reset(f"{store_id}.0")
+    storage.delete(f"{store_id}.1")
+    assert storage.get_store(f"{store_id}.1") is None
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="a rowid is SQLite's")
+def test_on_sqlite_seqnum_is_the_tables_rowid_as_in_the_reference(store_id):
+    """``seqNum integer primary key``, as the reference's D1 table declares it: the table is its own index."""
+    storage.append(store_id, batch(1, 2), no_args)
+    table = Store.objects.get(store_id=store_id).table_name
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM sqlite_master WHERE tbl_name = %s", [table])
+        assert cursor.fetchone()[0] == 1  # no separate index for the primary key
+        cursor.execute(f'SELECT rowid, "seqNum" FROM "{table}" ORDER BY 1')
+        assert cursor.fetchall() == [(1, 1), (2, 2)]

@@ -143,6 +143,7 @@ async def test_half_open_handshakes_are_dropped_after_the_header_timeout(tmp_pat
         baseline = _open_sockets(server)
         connections = await _open_half_open(server, HALF_OPEN)
         trickler = await asyncio.to_thread(_half_open, server.port)
+        trickler_opened = time.monotonic()
         await asyncio.sleep(0.2)
         assert _open_sockets(server) >= baseline + HALF_OPEN, "the server did not accept every connection"
         # Served meanwhile.
@@ -151,8 +152,10 @@ async def test_half_open_handshakes_are_dropped_after_the_header_timeout(tmp_pat
             [{"name": "e", "args": {}, "seqNum": 1, "parentSeqNum": 0, "clientId": "c", "sessionId": "s"}]
         )
         assert outcome.acked, outcome.message
-        for _ in range(int(HEADER_TIMEOUT / 0.25)):
-            trickler.sendall(b"X")  # one header byte at a time keeps Twisted's own idle timeout from firing
+        # One header byte at a time keeps Twisted's own idle timeout from firing, up to just before the deadline
+        # (a byte sent after the server dropped the connection would fail the test with a reset, not find it).
+        while time.monotonic() < trickler_opened + HEADER_TIMEOUT - 0.3:
+            trickler.sendall(b"X")
             await asyncio.sleep(0.25)
         await asyncio.sleep(HEADER_TIMEOUT + 1.5 - (time.monotonic() - opened))
         for connection in (*connections, trickler):
