@@ -112,3 +112,20 @@ async def test_oversized_body_is_refused_and_nothing_stored(store_id):
 async def test_hostile_store_id_is_refused_before_any_rpc():
     status, _, body = await call("x" * 300, request("1", "SyncHttpRpc.Ping", {"storeId": "x"}))
     assert (status, body) == (400, "Invalid path")
+
+
+async def test_pushes_over_http_leave_nothing_behind_in_the_process_hub(store_id, connect):
+    """An HTTP push to a store with no socket in this process has no one to tell; the hub keeps nothing for
+    it, so pushes to ever more stores do not grow the process."""
+    from syncapp.hub import existing_hub
+
+    await connect()  # a socket of another store: this process serves sockets, so it has a hub
+    for number in range(5):
+        _, _, replies = await call(
+            f"{store_id}-{number}", request("1", "SyncHttpRpc.Push", push_payload(f"{store_id}-{number}", events(1, 1)))
+        )
+        assert replies[0]["exit"]["_tag"] == "Success"
+    hub = existing_hub()
+    assert hub is not None, "an announcement went out without a hub"
+    pushed = {f"{store_id}-{number}" for number in range(5)}
+    assert not pushed & {*hub.members, *hub.last_seen, *hub.suspect_heads}
