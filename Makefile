@@ -62,4 +62,4 @@ bench-deps:
 
 # livesync (SQLite; PostgreSQL + Redis) against the reference, alternating; BENCH_ARGS=--large for the large sizes.
 bench: $(VENV)/.installed interop-deps bench-deps
-	$(PY) -m bench --compare --ceilings $(BENCH_ARGS)
+	$(PY) -m bench --compare --ceilings --stores $(BENCH_ARGS)

@@ -55,11 +55,6 @@ class BoundedCache:
             for key, value in list(entries.items()):
                 self._on_evict(key, value)
 
-    @property
-    def maxsize(self):
-        with self._lock:
-            return self._cache().maxsize
-
     def get(self, key, default=None):
         with self._lock:
             return self._cache().get(key, default)

@@ -22,6 +22,12 @@ def test_unknown_keys_and_bad_numbers_are_errors(settings):
     assert ids({"PULL_CHUNK_SIZ": 5, "PULL_CHUNK_SIZE": 0}, settings) == ["syncapp.E001", "syncapp.E004"]
 
 
+def test_the_store_cache_and_the_database_pool_must_be_positive_whole_numbers(settings):
+    assert ids({"STORE_CACHE_SIZE": 0}, settings) == ["syncapp.E004"]
+    assert ids({"DATABASE_THREADS": 2.5}, settings) == ["syncapp.E004"]
+    assert ids({"DATABASE_THREADS": None, "STORE_CACHE_SIZE": 100}, settings) == []
+
+
 def test_production_without_validator_warns(settings):
     assert ids({}, settings, debug=False) == ["syncapp.W001"]
     assert ids({}, settings, debug=True) == []

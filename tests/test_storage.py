@@ -125,7 +125,6 @@ def test_concurrent_first_use_of_a_store_creates_one_table(store_id):
         finally:
             connection.close()
 
-    storage._locations.clear()
     threads = [threading.Thread(target=opener) for _ in range(4)]
     for thread in threads:
         thread.start()
