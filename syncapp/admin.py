@@ -93,10 +93,10 @@ def _disconnect_sockets(store_id):
 
 
 def _delete_store(store_id):
-    """Drop the store's table and row once the admin's transaction commits.
+    """Drop the store's table and row, and disconnect its sockets, once the admin's transaction commits.
 
-    Django runs the delete view in a transaction, and SQLite cannot drop a table
-    inside one (its schema editor refuses); outside a transaction this runs at once.
+    Django runs the delete view in a transaction: sockets must hear of a delete
+    only once it is certain. Outside a transaction this runs at once.
     """
 
     def drop():
@@ -184,8 +184,9 @@ class StoreAdmin(admin.ModelAdmin):
     @csrf_protect_m
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if object_id is None:
-            # Adding creates the store's table, which SQLite cannot do inside the transaction Django's
-            # change form opens around itself; storage makes the row and table consistent on its own.
+            # Adding creates the store in storage's own transaction, not inside the one Django's change form
+            # opens: on SQLite that one holds the database's write lock from its start, while storage's
+            # writes queue for the process's one writer (storage._local_writer), which a push may hold.
             return self._changeform_view(request, object_id, form_url, extra_context)
         return super().changeform_view(request, object_id, form_url, extra_context)
 

@@ -46,7 +46,13 @@ def database_threads():
     configured = conf.get("DATABASE_THREADS")
     if configured is not None:
         return configured
-    return 1 if connections[DEFAULT_DB_ALIAS].vendor == "sqlite" else DEFAULT_THREADS
+    return 1 if _on_sqlite() else DEFAULT_THREADS
+
+
+@functools.cache
+def _on_sqlite():
+    # Cached: asked on the event loop, where each task would otherwise build a connection wrapper of its own.
+    return connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
 
 
 def _with_fresh_connection(func, args, kwargs):

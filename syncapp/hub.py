@@ -334,6 +334,9 @@ class Hub:
         for store_id in wanted & heads.keys():
             await self._deliver({"type": messages.HEAD, "store_id": store_id, "head": heads[store_id]})
         for store_id, head in heads.items():
+            if store_id not in self.members:
+                # Its last socket left while the heads were read.
+                continue
             seen = self.last_seen.get(store_id, 0)
             suspect = self.suspect_heads.pop(store_id, None)
             if head <= seen:

@@ -41,9 +41,9 @@ class Store(models.Model):
     last_v04_client_at = models.DateTimeField("last 0.4 client", null=True, blank=True)
 
     class Meta:
+        # No index on updated_at: every push sets it, and on PostgreSQL an indexed column turns each push's
+        # update of this row from an in-place (HOT) update into new entries in every index of the table.
         ordering = ["-updated_at"]
-        # The admin's store list, most recently written first, reads its pages from this index.
-        indexes = [models.Index(fields=["updated_at", "id"], name="syncapp_store_updated_idx")]
 
     def __str__(self):
         return self.store_id

@@ -6,8 +6,8 @@ class of a table is built at run time in a private ``Apps()`` registry (as
 Django's ``MigrationRecorder`` does), so these models never reach migrations or
 the global app registry.
 
-The cost of a store does not grow with the number of stores: nothing here lists
-the database's tables or scans the registry. Name collisions are found by the
+The cost of a store does not grow with the number of stores: on SQLite and
+PostgreSQL nothing here lists the database's tables or scans the registry. Name collisions are found by the
 database itself (the registry's unique constraints, ``CREATE TABLE`` failing),
 and what a process keeps per store is bounded (``syncapp.lru``).
 
@@ -90,9 +90,14 @@ def _writes(function):
 
 
 def _unregister(table_name, model):
-    """Drop a model from the private registry, so that the class (about 30 KB) can be collected."""
-    _eventlog_apps.all_models[model._meta.app_label].pop(model._meta.model_name, None)
-    _eventlog_apps.clear_cache()
+    """Drop a model from the private registry, so that the class (about 30 KB) can be collected.
+
+    Only that class: one built again for the same table since stays registered.
+    """
+    registered = _eventlog_apps.all_models[model._meta.app_label]
+    if registered.get(model._meta.model_name) is model:
+        del registered[model._meta.model_name]
+        _eventlog_apps.clear_cache()
 
 
 # Model classes are used off the hot path only (creating, resetting, deleting a store; the admin's event pages):
@@ -217,16 +222,24 @@ def _table_key(table_name):
     return table_name.lower() if connection.vendor == "sqlite" else table_name
 
 
-@contextlib.contextmanager
-def _schema_change():
-    """A schema editor whose statements are undone together if one fails, leaving the connection usable.
+def _create_table_sql(table_name):
+    """``CREATE TABLE`` for an eventlog table, as Django's schema editor writes it for the table's model.
 
-    The savepoint inside matters on SQLite: its schema editor checks
-    constraints on the way out, which fails in a transaction an error broke,
-    and the connection would then stay inside that transaction.
+    It is run as plain SQL in an ordinary transaction, together with the
+    store's row. Entering SQLite's schema editor would refuse to run inside a
+    transaction, and on the way out runs ``PRAGMA foreign_key_check``, which
+    walks every table in the database.
     """
-    with connection.schema_editor() as editor, transaction.atomic():
-        yield editor
+    return connection.schema_editor().table_sql(eventlog_model(table_name))
+
+
+def _drop_table_sql(table_name):
+    return connection.schema_editor().sql_delete_table % {"table": connection.ops.quote_name(table_name)}
+
+
+def _execute_ddl(cursor, statement):
+    sql, params = statement if isinstance(statement, tuple) else (statement, None)
+    cursor.execute(sql, params or None)
 
 
 def _table_exists(table_name):
@@ -243,11 +256,13 @@ def _table_exists(table_name):
 
 
 def _is_orphan(table_name):
-    """Whether the table exists under exactly this name and no registry row claims it (its row was lost).
+    """Whether an existing table is there under exactly this name with no registry row claiming it (its row
+    was lost).
 
-    Only asked after ``CREATE TABLE`` failed. On SQLite the table found may be
-    another store's whose name differs in case, which is no orphan: finding
-    its real name scans the schema, which only this rare path does.
+    Only asked after ``CREATE TABLE`` failed on a table that exists. On SQLite
+    it may be another store's table whose name differs in case, which is no
+    orphan: finding its real name scans the schema, which only this rare path
+    does.
     """
     if connection.vendor == "sqlite":
         with connection.cursor() as cursor:
@@ -257,8 +272,6 @@ def _is_orphan(table_name):
             found = cursor.fetchone()
         if found is None or found[0] != table_name:
             return False
-    elif not _table_exists(table_name):
-        return False
     return not Store.objects.filter(table_name=table_name).exists()
 
 
@@ -276,9 +289,10 @@ def eventlog_model(table_name):
 
 
 def _forget_model(table_name):
-    model = _eventlog_models.pop(table_name)
-    if model is not None:
-        _unregister(table_name, model)
+    with _lock:
+        model = _eventlog_models.pop(table_name)
+        if model is not None:
+            _unregister(table_name, model)
 
 
 class SeqNumField(models.BigIntegerField):
@@ -319,8 +333,9 @@ def _build_model(table_name):
 def _ensure_table(table_name):
     """Create a registered store's eventlog table unless it exists; safe when several processes race.
 
-    A store's row and table are created in one transaction, so the table is
-    missing only when someone dropped it by hand.
+    A store's row and table are created, and deleted, in one transaction, so
+    the table is missing only when someone dropped it by hand (or the store
+    was created by a version that made them one after the other).
     """
     if not _table_exists(table_name):
         _create_table(table_name)
@@ -329,8 +344,8 @@ def _ensure_table(table_name):
 @_writes
 def _create_table(table_name):
     try:
-        with _schema_change() as editor:
-            editor.create_model(eventlog_model(table_name))
+        with transaction.atomic(), connection.cursor() as cursor:
+            _execute_ddl(cursor, _create_table_sql(table_name))
     except DatabaseError:
         # Another process created it between our look and our CREATE TABLE.
         if not _table_exists(table_name):
@@ -405,16 +420,17 @@ def _create_new_stores(store_ids):
     known = set(Store.objects.filter(store_id__in=unknown).values_list("store_id", flat=True))
     tables = {store_id: table_name_for(store_id) for store_id in unknown if store_id not in known}
     alike = collections.Counter(_table_key(table) for table in tables.values())
-    fresh = {store_id: table for store_id, table in tables.items() if alike[_table_key(table)] == 1}
+    # In storeId order: two processes creating the same new stores then never wait for each other in a cycle.
+    fresh = sorted((store_id, table) for store_id, table in tables.items() if alike[_table_key(table)] == 1)
     if not fresh:
         return
     try:
         # One transaction where the database can roll DDL back (SQLite, PostgreSQL). A name that is taken
         # fails its INSERT or its CREATE TABLE, and the whole group is left to open_store.
-        with _schema_change() as editor:
-            created = [Store.objects.create(store_id=store_id, table_name=table) for store_id, table in fresh.items()]
+        with transaction.atomic(), connection.cursor() as cursor:
+            created = [Store.objects.create(store_id=store_id, table_name=table) for store_id, table in fresh]
             for store in created:
-                editor.create_model(eventlog_model(store.table_name))
+                _execute_ddl(cursor, _create_table_sql(store.table_name))
     except DatabaseError:
         return
     for store in created:
@@ -445,13 +461,16 @@ def _create_store(store_id):
     """
     for table_name in table_name_candidates(store_id):
         try:
-            with _schema_change() as editor:
+            with transaction.atomic(), connection.cursor() as cursor:
                 store = Store.objects.create(store_id=store_id, table_name=table_name)
-                editor.create_model(eventlog_model(table_name))
+                _execute_ddl(cursor, _create_table_sql(table_name))
             return store
         except IntegrityError:
             pass
         except DatabaseError:
+            if not _table_exists(table_name):
+                # Not a name that is taken (a lock timeout, an outage): the caller reports it as what it is.
+                raise
             if not _is_orphan(table_name):
                 continue
             try:
@@ -578,9 +597,9 @@ def append_many(pendings, created_at=None):
     found it and the others go on. Returns, per push, its Appended or the
     PushRejected it met; any other error rolls back all of them. Store rows are
     locked in the order of their ids, so that groups committing at once in
-    several processes never wait for each other in a cycle. Stores are created
-    before the transaction opens (SQLite cannot create a table inside one while
-    it enforces foreign keys).
+    several processes never wait for each other in a cycle. New stores are
+    created first, together, in a transaction of their own: a push rejected
+    later never undoes them.
     """
     created_at = created_at or now_iso()
     outcomes = [None] * len(pendings)
@@ -870,12 +889,12 @@ def delete(store_id):
     store = get_store(store_id)
     if store is None:
         return
-    if _table_exists(store.table_name):
-        with _schema_change() as editor:
-            editor.delete_model(eventlog_model(store.table_name))
+    with transaction.atomic(), connection.cursor() as cursor:
+        if _table_exists(store.table_name):
+            _execute_ddl(cursor, _drop_table_sql(store.table_name))
+        store.delete()
     _forget_model(store.table_name)
     _locations.pop(store_id)
-    store.delete()
 
 
 @_writes

@@ -157,7 +157,7 @@ def import_events(store_id, located_events, existing=REFUSE, progress=None):
     is called after each append. Callers tell the store's sockets when ``replaced``.
     """
     created = storage.get_store(store_id) is None
-    store = storage.open_store(store_id)  # its table must exist before the transaction (SQLite runs no DDL in one)
+    store = storage.open_store(store_id)
     try:
         with transaction.atomic():
             before = storage.head(store_id)
