@@ -36,10 +36,25 @@ def server_environment(settings):
     return {**inherited, **settings}
 
 
+# Ports free_port handed out in this process.
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on now and that this process has not handed out before.
+
+    Servers are often made together and started later: the kernel may give
+    the port it just released to the next probe, and two servers would then
+    share one port (the second fails to listen while the first answers its
+    readiness check).
+    """
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class DaphneServer:
