@@ -99,6 +99,11 @@ def admin_secret():
     return None if not secret or secret == FORMER_DEFAULT_ADMIN_SECRET else secret
 
 
+def store_cache_size():
+    """How many stores each per-store cache of a process holds (``STORE_CACHE_SIZE``)."""
+    return get("STORE_CACHE_SIZE")
+
+
 def get(name):
     """The effective value of one LIVESYNC setting."""
     return _effective()[name]

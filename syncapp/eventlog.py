@@ -30,7 +30,7 @@ class StoreUnavailable(Exception):
 # How often each process records a store's client generations (``Store.last_v0X_client_at``) on connect.
 CLIENT_NOTE_INTERVAL_SECONDS = 60
 # (storeId, generation) -> when this process last recorded it, for the STORE_CACHE_SIZE pairs used last.
-_client_noted_at = BoundedCache(lambda: conf.get("STORE_CACHE_SIZE"))
+_client_noted_at = BoundedCache(conf.store_cache_size)
 # Running note_client tasks (the event loop keeps only weak references to tasks).
 _notes_in_flight = set()
 

@@ -7,9 +7,10 @@ Django's ``MigrationRecorder`` does), so these models never reach migrations or
 the global app registry.
 
 The cost of a store does not grow with the number of stores: on SQLite and
-PostgreSQL nothing here lists the database's tables or scans the registry. Name collisions are found by the
-database itself (the registry's unique constraints, ``CREATE TABLE`` failing),
-and what a process keeps per store is bounded (``syncapp.lru``).
+PostgreSQL nothing here lists the database's tables or scans the registry.
+Name collisions are found by the database itself (the registry's unique
+constraints, ``CREATE TABLE`` failing), and what a process keeps per store is
+bounded (``syncapp.lru``).
 
 Everything here is synchronous and blocking; callers on an event loop run it
 through ``syncapp.db``. Nothing here knows about WebSockets or frames.
@@ -222,24 +223,20 @@ def _table_key(table_name):
     return table_name.lower() if connection.vendor == "sqlite" else table_name
 
 
-def _create_table_sql(table_name):
+def _run_create_table(cursor, table_name):
     """``CREATE TABLE`` for an eventlog table, as Django's schema editor writes it for the table's model.
 
-    It is run as plain SQL in an ordinary transaction, together with the
-    store's row. Entering SQLite's schema editor would refuse to run inside a
+    Run as plain SQL in the caller's transaction, together with the store's
+    row. Entering SQLite's schema editor would refuse to run inside a
     transaction, and on the way out runs ``PRAGMA foreign_key_check``, which
     walks every table in the database.
     """
-    return connection.schema_editor().table_sql(eventlog_model(table_name))
-
-
-def _drop_table_sql(table_name):
-    return connection.schema_editor().sql_delete_table % {"table": connection.ops.quote_name(table_name)}
-
-
-def _execute_ddl(cursor, statement):
-    sql, params = statement if isinstance(statement, tuple) else (statement, None)
+    sql, params = connection.schema_editor().table_sql(eventlog_model(table_name))
     cursor.execute(sql, params or None)
+
+
+def _run_drop_table(cursor, table_name):
+    cursor.execute(connection.schema_editor().sql_delete_table % {"table": connection.ops.quote_name(table_name)})
 
 
 def _table_exists(table_name):
@@ -345,7 +342,7 @@ def _ensure_table(table_name):
 def _create_table(table_name):
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            _execute_ddl(cursor, _create_table_sql(table_name))
+            _run_create_table(cursor, table_name)
     except DatabaseError:
         # Another process created it between our look and our CREATE TABLE.
         if not _table_exists(table_name):
@@ -369,17 +366,13 @@ class _Location:
     backend_id: str
 
 
-def _store_cache_size():
-    return conf.get("STORE_CACHE_SIZE")
-
-
 # storeId -> where its events live, for the STORE_CACHE_SIZE stores used last. A
 # store's row and table never move while it exists, so an entry is looked up once
 # while the store is in use; delete() forgets it, and a store deleted by another
 # process is noticed when its row is missing. The backendId changes on reset:
 # append() checks it in its compare-and-set, so a stale cached one costs a
 # retry, never a wrong answer.
-_locations = BoundedCache(_store_cache_size)
+_locations = BoundedCache(conf.store_cache_size)
 
 
 def _locate(store_id, create):
@@ -430,7 +423,7 @@ def _create_new_stores(store_ids):
         with transaction.atomic(), connection.cursor() as cursor:
             created = [Store.objects.create(store_id=store_id, table_name=table) for store_id, table in fresh]
             for store in created:
-                _execute_ddl(cursor, _create_table_sql(store.table_name))
+                _run_create_table(cursor, store.table_name)
     except DatabaseError:
         return
     for store in created:
@@ -463,7 +456,7 @@ def _create_store(store_id):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 store = Store.objects.create(store_id=store_id, table_name=table_name)
-                _execute_ddl(cursor, _create_table_sql(table_name))
+                _run_create_table(cursor, table_name)
             return store
         except IntegrityError:
             pass
@@ -891,7 +884,7 @@ def delete(store_id):
         return
     with transaction.atomic(), connection.cursor() as cursor:
         if _table_exists(store.table_name):
-            _execute_ddl(cursor, _drop_table_sql(store.table_name))
+            _run_drop_table(cursor, store.table_name)
         store.delete()
     _forget_model(store.table_name)
     _locations.pop(store_id)
