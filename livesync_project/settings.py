@@ -86,8 +86,16 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
+# More databases to spread stores over, comma-separated URLs, as the aliases stores_1, stores_2, …
+# (each needs `manage.py migrate --database=stores_N`). Unset: every store lives in the default database.
+STORE_DATABASE_URLS = [
+    url.strip() for url in os.environ.get("LIVESYNC_STORE_DATABASE_URLS", "").split(",") if url.strip()
+]
+for _number, _url in enumerate(STORE_DATABASE_URLS, start=1):
+    DATABASES[f"stores_{_number}"] = dj_database_url.parse(_url, conn_max_age=DATABASES["default"]["CONN_MAX_AGE"])
+for _database in DATABASES.values():
+    if _database["ENGINE"] == "django.db.backends.sqlite3":
+        _database["OPTIONS"] = {**SQLITE_OPTIONS, **_database.get("OPTIONS", {})}
 
 REDIS_URL = os.environ.get("REDIS_URL")
 # Longer than channels_redis's 5 s blocking read, which redis-py's default
@@ -125,6 +133,8 @@ LIVESYNC = {
     or ("livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None),
     # Unset: livesync's default (one thread on SQLite, four elsewhere).
     "DATABASE_THREADS": int(_database_threads) if _database_threads else None,
+    # Unset LIVESYNC_STORE_DATABASE_URLS: the default database alone.
+    "STORE_DATABASES": list(DATABASES) if STORE_DATABASE_URLS else None,
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,5 +1,10 @@
 """Stores in the Django admin: the registry, each store's events (read-only), and reset, export and delete.
 
+With stores spread over several databases the list shows one database at a
+time (a filter picks it): a page across databases would have to merge every
+database's ordering. A store's page is found wherever it lives, since store
+ids are unique across databases (``syncapp.placement``).
+
 Everything goes through ``storage``; a reset or a delete is announced with
 ``broadcast.announce_reset`` so the store's sockets, in every server process,
 reconnect instead of holding a history that no longer exists.
@@ -15,7 +20,7 @@ from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -24,10 +29,10 @@ from django.utils.functional import cached_property
 from django.utils.http import content_disposition_header
 from django.utils.timesince import timesince
 
-from . import broadcast, db, eventlog, handshake, storage, transfer
+from . import broadcast, db, eventlog, handshake, placement, storage, transfer
 from .generations import V03, V04
 from .hub import existing_hub
-from .models import Store, StoreAccess
+from .models import Store, StoreAccess, StorePlacement
 
 EVENTS_PER_PAGE = 50
 
@@ -48,11 +53,12 @@ class StoreListPaginator(Paginator):
 
     @cached_property
     def count(self):
-        estimate = _estimated_store_count() if not self.object_list.query.where else None
+        estimate = _estimated_store_count(self.object_list.db) if not self.object_list.query.where else None
         return estimate if estimate is not None else super().count
 
 
-def _estimated_store_count():
+def _estimated_store_count(alias):
+    connection = connections[alias]
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
@@ -61,15 +67,16 @@ def _estimated_store_count():
     return row[0] if row is not None and row[0] >= ESTIMATE_COUNT_FROM else None
 
 
-def store_id_prefix(term):
-    """Stores whose storeId starts with ``term`` (case-sensitive), as a condition the storeId index answers.
+def store_id_prefix(term, alias=DEFAULT_DB_ALIAS):
+    """Stores whose storeId starts with ``term`` (case-sensitive), as a condition the storeId index of
+    database ``alias`` answers.
 
     A prefix is a range on the index; Django's ``icontains`` search would scan
     every row. On PostgreSQL ``startswith`` is answered by the ``_like`` index
     Django creates for the unique column; SQLite's ``LIKE`` ignores case and
     so no index, hence the explicit range.
     """
-    if connection.vendor == "postgresql":
+    if connections[alias].vendor == "postgresql":
         return Q(store_id__startswith=term)
     return Q(store_id__gte=term, store_id__lt=term + _AFTER_EVERY_SUFFIX)
 
@@ -126,6 +133,32 @@ async def _ndjson_stream(store_id):
         yield transfer.ndjson(events)
 
 
+class StoreDatabaseFilter(admin.SimpleListFilter):
+    """Which store database the list shows (when there are several): the first one unless chosen."""
+
+    title = "database"
+    parameter_name = "database"
+
+    def lookups(self, request, model_admin):
+        return [(alias, alias) for alias in placement.store_databases()]
+
+    def shown(self):
+        aliases = placement.store_databases()
+        return self.value() if self.value() in aliases else aliases[0]
+
+    def queryset(self, request, queryset):
+        return queryset.using(self.shown())
+
+    def choices(self, changelist):
+        # No "All": a list spans one database.
+        for alias, title in self.lookup_choices:
+            yield {
+                "selected": alias == self.shown(),
+                "query_string": changelist.get_query_string({self.parameter_name: alias}),
+                "display": title,
+            }
+
+
 def _clean_new_store_id(form):
     """The add form takes the storeIds a client could connect to, and no other."""
     store_id = form.cleaned_data["store_id"]
@@ -168,6 +201,22 @@ class StoreAdmin(admin.ModelAdmin):
     delete_confirmation_template = "syncapp/admin/store_delete_confirmation.html"
     delete_selected_confirmation_template = "syncapp/admin/store_delete_selected_confirmation.html"
 
+    def get_list_filter(self, request):
+        return (StoreDatabaseFilter,) if len(placement.store_databases()) > 1 else ()
+
+    def get_object(self, request, object_id, from_field=None):
+        """The store with this id in whichever database holds it."""
+        if from_field is not None or len(placement.store_databases()) == 1:
+            return super().get_object(request, object_id, from_field)
+        try:
+            pk = int(object_id)
+        except ValueError:
+            return None
+        alias = StorePlacement.objects.using(DEFAULT_DB_ALIAS).filter(pk=pk).values_list("database", flat=True).first()
+        if alias is None:
+            return None
+        return self.get_queryset(request).using(alias).filter(pk=pk).first()
+
     def get_readonly_fields(self, request, obj=None):
         # Adding a store asks for its storeId alone; an existing store has no editable field.
         return () if obj is None else self.readonly_fields
@@ -209,7 +258,7 @@ class StoreAdmin(admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(store_id_prefix(term)), False
+        return queryset.filter(store_id_prefix(term, queryset.db)), False
 
     @admin.display(description="events", ordering="head")
     def event_count(self, store):
@@ -262,7 +311,8 @@ class StoreAdmin(admin.ModelAdmin):
             if request.GET.get(param)
         }
         storage.open_store(store.store_id)
-        events = storage.eventlog_model(store.table_name).objects.filter(seq_num__lte=store.head, **filters)
+        events = storage.eventlog_model(store.table_name).objects.using(store._state.db)
+        events = events.filter(seq_num__lte=store.head, **filters)
         paginator = Paginator(events.order_by("seq_num"), EVENTS_PER_PAGE)
         if not filters:
             paginator.count = store.head  # known without a COUNT(*): seqNums run 1..head

@@ -67,6 +67,7 @@ def check_settings(app_configs, **kwargs):
         value = conf.get(name)
         if value is not None and (not isinstance(value, (int, float)) or value <= 0):
             errors.append(Error(f"LIVESYNC[{name!r}] must be None or a positive number.", obj=value, id="syncapp.E009"))
+    errors.extend(_check_store_databases())
     errors.extend(_check_write_buffer())
     timeout = conf.get("REQUEST_HEADER_TIMEOUT")
     if not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -105,6 +106,35 @@ def _endpoints_without_validator():
         except Exception:  # noqa: BLE001 - the server reports its own start-up errors
             return None
     return mounts.unguarded()
+
+
+def _check_store_databases():
+    """Every alias of STORE_DATABASES must be a database of the project, named once: a store placed in an
+    alias that is missing later could not be found."""
+    aliases = conf.get("STORE_DATABASES")
+    if aliases is None:
+        return []
+    if isinstance(aliases, str) or not isinstance(aliases, (list, tuple)) or not aliases:
+        return [
+            Error(
+                "LIVESYNC['STORE_DATABASES'] must be None or a non-empty list of aliases.",
+                obj=aliases,
+                id="syncapp.E010",
+            )
+        ]
+    errors = []
+    unknown = [alias for alias in aliases if alias not in settings.DATABASES]
+    if unknown:
+        errors.append(
+            Error(
+                f"LIVESYNC['STORE_DATABASES'] names databases that DATABASES does not have: {', '.join(map(str, unknown))}.",
+                hint="Add them to DATABASES, and run manage.py migrate --database=<alias> for each.",
+                id="syncapp.E010",
+            )
+        )
+    if len(set(aliases)) != len(aliases):
+        errors.append(Error("LIVESYNC['STORE_DATABASES'] names a database twice.", obj=aliases, id="syncapp.E010"))
+    return errors
 
 
 def _check_write_buffer():

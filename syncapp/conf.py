@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
 # The secret earlier versions shipped as the default: known to anyone, so never accepted.
@@ -85,6 +86,13 @@ DEFAULTS = {
     # the ones used last; a store used again after that costs one indexed lookup.
     # Bounds a process's memory whatever the number of stores it has served.
     "STORE_CACHE_SIZE": 10_000,
+    # Aliases in ``DATABASES`` that hold stores. Each store lives wholly in one of
+    # them (its registry row and its eventlog table); a new store goes to the one a
+    # stable hash of its storeId picks, and where it went is recorded in the
+    # default database, so adding an alias later moves no existing store. Every
+    # alias needs ``manage.py migrate --database=<alias>``. None: the default
+    # database alone.
+    "STORE_DATABASES": None,
     # Pushes one connection may make per second, on average (bursts up to twice
     # that); a push beyond is refused and writes nothing. None: no limit.
     "MAX_PUSHES_PER_SECOND": None,
@@ -102,6 +110,11 @@ def admin_secret():
 def store_cache_size():
     """How many stores each per-store cache of a process holds (``STORE_CACHE_SIZE``)."""
     return get("STORE_CACHE_SIZE")
+
+
+def store_databases():
+    """The aliases stores live in (``STORE_DATABASES``), in their configured order."""
+    return tuple(get("STORE_DATABASES") or (DEFAULT_DB_ALIAS,))
 
 
 def get(name):

@@ -20,7 +20,7 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+from django.db import close_old_connections, connections
 
 from . import conf
 
@@ -42,7 +42,8 @@ DEFAULT_THREADS = 4
 
 
 def database_threads():
-    """The pool's size: ``DATABASE_THREADS``, or when that is None one on SQLite and DEFAULT_THREADS elsewhere."""
+    """The pool's size: ``DATABASE_THREADS``, or when that is None one when stores live in SQLite and
+    DEFAULT_THREADS elsewhere."""
     configured = conf.get("DATABASE_THREADS")
     if configured is not None:
         return configured
@@ -52,7 +53,7 @@ def database_threads():
 @functools.cache
 def _on_sqlite():
     # Cached: asked on the event loop, where each task would otherwise build a connection wrapper of its own.
-    return connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
+    return any(connections[alias].vendor == "sqlite" for alias in conf.store_databases())
 
 
 def _with_fresh_connection(func, args, kwargs):

@@ -79,3 +79,22 @@ class StoreAccess(models.Model):
 
     def __str__(self):
         return f"{self.user or self.group}: {self.access} {self.pattern}"
+
+
+class StorePlacement(models.Model):
+    """Which of ``LIVESYNC["STORE_DATABASES"]`` holds a store; kept in the default database.
+
+    Recorded when the store is created, so a store stays where it is when
+    databases are added. Its id is also the store's ``Store`` id in that
+    database: ids are then unique across databases, and an admin URL names
+    one store whichever database holds it.
+    """
+
+    store_id = models.CharField("storeId", max_length=255, unique=True)
+    database = models.CharField(max_length=100)
+
+    class Meta:
+        verbose_name = "store placement"
+
+    def __str__(self):
+        return f"{self.store_id} in {self.database}"

@@ -12,6 +12,9 @@ Name collisions are found by the database itself (the registry's unique
 constraints, ``CREATE TABLE`` failing), and what a process keeps per store is
 bounded (``syncapp.lru``).
 
+Stores may be spread over several databases (``syncapp.placement``): each
+function finds the store's database first, and runs there.
+
 Everything here is synchronous and blocking; callers on an event loop run it
 through ``syncapp.db``. Nothing here knows about WebSockets or frames.
 """
@@ -34,13 +37,12 @@ from django.db import (
     DatabaseError,
     DataError,
     IntegrityError,
-    connection,
     connections,
     models,
     transaction,
 )
 
-from . import conf
+from . import conf, placement
 from .generations import V03, V04
 from .lru import BoundedCache
 from .models import Store, new_backend_id
@@ -54,20 +56,21 @@ _eventlog_apps = Apps()
 _lock = threading.Lock()
 
 
-_sqlite_writer = threading.RLock()
+# One per SQLite database, by alias (see _local_writer).
+_sqlite_writers = collections.defaultdict(threading.RLock)
 
 
 @functools.cache
 def writes_one_at_a_time():
-    """Whether the database takes one writing transaction at a time (SQLite), so that pushes queue for it.
+    """Whether a store database takes one writing transaction at a time (SQLite), so that pushes queue for it.
 
     Cached: on an event loop each task would otherwise build a connection wrapper of its own to ask.
     """
-    return connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
+    return any(connections[alias].vendor == "sqlite" for alias in placement.store_databases())
 
 
-def _local_writer():
-    """On SQLite, one writing thread per process at a time (reentrant: a push may create its store).
+def _local_writer(alias):
+    """On SQLite, one writing thread per process and database at a time (reentrant: a push may create its store).
 
     SQLite allows one writer; threads that meet its lock back off in sleeps of
     up to 100 ms, and one unlucky thread can wait out the whole busy timeout
@@ -76,18 +79,7 @@ def _local_writer():
     writer on a Python lock instead hands the write lock over at once and in
     turn. Other databases lock rows themselves.
     """
-    return _sqlite_writer if connection.vendor == "sqlite" else contextlib.nullcontext()
-
-
-def _writes(function):
-    """Run ``function`` as this process's one SQLite writer (see ``_local_writer``)."""
-
-    @functools.wraps(function)
-    def writing(*args, **kwargs):
-        with _local_writer():
-            return function(*args, **kwargs)
-
-    return writing
+    return _sqlite_writers[alias] if connections[alias].vendor == "sqlite" else contextlib.nullcontext()
 
 
 def _unregister(table_name, model):
@@ -178,12 +170,8 @@ def sanitize(store_id):
     return re.sub(r"[^a-zA-Z0-9]", "_", store_id)
 
 
-def _max_table_name_length():
-    return connection.ops.max_name_length() or None
-
-
-def table_name_for(store_id, hashed=False, salt=""):
-    """The table name for ``store_id``: the reference's name, or a hash-suffixed one.
+def table_name_for(store_id, hashed=False, salt="", alias=DEFAULT_DB_ALIAS):
+    """The table name for ``store_id`` in database ``alias``: the reference's name, or a hash-suffixed one.
 
     The hashed form is used when the plain name is taken by another store (``a-b``
     and ``a_b`` sanitize alike; ``Abc`` and ``abc`` on SQLite, whose table names
@@ -191,7 +179,7 @@ def table_name_for(store_id, hashed=False, salt=""):
     can compute in advance (see ``table_name_candidates``).
     """
     plain = TABLE_PREFIX + sanitize(store_id)
-    limit = _max_table_name_length()
+    limit = connections[alias].ops.max_name_length() or None
     if not hashed and not salt and (limit is None or len(plain) <= limit):
         return plain
     digest = hashlib.sha256((store_id + salt).encode()).hexdigest()[:10]
@@ -204,7 +192,7 @@ def table_name_for(store_id, hashed=False, salt=""):
 SALTED_NAME_ATTEMPTS = 5
 
 
-def table_name_candidates(store_id):
+def table_name_candidates(store_id, alias):
     """Table names for a new store, in order of preference.
 
     The plain and the hashed name are stable, which keeps tables recognizable;
@@ -212,13 +200,13 @@ def table_name_candidates(store_id):
     storeIds of its own (``sq_x_<hash of sq_x>``, then ``sq-x``). Salted names
     follow, which no one can foresee: no storeId can be made unusable.
     """
-    yield table_name_for(store_id)
-    yield table_name_for(store_id, hashed=True)
+    yield table_name_for(store_id, alias=alias)
+    yield table_name_for(store_id, hashed=True, alias=alias)
     for _ in range(SALTED_NAME_ATTEMPTS):
-        yield table_name_for(store_id, salt=secrets.token_hex(8))
+        yield table_name_for(store_id, salt=secrets.token_hex(8), alias=alias)
 
 
-def _table_key(table_name):
+def _table_key(connection, table_name):
     """How the database compares table names: SQLite ignores case, PostgreSQL (quoted) does not."""
     return table_name.lower() if connection.vendor == "sqlite" else table_name
 
@@ -231,16 +219,17 @@ def _run_create_table(cursor, table_name):
     transaction, and on the way out runs ``PRAGMA foreign_key_check``, which
     walks every table in the database.
     """
-    sql, params = connection.schema_editor().table_sql(eventlog_model(table_name))
+    sql, params = cursor.db.schema_editor().table_sql(eventlog_model(table_name))
     cursor.execute(sql, params or None)
 
 
 def _run_drop_table(cursor, table_name):
-    cursor.execute(connection.schema_editor().sql_delete_table % {"table": connection.ops.quote_name(table_name)})
+    cursor.execute(cursor.db.schema_editor().sql_delete_table % {"table": cursor.db.ops.quote_name(table_name)})
 
 
-def _table_exists(table_name):
+def _table_exists(alias, table_name):
     """Whether the database has this table (on SQLite: in any case), in one catalog lookup by name."""
+    connection = connections[alias]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [connection.ops.quote_name(table_name)])
@@ -249,10 +238,11 @@ def _table_exists(table_name):
             cursor.execute("SELECT 1 FROM pragma_table_info(%s) LIMIT 1", [table_name])
             return cursor.fetchone() is not None
     # Other databases: Django's introspection, which lists every table.
-    return _table_key(table_name) in {_table_key(name) for name in connection.introspection.table_names()}
+    names = connection.introspection.table_names()
+    return _table_key(connection, table_name) in {_table_key(connection, name) for name in names}
 
 
-def _is_orphan(table_name):
+def _is_orphan(alias, table_name):
     """Whether an existing table is there under exactly this name with no registry row claiming it (its row
     was lost).
 
@@ -261,6 +251,7 @@ def _is_orphan(table_name):
     orphan: finding its real name scans the schema, which only this rare path
     does.
     """
+    connection = connections[alias]
     if connection.vendor == "sqlite":
         with connection.cursor() as cursor:
             cursor.execute(
@@ -269,11 +260,14 @@ def _is_orphan(table_name):
             found = cursor.fetchone()
         if found is None or found[0] != table_name:
             return False
-    return not Store.objects.filter(table_name=table_name).exists()
+    return not Store.objects.using(alias).filter(table_name=table_name).exists()
 
 
 def eventlog_model(table_name):
-    """The model class mapped onto one eventlog table (kept for the MODEL_CACHE_SIZE tables used last)."""
+    """The model class mapped onto one eventlog table (kept for the MODEL_CACHE_SIZE tables used last).
+
+    A class fits the table of that name in any database; query it ``.using()`` the store's.
+    """
     model = _eventlog_models.get(table_name)
     if model is not None:
         return model
@@ -327,36 +321,43 @@ def _build_model(table_name):
     return type(class_name, (models.Model,), attrs)
 
 
-def _ensure_table(table_name):
+def _ensure_table(alias, table_name):
     """Create a registered store's eventlog table unless it exists; safe when several processes race.
 
     A store's row and table are created, and deleted, in one transaction, so
     the table is missing only when someone dropped it by hand (or the store
     was created by a version that made them one after the other).
     """
-    if not _table_exists(table_name):
-        _create_table(table_name)
+    if not _table_exists(alias, table_name):
+        _create_table(alias, table_name)
 
 
-@_writes
-def _create_table(table_name):
+def _create_table(alias, table_name):
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with _local_writer(alias), transaction.atomic(using=alias), connections[alias].cursor() as cursor:
             _run_create_table(cursor, table_name)
     except DatabaseError:
         # Another process created it between our look and our CREATE TABLE.
-        if not _table_exists(table_name):
+        if not _table_exists(alias, table_name):
             raise
 
 
+def database_of(store_id):
+    """The alias of the database holding ``store_id``, or None for a store never created."""
+    return placement.database_of(store_id)
+
+
 def store_exists(store_id):
-    """Whether ``store_id`` is in the registry (one indexed lookup)."""
-    return Store.objects.filter(store_id=store_id).exists()
+    """Whether ``store_id`` is in the registry (one indexed lookup, two when stores are spread)."""
+    return get_store(store_id) is not None
 
 
 def get_store(store_id):
-    """The Store row for ``store_id``, or None."""
-    return Store.objects.filter(store_id=store_id).first()
+    """The Store row for ``store_id`` (read from its database), or None."""
+    alias = placement.database_of(store_id)
+    if alias is None:
+        return None
+    return Store.objects.using(alias).filter(store_id=store_id).first()
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,11 @@ class _Location:
     pk: int
     table_name: str
     backend_id: str
+    database: str
+
+    @classmethod
+    def of(cls, store):
+        return cls(store.pk, store.table_name, store.backend_id, store._state.db)
 
 
 # storeId -> where its events live, for the STORE_CACHE_SIZE stores used last. A
@@ -376,7 +382,7 @@ _locations = BoundedCache(conf.store_cache_size)
 
 
 def _locate(store_id, create):
-    """The store's row id and table (created on first use when ``create``), or None."""
+    """The store's row id, table and database (created on first use when ``create``), or None."""
     location = _locations.get(store_id)
     if location is not None:
         return location
@@ -384,50 +390,58 @@ def _locate(store_id, create):
     if store is None:
         return None
     if not create:
-        _ensure_table(store.table_name)
-    location = _Location(store.pk, store.table_name, store.backend_id)
+        _ensure_table(store._state.db, store.table_name)
+    location = _Location.of(store)
     _locations.put(store_id, location)
     return location
 
 
 def open_store(store_id):
-    """The Store for ``store_id``, created with its table on first use."""
+    """The Store for ``store_id``, created with its table on first use (in the database placement picks)."""
     store = get_store(store_id)
     if store is not None:
-        _ensure_table(store.table_name)
+        _ensure_table(store._state.db, store.table_name)
         return store
     return _create_store(store_id)
 
 
-def _create_new_stores(store_ids):
-    """Create those of ``store_ids`` that do not exist yet, rows and tables in one transaction.
+def _create_new_stores(alias, store_ids):
+    """Create those of ``store_ids`` (all bound for database ``alias``) that do not exist yet, their
+    placements, rows and tables in one transaction.
 
     A group of pushes to new stores then costs one commit (one fsync) for all
     of them, not two per store. Anything unusual (a name already taken by a
     table, two new stores whose names sanitize alike, another process creating
     one meanwhile) is left to ``open_store``, one store at a time.
     """
+    connection = connections[alias]
     unknown = [store_id for store_id in dict.fromkeys(store_ids) if store_id not in _locations]
     if not unknown:
         return
-    known = set(Store.objects.filter(store_id__in=unknown).values_list("store_id", flat=True))
-    tables = {store_id: table_name_for(store_id) for store_id in unknown if store_id not in known}
-    alike = collections.Counter(_table_key(table) for table in tables.values())
+    stores = Store.objects.using(alias)
+    known = set(stores.filter(store_id__in=unknown).values_list("store_id", flat=True))
+    tables = {store_id: table_name_for(store_id, alias=alias) for store_id in unknown if store_id not in known}
+    alike = collections.Counter(_table_key(connection, table) for table in tables.values())
     # In storeId order: two processes creating the same new stores then never wait for each other in a cycle.
-    fresh = sorted((store_id, table) for store_id, table in tables.items() if alike[_table_key(table)] == 1)
+    fresh = sorted((store_id, table) for store_id, table in tables.items() if alike[_table_key(connection, table)] == 1)
     if not fresh:
         return
     try:
         # One transaction where the database can roll DDL back (SQLite, PostgreSQL). A name that is taken
         # fails its INSERT or its CREATE TABLE, and the whole group is left to open_store.
-        with transaction.atomic(), connection.cursor() as cursor:
-            created = [Store.objects.create(store_id=store_id, table_name=table) for store_id, table in fresh]
+        with transaction.atomic(using=alias), connection.cursor() as cursor:
+            ids = _claim([store_id for store_id, _ in fresh], alias)
+            created = [
+                stores.create(id=ids[store_id], store_id=store_id, table_name=table)
+                for store_id, table in fresh
+                if store_id in ids
+            ]
             for store in created:
                 _run_create_table(cursor, store.table_name)
     except DatabaseError:
         return
     for store in created:
-        _locations.put(store.store_id, _Location(store.pk, store.table_name, store.backend_id))
+        _locations.put(store.store_id, _Location.of(store))
 
 
 def _adopt_existing_events(store):
@@ -436,15 +450,17 @@ def _adopt_existing_events(store):
     That happens when the registry row was lost or removed by hand while the
     table stayed; starting at head 0 would make every later push collide.
     """
-    latest = eventlog_model(store.table_name).objects.aggregate(latest=models.Max("seq_num"))["latest"]
+    alias = store._state.db
+    events = eventlog_model(store.table_name).objects.using(alias)
+    latest = events.aggregate(latest=models.Max("seq_num"))["latest"]
     if latest:
-        Store.objects.filter(pk=store.pk, head=0).update(head=latest)
+        Store.objects.using(alias).filter(pk=store.pk, head=0).update(head=latest)
         store.refresh_from_db()
 
 
-@_writes
 def _create_store(store_id):
-    """A new Store row for ``store_id`` and its table, under the first free table name.
+    """A new Store row for ``store_id`` and its table, under the first free table name, in the database
+    its placement names (recorded here for a new store).
 
     Row and table are created in one transaction, and the database decides
     what is free: the registry's unique constraints (storeId, table name), and
@@ -452,34 +468,53 @@ def _create_store(store_id):
     ``Abc`` and ``abc`` name one table, also in another case). A table that
     exists with no row claiming it lost its row, and is adopted with its events.
     """
-    for table_name in table_name_candidates(store_id):
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                store = Store.objects.create(store_id=store_id, table_name=table_name)
-                _run_create_table(cursor, table_name)
-            return store
-        except IntegrityError:
-            pass
-        except DatabaseError:
-            if not _table_exists(table_name):
-                # Not a name that is taken (a lock timeout, an outage): the caller reports it as what it is.
-                raise
-            if not _is_orphan(table_name):
-                continue
+    alias = placement.destinations([store_id])[store_id]
+    stores = Store.objects.using(alias)
+    with _local_writer(alias):
+        for table_name in table_name_candidates(store_id, alias):
             try:
-                with transaction.atomic():
-                    store = Store.objects.create(store_id=store_id, table_name=table_name)
+                with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                    store = stores.create(id=_claimed_id(store_id, alias), store_id=store_id, table_name=table_name)
+                    _run_create_table(cursor, table_name)
+                return store
             except IntegrityError:
                 pass
-            else:
-                _adopt_existing_events(store)
-                return store
-        existing = get_store(store_id)
-        if existing is not None:
-            # Another process created the store meanwhile.
-            _ensure_table(existing.table_name)
-            return existing
+            except DatabaseError:
+                if not _table_exists(alias, table_name):
+                    # Not a name that is taken (a lock timeout, an outage): the caller reports it as what it is.
+                    raise
+                if not _is_orphan(alias, table_name):
+                    continue
+                try:
+                    with transaction.atomic(using=alias):
+                        store = stores.create(id=_claimed_id(store_id, alias), store_id=store_id, table_name=table_name)
+                except IntegrityError:
+                    pass
+                else:
+                    _adopt_existing_events(store)
+                    return store
+            existing = get_store(store_id)
+            if existing is not None:
+                # Another process created the store meanwhile.
+                _ensure_table(existing._state.db, existing.table_name)
+                return existing
     raise IntegrityError(f"no free table name for store {store_id!r}")
+
+
+def _claim(store_ids, alias):
+    """``placement.claim``, as the default database's one SQLite writer (always taken last, after the
+    store database's: no two threads wait for each other's)."""
+    with _local_writer(DEFAULT_DB_ALIAS):
+        return placement.claim(store_ids, alias)
+
+
+def _claimed_id(store_id, alias):
+    """The id the store takes, from its placement in ``alias``; IntegrityError when another process placed
+    it elsewhere meanwhile (it is then found there)."""
+    ids = _claim([store_id], alias)
+    if store_id not in ids:
+        raise IntegrityError(f"store {store_id!r} was placed in another database meanwhile")
+    return ids[store_id]
 
 
 def now_iso():
@@ -507,10 +542,10 @@ CLIENT_GENERATION_FIELDS = {V03: "last_v03_client_at", V04: "last_v04_client_at"
 
 
 @functools.cache
-def _move_head_sql(generation):
+def _move_head_sql(alias, generation):
     """A push's compare-and-set of the head; it also stamps the pusher's protocol ``generation`` (if given)
     as last seen, which then costs no statement of its own."""
-    quote = connection.ops.quote_name
+    quote = connections[alias].ops.quote_name
     columns = ["head", "updated_at"] + ([CLIENT_GENERATION_FIELDS[generation]] if generation else [])
     return "UPDATE {table} SET {assignments} WHERE {pk} = %s AND {head} = %s AND {backend_id} = %s".format(
         table=quote(Store._meta.db_table),
@@ -523,7 +558,7 @@ def _move_head_sql(generation):
 
 def _move_head_parameters(location, pending, parent):
     """The parameters of ``_move_head_sql``: the new head and its stamps, then the store, ``parent`` and backendId."""
-    now = connection.ops.adapt_datetimefield_value(datetime.now(timezone.utc))
+    now = connections[location.database].ops.adapt_datetimefield_value(datetime.now(timezone.utc))
     stamps = [now, now] if pending.generation else [now]
     return [pending.batch[-1].seqNum, *stamps, location.pk, parent, location.backend_id]
 
@@ -532,7 +567,7 @@ def _move_head_parameters(location, pending, parent):
 EVENT_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
 
 
-def _insert_sql(table_name):
+def _insert_sql(connection, table_name):
     quote = connection.ops.quote_name
     return "INSERT INTO {} ({}) VALUES ({})".format(
         quote(table_name), ", ".join(quote(c) for c in EVENT_COLUMNS), ", ".join(["%s"] * len(EVENT_COLUMNS))
@@ -577,70 +612,92 @@ def append(store_id, batch, args_text, created_at=None, created_at_of=None, back
     """
     pending = PendingAppend(store_id, batch, args_text, backend_id, created_at_of, generation)
     (outcome,) = append_many([pending], created_at)
-    if isinstance(outcome, PushRejected):
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
 def append_many(pendings, created_at=None):
-    """Append several pushes in one transaction, so that one commit (one fsync) makes them all durable.
+    """Append several pushes in one transaction per database, so that one commit (one fsync) makes them durable.
 
     Each push is checked and written as ``append`` describes. Every check comes
     before a push's first write, so a rejected push leaves the transaction as it
-    found it and the others go on. Returns, per push, its Appended or the
-    PushRejected it met; any other error rolls back all of them. Store rows are
-    locked in the order of their ids, so that groups committing at once in
+    found it and the others go on. Returns, per push, its Appended, the
+    PushRejected it met, or the DatabaseError that rolled back its database's
+    transaction (stores in other databases are not held back by it). Store rows
+    are locked in the order of their ids, so that groups committing at once in
     several processes never wait for each other in a cycle. New stores are
     created first, together, in a transaction of their own: a push rejected
     later never undoes them.
     """
     created_at = created_at or now_iso()
     outcomes = [None] * len(pendings)
-    with _local_writer():
-        _create_new_stores([pending.store_id for pending in pendings])
-        for _ in range(4):
-            located = {}
-            for index, pending in enumerate(pendings):
-                if outcomes[index] is None:
-                    try:
-                        located[index] = _checked_location(pending)
-                    except PushRejected as rejected:
-                        outcomes[index] = rejected
-            if not located:
-                break
-            in_lock_order = sorted(located.items(), key=lambda item: item[1].pk)
-            try:
-                committed = _append_together(in_lock_order, pendings, created_at)
-            except DataError:
-                # One push's values were refused by the database (a check the codecs do not know of):
-                # each is tried alone, so that only that push fails and the others are stored.
-                committed = {}
-                for index, location in in_lock_order:
-                    try:
-                        committed.update(_append_together([(index, location)], pendings, created_at))
-                    except DataError as refused:
-                        committed[index] = UnstorableBatch(f"Push rejected: the database cannot store it ({refused})")
-            for index, outcome in committed.items():
-                if outcome is None:
-                    _locations.pop(pendings[index].store_id)
-                else:
-                    outcomes[index] = outcome
+    destinations = placement.destinations([pending.store_id for pending in pendings])
+    by_database = collections.defaultdict(list)
+    for index, pending in enumerate(pendings):
+        by_database[destinations[pending.store_id]].append(index)
+    for alias, indexes in by_database.items():
+        try:
+            with _local_writer(alias):
+                _create_new_stores(alias, [pendings[index].store_id for index in indexes])
+                _append_in(alias, indexes, pendings, created_at, outcomes)
+        except DatabaseError as error:
+            for index in indexes:
+                outcomes[index] = outcomes[index] or error
     return [
         outcome or PushRejected(f"store {pending.store_id!r} was deleted or reset during the push")
         for pending, outcome in zip(pendings, outcomes)
     ]
 
 
-def _append_together(in_lock_order, pendings, created_at):
-    """Append the located pushes in one transaction: ``{index: Appended, PushRejected or None}``, None
-    where the store's location was stale (it is looked up again)."""
+def _append_in(alias, indexes, pendings, created_at, outcomes):
+    """Append the pushes ``indexes`` of ``pendings``, to stores of database ``alias``, filling in ``outcomes``."""
+    for _ in range(4):
+        located = {}
+        for index in indexes:
+            if outcomes[index] is None:
+                try:
+                    location = _checked_location(pendings[index])
+                except PushRejected as rejected:
+                    outcomes[index] = rejected
+                    continue
+                if location.database == alias:
+                    located[index] = location
+                else:
+                    # Deleted and made again in another database since this push was grouped.
+                    _locations.pop(pendings[index].store_id)
+        if not located:
+            break
+        in_lock_order = sorted(located.items(), key=lambda item: item[1].pk)
+        try:
+            committed = _append_together(alias, in_lock_order, pendings, created_at)
+        except DataError:
+            # One push's values were refused by the database (a check the codecs do not know of):
+            # each is tried alone, so that only that push fails and the others are stored.
+            committed = {}
+            for index, location in in_lock_order:
+                try:
+                    committed.update(_append_together(alias, [(index, location)], pendings, created_at))
+                except DataError as refused:
+                    committed[index] = UnstorableBatch(f"Push rejected: the database cannot store it ({refused})")
+        for index, outcome in committed.items():
+            if outcome is None:
+                _locations.pop(pendings[index].store_id)
+            else:
+                outcomes[index] = outcome
+
+
+def _append_together(alias, in_lock_order, pendings, created_at):
+    """Append the located pushes in one transaction of database ``alias``: ``{index: Appended, PushRejected
+    or None}``, None where the store's location was stale (it is looked up again)."""
+    connection = connections[alias]
     if len(in_lock_order) == 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
         index, location = in_lock_order[0]
         appended = _append_alone(location, pendings[index], created_at)
         if appended is not None:
             return {index: appended}
     committed = {}
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
         for index, location in in_lock_order:
             try:
                 committed[index] = _append_at(cursor, location, pendings[index], created_at)
@@ -673,21 +730,21 @@ def _append_alone(location, pending, created_at):
         return None
     rows = _rows(pending, created_at)
     parameters = _move_head_parameters(location, pending, batch[0].parentSeqNum)
-    with connection.cursor() as cursor:
+    with connections[location.database].cursor() as cursor:
         cursor.execute(
-            _append_alone_sql(location.table_name, pending.generation, len(rows)),
+            _append_alone_sql(location.database, location.table_name, pending.generation, len(rows)),
             [*parameters, *(value for row in rows for value in row)],
         )
         inserted = cursor.rowcount
     return Appended(created_at, location.backend_id) if inserted == len(rows) else None
 
 
-def _append_alone_sql(table_name, generation, row_count):
-    quote = connection.ops.quote_name
+def _append_alone_sql(alias, table_name, generation, row_count):
+    quote = connections[alias].ops.quote_name
     columns = ", ".join(quote(c) for c in EVENT_COLUMNS)
     row = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
     return (
-        f"WITH moved AS ({_move_head_sql(generation)} RETURNING 1) "
+        f"WITH moved AS ({_move_head_sql(alias, generation)} RETURNING 1) "
         f"INSERT INTO {quote(table_name)} ({columns}) "
         f"SELECT * FROM (VALUES {', '.join([row] * row_count)}) AS pushed ({columns}) "
         "WHERE EXISTS (SELECT 1 FROM moved)"
@@ -720,13 +777,14 @@ def _append_at(cursor, location, pending, created_at):
     broken = chain_break(batch)
     rows = _rows(pending, created_at)
     skipped = 0
-    move_head = _move_head_sql(pending.generation)
+    move_head = _move_head_sql(location.database, pending.generation)
     while True:
         if broken is None:
             cursor.execute(move_head, _move_head_parameters(location, pending, rows[skipped][1]))
             if cursor.rowcount == 1:
                 break
-        stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
+        stored = Store.objects.using(location.database).filter(pk=location.pk).values_list("head", "backend_id")
+        stored = stored.first()
         if stored is None or stored[1] != location.backend_id:
             raise _Relocate
         head = stored[0]
@@ -740,7 +798,7 @@ def _append_at(cursor, location, pending, created_at):
         if skipped == len(rows):
             return Appended(created_at, location.backend_id, skipped)
     # Plain SQL on the hot path: one statement, no model instance per event.
-    cursor.executemany(_insert_sql(location.table_name), rows[skipped:])
+    cursor.executemany(_insert_sql(cursor.db, location.table_name), rows[skipped:])
     return Appended(created_at, location.backend_id, skipped)
 
 
@@ -785,7 +843,7 @@ def _already_stored(cursor, table_name, rows, head):
     overlap = list(itertools.takewhile(lambda row: row[0] <= head, rows))
     if not overlap or overlap[-1][0] != head or (len(overlap) < len(rows) and rows[len(overlap)][1] != head):
         return 0
-    cursor.execute(_select_sql(table_name), [rows[0][1], head, len(overlap)])
+    cursor.execute(_select_sql(cursor.db, table_name), [rows[0][1], head, len(overlap)])
     stored = [_identity(row) for row in cursor.fetchall()]
     return len(overlap) if stored == [_identity(row) for row in overlap] else 0
 
@@ -796,7 +854,7 @@ def _refresh(store_id):
     return _locate(store_id, create=False)
 
 
-def _select_sql(table_name):
+def _select_sql(connection, table_name):
     quote = connection.ops.quote_name
     return "SELECT {} FROM {} WHERE {seq} > %s AND {seq} <= %s ORDER BY {seq} LIMIT %s".format(
         ", ".join(quote(c) for c in EVENT_COLUMNS), quote(table_name), seq=quote("seqNum")
@@ -827,14 +885,14 @@ def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
     location = _locate(store_id, create=create)
     if location is None:
         return Page(events=[], head=0, backend_id=None)
-    stored = Store.objects.filter(pk=location.pk).values_list("head", "backend_id").first()
+    stored = Store.objects.using(location.database).filter(pk=location.pk).values_list("head", "backend_id").first()
     if stored is None:
         _locations.pop(store_id)
         return Page(events=[], head=0, backend_id=None)
     head, backend_id = stored
     events, size = [], 0
-    with connection.cursor() as cursor:
-        cursor.execute(_select_sql(location.table_name), [after, head, limit])
+    with connections[location.database].cursor() as cursor:
+        cursor.execute(_select_sql(cursor.db, location.table_name), [after, head, limit])
         # Rows are taken as they come and the rest is left unread once the page is full (SQLite steps
         # its statement row by row; psycopg builds rows only as they are fetched).
         while size < max_bytes:
@@ -851,53 +909,64 @@ def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
 
 def head(store_id):
     """The store's head seqNum (0 for an unknown or empty store)."""
-    return Store.objects.filter(store_id=store_id).values_list("head", flat=True).first() or 0
+    return heads([store_id]).get(store_id, 0)
 
 
 def heads(store_ids):
-    """``{store_id: head}`` for the known stores among ``store_ids``, in one query."""
-    return dict(Store.objects.filter(store_id__in=store_ids).values_list("store_id", "head"))
+    """``{store_id: head}`` for the known stores among ``store_ids``, in one query per database."""
+    by_database = collections.defaultdict(list)
+    for store_id, alias in placement.databases_of(store_ids).items():
+        by_database[alias].append(store_id)
+    found = {}
+    for alias, ids in by_database.items():
+        found.update(Store.objects.using(alias).filter(store_id__in=ids).values_list("store_id", "head"))
+    return found
 
 
-@_writes
 def reset(store_id):
     """Delete every event of the store, set its head back to 0 and give it a new backendId."""
     store = get_store(store_id)
     if store is None:
         return
-    _ensure_table(store.table_name)
-    model = eventlog_model(store.table_name)
-    with transaction.atomic():
-        Store.objects.select_for_update().filter(pk=store.pk).get()
-        model.objects.all().delete()
-        Store.objects.filter(pk=store.pk).update(
-            head=0, backend_id=new_backend_id(), updated_at=datetime.now(timezone.utc)
-        )
+    alias = store._state.db
+    _ensure_table(alias, store.table_name)
+    stores = Store.objects.using(alias)
+    with _local_writer(alias), transaction.atomic(using=alias):
+        stores.select_for_update().filter(pk=store.pk).get()
+        eventlog_model(store.table_name).objects.using(alias).all().delete()
+        stores.filter(pk=store.pk).update(head=0, backend_id=new_backend_id(), updated_at=datetime.now(timezone.utc))
     _locations.pop(store_id)
 
 
-@_writes
 def delete(store_id):
-    """Drop the store's table and its registry row."""
+    """Drop the store's table, its registry row and its placement."""
     store = get_store(store_id)
     if store is None:
         return
-    with transaction.atomic(), connection.cursor() as cursor:
-        if _table_exists(store.table_name):
+    alias = store._state.db
+    with _local_writer(alias), transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        if _table_exists(alias, store.table_name):
             _run_drop_table(cursor, store.table_name)
         store.delete()
+    with _local_writer(DEFAULT_DB_ALIAS):
+        placement.forget(store_id)
     _forget_model(store.table_name)
     _locations.pop(store_id)
 
 
-@_writes
 def note_client(store_id, generation):
     """Record that a client of ``generation`` ("0.3" or "0.4") connected; False if the store does not exist yet."""
+    alias = placement.database_of(store_id)
+    if alias is None:
+        return False
     field = CLIENT_GENERATION_FIELDS[generation]
-    return Store.objects.filter(store_id=store_id).update(**{field: datetime.now(timezone.utc)}) == 1
+    with _local_writer(alias):
+        updated = Store.objects.using(alias).filter(store_id=store_id).update(**{field: datetime.now(timezone.utc)})
+    return updated == 1
 
 
 def ping():
-    """Raise unless the database answers a trivial query."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    """Raise unless every store database answers a trivial query."""
+    for alias in placement.store_databases():
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT 1")

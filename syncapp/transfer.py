@@ -159,7 +159,7 @@ def import_events(store_id, located_events, existing=REFUSE, progress=None):
     created = storage.get_store(store_id) is None
     store = storage.open_store(store_id)
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=storage.database_of(store_id)):
             before = storage.head(store_id)
             if before and existing == REFUSE:
                 raise StoreNotEmpty(f"store {store_id!r} already has {before} events")

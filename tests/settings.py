@@ -20,6 +20,8 @@ if BACKEND == "postgres":
     DATABASES = {"default": dj_database_url.parse(POSTGRES_URL, conn_max_age=0)}
     # One test database per run, so concurrent runs on one machine never collide.
     DATABASES["default"]["TEST"] = {"NAME": f"test_livesync_{os.getpid()}"}
+    # A second database to spread stores over (tests/test_store_databases.py); unused by the others.
+    DATABASES["stores_b"] = {**DATABASES["default"], "TEST": {"NAME": f"test_livesync_b_{os.getpid()}"}}
     CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", "core"))}
 else:
     _test_db = os.path.join(tempfile.gettempdir(), f"livesync-test-{os.getpid()}.sqlite3")
@@ -30,6 +32,14 @@ else:
             "OPTIONS": SQLITE_OPTIONS,
             "TEST": {"NAME": _test_db},
         }
+    }
+    # A second database to spread stores over (tests/test_store_databases.py); unused by the others.
+    _second_test_db = os.path.join(tempfile.gettempdir(), f"livesync-test-b-{os.getpid()}.sqlite3")
+    DATABASES["stores_b"] = {
+        **DATABASES["default"],
+        "NAME": _second_test_db,
+        "OPTIONS": dict(SQLITE_OPTIONS),
+        "TEST": {"NAME": _second_test_db},
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 

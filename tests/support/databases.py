@@ -13,12 +13,13 @@ from tests.support.daphne import REPO_ROOT, DaphneServer, server_environment
 from tests.support.services import POSTGRES_URL, require_postgres
 
 
-def migrate(database_url):
-    """Runs ``manage.py migrate`` against ``database_url``, raising with its output if it fails."""
+def migrate(database_url, settings=None, database="default"):
+    """Runs ``manage.py migrate --database=<database>`` with ``DATABASE_URL`` (and ``settings``) in its
+    environment, raising with its output if it fails."""
     completed = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
+        [sys.executable, "manage.py", "migrate", "--noinput", f"--database={database}"],
         cwd=REPO_ROOT,
-        env=server_environment({"DATABASE_URL": database_url}),
+        env=server_environment({"DATABASE_URL": database_url, **(settings or {})}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,8 +43,9 @@ def sqlite_daphne(directory, settings=None, **options):
 
 
 @contextmanager
-def postgres_database():
-    """Yields the ``DATABASE_URL`` of a new, migrated PostgreSQL database and drops it afterwards.
+def postgres_database(migrated=True):
+    """Yields the ``DATABASE_URL`` of a new PostgreSQL database (migrated unless told otherwise) and drops it
+    afterwards.
 
     Skips (or under CI fails) the calling test when PostgreSQL is not reachable.
     """
@@ -53,7 +55,8 @@ def postgres_database():
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         database_url = urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
-        migrate(database_url)
+        if migrated:
+            migrate(database_url)
         yield database_url
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
