@@ -1,12 +1,21 @@
 """The TodoMVC demo (``examples/todomvc``) at ``/demo/``: its Vite build, served by the daphne process it syncs with.
 
 One process serves the page, its assets and the sync socket, so ``make run`` shows a working demo with nothing
-else to start, and the page derives its sync URL from its own address.
+else to start, and the page derives its sync URL from its own address. ``/demo/server-todo/`` shows Django
+code taking part in a store: a staff member adds a todo from the server.
 """
 
+import uuid
+
+from django import forms
 from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpResponseNotFound
+from django.shortcuts import render
+from django.utils import timezone
 from django.views.static import serve
+
+from syncapp import events
 
 NOT_BUILT = (
     "The TodoMVC demo is not built. Build it with `make demo` "
@@ -24,3 +33,30 @@ def demo(request, path=""):
         # The page names assets by content hash: a rebuild must reach browsers that loaded the old page.
         response["Cache-Control"] = "no-cache"
     return response
+
+
+class ServerTodoForm(forms.Form):
+    store_id = forms.CharField(label="storeId", max_length=255)
+    text = forms.CharField(label="Todo", max_length=500)
+
+
+@staff_member_required
+def server_todo(request):
+    """Add a todo to a demo store as the server: the event the demo's own windows commit for one."""
+    added = None
+    if request.method == "POST":
+        form = ServerTodoForm(request.POST)
+        if form.is_valid():
+            store_id, text = form.cleaned_data["store_id"], form.cleaned_data["text"]
+            created = {"id": str(uuid.uuid4()), "text": text, "createdAt": events.js_date(timezone.now())}
+            try:
+                events.commit(store_id, [("v1.TodoCreated", created)])
+            except events.CommitRefused as refused:
+                form.add_error("store_id", str(refused))
+            else:
+                added = text
+                form = ServerTodoForm(initial={"store_id": store_id})
+    else:
+        form = ServerTodoForm(initial={"store_id": request.GET.get("storeId", "")})
+    store_id = form["store_id"].value()
+    return render(request, "demo/server_todo.html", {"form": form, "added": added, "store_id": store_id})

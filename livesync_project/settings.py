@@ -53,7 +53,7 @@ ASGI_APPLICATION = "livesync_project.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "livesync_project" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -234,8 +234,8 @@ class StoreAdmin(admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if object_id is None:
             # Adding creates the store in storage's own transaction, not inside the one Django's change form
-            # opens: on SQLite that one holds the database's write lock from its start, while storage's
-            # writes queue for the process's one writer (storage._local_writer), which a push may hold.
+            # opens: on SQLite that one holds the database's write lock from its start to the end of the
+            # request, and every push of the process would wait for it.
             return self._changeform_view(request, object_id, form_url, extra_context)
         return super().changeform_view(request, object_id, form_url, extra_context)
 

@@ -81,7 +81,7 @@ async def push(context, request, reply, origin_socket=None):
     The answer follows the commit, so an acknowledged push is durable; the
     announcement to every subscriber of the store (in every process, both
     generations) follows the answer, as in the reference, and happens
-    whatever became of the pusher. ``origin_socket`` is the pushing socket's
+    whatever became of the pusher; ``events_committed`` receivers come last. ``origin_socket`` is the pushing socket's
     id, so that its own echo can be written without a queue.
     """
     outcome = await _outcome(context, request)
@@ -89,7 +89,10 @@ async def push(context, request, reply, origin_socket=None):
         await reply(outcome)
     finally:
         if type(outcome) is Acknowledged and outcome.announcement is not None:
-            await eventlog.announce(context.store_id, outcome.announcement, origin_socket)
+            try:
+                await eventlog.announce(context.store_id, outcome.announcement, origin_socket)
+            finally:
+                await eventlog.tell_receivers(context.store_id, outcome.announcement, context.generation)
     return outcome
 
 

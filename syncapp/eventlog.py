@@ -14,7 +14,7 @@ from functools import cached_property
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import broadcast, conf, db, storage, wire
+from . import broadcast, conf, db, signals, storage, wire
 from .lru import BoundedCache
 from .v03 import codec as v03_codec
 from .v04 import codec as v04_codec
@@ -119,6 +119,13 @@ async def announce(store_id, announcement, origin_socket=None):
         v04_pages=[bytes(page).decode() for page in announcement.v04_pages],
         origin_socket=origin_socket,
     )
+
+
+async def tell_receivers(store_id, announcement, origin):
+    """Send ``events_committed`` for a committed batch (when anyone listens); see ``syncapp.signals``."""
+    if signals.has_receivers():
+        events = signals.stored_events(announcement.batch, announcement.appended.created_at, wire.args_text)
+        await signals.asend(store_id, events, origin)
 
 
 async def reset(store_id, origin=None):

@@ -98,3 +98,26 @@ class StorePlacement(models.Model):
 
     def __str__(self):
         return f"{self.store_id} in {self.database}"
+
+
+class TailCursor(models.Model):
+    """How far a named consumer (``manage.py livesync_tail NAME``) has processed one store's log.
+
+    Kept in the default database, so that a consumer whose handler writes
+    there moves its cursor in the same transaction as its own writes: a
+    crash then never processes an event twice, nor skips one. ``backend_id``
+    is the store's incarnation the cursor belongs to: after a reset the log
+    starts again from 0, and so does the cursor.
+    """
+
+    consumer = models.CharField(max_length=255)
+    store_id = models.CharField("storeId", max_length=255)
+    seq_num = models.BigIntegerField(default=0)
+    backend_id = models.CharField("backendId", max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["consumer", "store_id"], name="syncapp_tail_cursor_unique")]
+
+    def __str__(self):
+        return f"{self.consumer}: {self.store_id} at e{self.seq_num}"

@@ -78,8 +78,17 @@ def _local_writer(alias):
     unavailable" while thousands of stores were being created). Queuing every
     writer on a Python lock instead hands the write lock over at once and in
     turn. Other databases lock rows themselves.
+
+    Not inside a transaction that is already open: either this thread took the
+    lock before opening it, or the caller opened it (``syncapp.events.commit``
+    in ``atomic()``) and it may hold SQLite's lock already, and waiting for the
+    Python lock while a thread holding it waits for SQLite's would stall both
+    until the busy timeout.
     """
-    return _sqlite_writers[alias] if connections[alias].vendor == "sqlite" else contextlib.nullcontext()
+    connection = connections[alias]
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        return contextlib.nullcontext()
+    return _sqlite_writers[alias]
 
 
 def _unregister(table_name, model):

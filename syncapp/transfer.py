@@ -12,6 +12,7 @@ D1 files are what ``@livestore/sync-cf`` leaves behind: a SQLite database
 store. Reading them is the only raw SQL here; writing goes through ``storage``.
 """
 
+import functools
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 import msgspec
 from django.db import transaction
 
-from . import storage, wire
+from . import signals, storage, wire
 
 # Events per ``storage.append`` call while importing.
 IMPORT_CHUNK_SIZE = 1000
@@ -133,8 +134,17 @@ def _chunks(events, size):
 
 
 def _append_keeping_created_at(store, chunk):
-    """Append ``chunk`` exactly as a push is appended, keeping each event's original createdAt."""
+    """Append ``chunk`` exactly as a push is appended, keeping each event's original createdAt; receivers of
+    ``events_committed`` hear of it once the import's transaction commits."""
     storage.append(store.store_id, chunk, _args_text, created_at_of=attrgetter("createdAt"))
+    if signals.has_receivers():
+        events = [
+            storage.StoredEvent(e.seqNum, e.parentSeqNum, e.name, _args_text(e), e.createdAt, e.clientId, e.sessionId)
+            for e in chunk
+        ]
+        transaction.on_commit(
+            functools.partial(signals.send, store.store_id, events, signals.IMPORT), using=store._state.db
+        )
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,9 @@ from django.db import connection
 
 from syncapp import storage, wire
 from syncapp.models import Store
+from tests.support.chains import batch, no_args
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
-
-
-def batch(first, last, client_id="c"):
-    return [
-        wire.Event(name="v1.E", seqNum=n, parentSeqNum=n - 1, clientId=client_id, sessionId="s")
-        for n in range(first, last + 1)
-    ]
-
-
-def no_args(event):
-    return None
 
 
 def test_table_name_follows_the_reference(store_id):

@@ -14,8 +14,9 @@ from django.db import connections
 from django.test import Client as HttpClient
 from django.urls import reverse
 
-from syncapp import db, placement, storage, wire
+from syncapp import db, placement, storage
 from syncapp.models import Store, StorePlacement
+from tests.support.chains import batch, no_args
 from tests.support.v03_client import events, seq_nums
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True, databases=["default", "stores_b"])]
@@ -37,17 +38,6 @@ def store_ids_in(alias, prefix, count=1):
             found.append(candidate)
         number += 1
     return found
-
-
-def batch(first, last, client_id="c"):
-    return [
-        wire.Event(name="v1.E", seqNum=n, parentSeqNum=n - 1, clientId=client_id, sessionId="s")
-        for n in range(first, last + 1)
-    ]
-
-
-def no_args(event):
-    return None
 
 
 def databases_holding(store_id):

@@ -130,3 +130,46 @@ def test_reload_keeps_the_list(open_window, store_url, observe):
     second.add("Post the letter")
     first.toggle("Renew passport")
     wait_for_todos([first, second], [("Renew passport", True), ("Buy stamps", True), ("Post the letter", False)])
+
+
+def test_a_todo_added_by_the_server_shows_in_an_open_window(open_window, store_url, server, tmp_path, observe):
+    """A staff member adds a todo on the example project's server-side page (``syncapp.events.commit``); the
+    window showing the store displays it without a reload, after its own todo."""
+    import subprocess
+    import sys
+
+    from selenium.webdriver.common.by import By
+
+    from tests.support.browser import start_chromium
+    from tests.support.daphne import REPO_ROOT, server_environment
+
+    created = subprocess.run(
+        [sys.executable, "manage.py", "createsuperuser", "--noinput", "--username=staff", "--email=s@example.com"],
+        cwd=REPO_ROOT,
+        env=server_environment({**server.settings, "DJANGO_SUPERUSER_PASSWORD": "server-todo-password"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0 or "already taken" in created.stderr, created.stderr
+    url = store_url()
+    store_id = url.split("storeId=", 1)[1]
+    window = open_window("window 1", url)
+    window.add("Added in the window")
+    wait_until_synced(window, head=1)
+
+    staff = start_chromium(tmp_path / "profile-staff", (900, 700))
+    try:
+        staff.get(f"{server.http_url}/admin/login/?next=/demo/server-todo/%3FstoreId%3D{store_id}")
+        staff.find_element(By.ID, "id_username").send_keys("staff")
+        staff.find_element(By.ID, "id_password").send_keys("server-todo-password")
+        staff.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        staff.find_element(By.ID, "id_text").send_keys("Added by the server")
+        started = time.monotonic()
+        staff.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        assert "Added “Added by the server”" in staff.find_element(By.CSS_SELECTOR, ".added").text
+    finally:
+        staff.quit()
+    wait_for_todos([window], [("Added in the window", False), ("Added by the server", False)])
+    observe("added on the server, shown in the window", time.monotonic() - started)
+    wait_until_synced(window, head=2)

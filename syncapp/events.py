@@ -1,0 +1,153 @@
+"""Django code as a participant in a store: commit events from Python, and read a store's log.
+
+``commit`` appends events at the store's head with the chain rules of a
+client push (seqNums assigned at the head, the compare-and-set retried when
+a client pushed in between, never a fork) and announces them to every
+connected client of both generations exactly as a push is announced.
+
+Called inside ``transaction.atomic()`` on the store's database, the events
+are part of the caller's transaction: stored when it commits, announced
+(and ``events_committed`` sent) only then, and neither if it rolls back.
+That is the outbox pattern with no outbox: a webhook's model changes and the
+events that tell the clients about them commit together or not at all.
+While the caller's transaction is open, the store's row stays locked, and
+client pushes to that store wait for it.
+
+``args`` are the events' *encoded* JSON, as the client schema's encoded side
+expects them: a ``Schema.Date`` is an ISO 8601 string (``js_date``), a
+``Schema.DateFromNumber`` milliseconds since the epoch, a ``Schema.Boolean``
+a JSON boolean. Values JSON cannot hold (datetimes, Decimals, NaN) are refused
+rather than guessed at.
+"""
+
+import functools
+import json
+import secrets
+from datetime import timezone
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+
+from . import conf, db, eventlog, handshake, signals, storage, wire
+
+# Who the events of the Python API come from, as the clients see them (``clientId`` / ``sessionId``).
+SERVER_CLIENT_ID = "livesync-server"
+SERVER_SESSION_ID = "server"
+# Times the head may move under a commit (clients pushing in between) before it gives up.
+COMMIT_ATTEMPTS = 50
+# Events per read while ``read`` walks a log.
+READ_EVENTS = 1000
+
+
+class CommitRefused(ValueError):
+    """Events, or a store, that a commit cannot take; nothing was written."""
+
+
+class CommitConflict(RuntimeError):
+    """The store's head kept moving for COMMIT_ATTEMPTS attempts; nothing was written."""
+
+
+def js_date(moment):
+    """A datetime as JavaScript's ``toISOString`` writes it, the encoded form of ``Schema.Date``."""
+    if moment.tzinfo is None:
+        raise CommitRefused("a naive datetime has no single instant: give it a timezone")
+    utc = moment.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def commit(store_id, events, client_id=SERVER_CLIENT_ID, session_id=SERVER_SESSION_ID):
+    """Append ``events`` (``(name, args)`` pairs) at the store's head; return their seqNums.
+
+    Inside ``transaction.atomic()`` on the store's database they are stored in
+    that transaction and announced after it commits; otherwise at once. Raises
+    CommitRefused for unusable input (nothing written) and CommitConflict.
+    """
+    pending, seq_nums = _append_at_head(store_id, events, client_id, session_id)
+    announce = functools.partial(_announce_blocking, store_id, pending)
+    transaction.on_commit(announce, using=storage.database_of(store_id))
+    return seq_nums
+
+
+async def acommit(store_id, events, client_id=SERVER_CLIENT_ID, session_id=SERVER_SESSION_ID):
+    """``commit`` from async code, in a transaction of its own (Django's transactions do not span awaits)."""
+    pending, seq_nums = await db.run(_append_at_head, store_id, events, client_id, session_id)
+    await eventlog.announce(store_id, pending)
+    await eventlog.tell_receivers(store_id, pending, signals.PYTHON)
+    return seq_nums
+
+
+def read(store_id, after=0):
+    """The store's events after seqNum ``after``, oldest first, as ``storage.StoredEvent`` (``args`` as JSON
+    text), read a page at a time up to the head as it is when each page is read."""
+    while True:
+        page = storage.read_page(store_id, after, READ_EVENTS)
+        yield from page.events
+        if not page.events or page.remaining == 0:
+            return
+        after = page.events[-1].seq_num
+
+
+def _announce_blocking(store_id, announcement):
+    async_to_sync(eventlog.announce)(store_id, announcement)
+    if signals.has_receivers():
+        stored = signals.stored_events(announcement.batch, announcement.appended.created_at, wire.args_text)
+        signals.send(store_id, stored, signals.PYTHON)
+
+
+def _append_at_head(store_id, events, client_id, session_id):
+    """Append ``events`` at the head, retrying when the head moved: ``(Announcement, seqNums)``."""
+    encoded = _encoded(events)
+    _check(store_id, client_id, session_id)
+    request_id = f"server-{secrets.token_hex(6)}"
+    for _ in range(COMMIT_ATTEMPTS):
+        head = storage.head(store_id)
+        batch = [
+            wire.Event(
+                name=name,
+                args=args,
+                seqNum=head + offset + 1,
+                parentSeqNum=head + offset,
+                clientId=client_id,
+                sessionId=session_id,
+            )
+            for offset, (name, args) in enumerate(encoded)
+        ]
+        try:
+            appended = storage.append(store_id, batch, wire.args_text)
+        except storage.ParentMismatch:
+            continue
+        except storage.PushRejected as rejected:
+            raise CommitRefused(str(rejected)) from None
+        return eventlog.Announcement(batch, appended, request_id), [event.seqNum for event in batch]
+    raise CommitConflict(f"store {store_id!r}: the head moved {COMMIT_ATTEMPTS} times during the commit")
+
+
+def _encoded(events):
+    """``(name, args)`` pairs as names and compact JSON (``wire.Raw``); CommitRefused for anything else."""
+    encoded = []
+    for index, pair in enumerate(events):
+        try:
+            name, args = pair
+        except (TypeError, ValueError):
+            raise CommitRefused(f"event {index} is not a (name, args) pair") from None
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise CommitRefused(f"event {index} has no usable name: {name!r}")
+        try:
+            text = json.dumps(args, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise CommitRefused(f"event {index} ({name}): args are not JSON ({exc})") from None
+        encoded.append((name, wire.Raw(text.encode())))
+    if not encoded:
+        raise CommitRefused("no events to commit")
+    return encoded
+
+
+def _check(store_id, client_id, session_id):
+    problem = handshake.store_id_problem(store_id)
+    if problem is not None:
+        raise CommitRefused(f"storeId {store_id!r} {problem}")
+    for field, value in (("client_id", client_id), ("session_id", session_id)):
+        if not isinstance(value, str) or not value or "\x00" in value:
+            raise CommitRefused(f"{field} must be a non-empty string without NUL")
+    if not conf.get("CREATE_STORES") and not storage.store_exists(store_id):
+        raise CommitRefused(f"unknown store {store_id!r} (CREATE_STORES is False)")

@@ -1,0 +1,66 @@
+"""``events_committed``: Django code reacting to the events a store committed, whoever committed them.
+
+Sent once per committed batch, in the process that committed it, after the
+commit: for pushes of 0.3 and 0.4 clients (WebSocket or HTTP), for
+``syncapp.events.commit`` (after the caller's transaction commits), and for
+imports. Receivers get ``sender`` (the ``Store`` model), ``store_id``,
+``events`` (``storage.StoredEvent`` tuples: ``args`` is the event's JSON
+text) and ``origin`` (one of ORIGINS).
+
+In-process and not durable: a process that dies after a commit and before
+its receivers ran never sends it, and other processes never see it. What
+must not miss an event reads the log instead (``syncapp.events.read``,
+``manage.py livesync_tail``). A receiver that raises is logged; the client,
+the caller and the other receivers go on as if it had not.
+"""
+
+import logging
+
+from django.dispatch import Signal
+
+from .generations import V03, V04
+from .models import Store
+from .storage import StoredEvent
+
+logger = logging.getLogger("syncapp")
+
+PYTHON = "python"
+IMPORT = "import"
+# Where a batch came from: a client of either protocol generation, the Python API, an import.
+ORIGINS = (V03, V04, PYTHON, IMPORT)
+
+events_committed = Signal()
+
+
+def stored_events(batch, created_at, args_text):
+    """A committed batch of wire events as the ``StoredEvent`` tuples receivers get."""
+    return [
+        StoredEvent(e.seqNum, e.parentSeqNum, e.name, args_text(e), created_at, e.clientId, e.sessionId) for e in batch
+    ]
+
+
+def has_receivers():
+    """Whether anyone listens: a batch is converted for receivers only then."""
+    return events_committed.has_listeners()
+
+
+def send(store_id, events, origin):
+    """Send ``events_committed`` (from synchronous code); failures of receivers are logged."""
+    _log_failures(store_id, events_committed.send_robust(sender=Store, store_id=store_id, events=events, origin=origin))
+
+
+async def asend(store_id, events, origin):
+    """``send`` from the event loop (synchronous receivers run in a thread)."""
+    responses = await events_committed.asend_robust(sender=Store, store_id=store_id, events=events, origin=origin)
+    _log_failures(store_id, responses)
+
+
+def _log_failures(store_id, responses):
+    for receiver, response in responses:
+        if isinstance(response, Exception):
+            logger.error(
+                "events_committed receiver %r failed for store %r",
+                receiver,
+                store_id,
+                exc_info=(type(response), response, response.__traceback__),
+            )
