@@ -15,7 +15,7 @@ looking up: the placement is only recorded, for the day a second one is added.
 
 import hashlib
 
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from . import conf
 from .lru import BoundedCache
@@ -75,37 +75,46 @@ def claim(store_ids, alias):
     Run inside the transaction that creates the stores when ``alias`` is the
     default database (a store that fails to be created leaves no placement);
     elsewhere the placement commits first, and a creation that fails leaves a
-    placement its retry reuses.
+    placement its retry reuses. One statement when nothing was placed yet.
     """
-    placements = StorePlacement.objects.using(DEFAULT_DB_ALIAS)
-    with transaction.atomic(using=DEFAULT_DB_ALIAS):
-        known = {
-            row[0]: row[1:]
-            for row in placements.filter(store_id__in=store_ids).values_list("store_id", "database", "id")
-        }
-        claimed = {store_id: pk for store_id, (database, pk) in known.items() if database == alias}
-        new = [StorePlacement(store_id=store_id, database=alias) for store_id in store_ids if store_id not in known]
-        try:
-            with transaction.atomic(using=DEFAULT_DB_ALIAS):
-                placements.bulk_create(new)
-        except IntegrityError:
-            # Another process placed one of them meanwhile: each is tried on its own.
-            for placement in new:
-                placement.pk = None
-                try:
-                    with transaction.atomic(using=DEFAULT_DB_ALIAS):
-                        placement.save(using=DEFAULT_DB_ALIAS)
-                except IntegrityError:
-                    placement.pk = None
-        if any(placement.pk is None for placement in new):
-            # Lost to another process, or a database that does not return the ids of a bulk insert.
-            claimed.update(placements.filter(store_id__in=store_ids, database=alias).values_list("store_id", "id"))
-        else:
-            claimed.update((placement.store_id, placement.pk) for placement in new)
+    claimed = _place_new(store_ids, alias)
+    missing = [store_id for store_id in store_ids if store_id not in claimed]
+    if missing:
+        placed = StorePlacement.objects.using(DEFAULT_DB_ALIAS).filter(store_id__in=missing, database=alias)
+        claimed.update(placed.values_list("store_id", "id"))
     if len(store_databases()) > 1:
         for store_id in claimed:
             _databases.put(store_id, alias)
     return claimed
+
+
+def _place_new(store_ids, alias):
+    """Insert the placements that do not exist yet; ``{store_id: id}`` of those inserted.
+
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING`` on PostgreSQL and SQLite (3.35+): a
+    storeId placed already is skipped without an error, so no savepoint is
+    needed inside the caller's transaction. Elsewhere Django's ``bulk_create``
+    ignores conflicts, and the ids are read back.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor not in ("postgresql", "sqlite") or not connection.features.can_return_rows_from_bulk_insert:
+        StorePlacement.objects.using(DEFAULT_DB_ALIAS).bulk_create(
+            [StorePlacement(store_id=store_id, database=alias) for store_id in store_ids], ignore_conflicts=True
+        )
+        return {}
+    quote = connection.ops.quote_name
+    sql = "INSERT INTO {} ({}, {}) VALUES {} ON CONFLICT ({}) DO NOTHING RETURNING {}, {}".format(
+        quote(StorePlacement._meta.db_table),
+        quote("store_id"),
+        quote("database"),
+        ", ".join(["(%s, %s)"] * len(store_ids)),
+        quote("store_id"),
+        quote("store_id"),
+        quote("id"),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for store_id in store_ids for value in (store_id, alias)])
+        return dict(cursor.fetchall())
 
 
 def forget(store_id):

@@ -237,3 +237,11 @@ def test_a_database_that_fails_fails_only_the_pushes_to_its_stores(spread, store
     assert isinstance(outcomes[0], storage.Appended)
     assert "locked" in str(outcomes[1])
     assert storage.heads([first, second]) == {first: 2, second: 1}
+
+
+def test_a_store_is_placed_once_and_only_where_it_was_placed_first(spread, store_id):
+    a, b, c = (f"{store_id}-{name}" for name in "abc")
+    first = placement.claim([a, b], "default")
+    assert placement.claim([b, a], "default") == first and set(first) == {a, b}
+    assert placement.claim([a, c], "stores_b") == {c: StorePlacement.objects.get(store_id=c).pk}
+    assert placement.databases_of([a, b, c, f"{store_id}-d"]) == {a: "default", b: "default", c: "stores_b"}
