@@ -96,6 +96,12 @@ def parse_args(argv):
         help="run the --stores measurement and nothing else",
     )
     parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the cost of livesync's Prometheus metrics: the push scenario on SQLite and on PostgreSQL + Redis, "
+        "each with LIVESYNC['METRICS'] on and off, alternating (use --rounds 3 or more)",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="run each scenario N times, in alternating order; tables show medians"
     )
     args = parser.parse_args(argv)
@@ -103,6 +109,8 @@ def parse_args(argv):
         parser.error("--url and --compare exclude each other")
     if args.layers and (args.url or args.compare):
         parser.error("--layers starts its own servers; it excludes --url and --compare")
+    if args.metrics and (args.url or args.compare or args.layers):
+        parser.error("--metrics starts its own servers; it excludes --url, --compare and --layers")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.stores_only:
@@ -112,6 +120,8 @@ def parse_args(argv):
         parser.error(f"--protocols: choose from {', '.join(CLIENTS)}")
     default = LAYER_SCENARIOS if args.layers else ALL_SCENARIOS
     args.scenarios = default if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.metrics and not args.only:
+        args.scenarios = ["push"]
     if args.stores_only:
         args.scenarios = []
     unknown = set(args.scenarios) - set(default)
@@ -160,6 +170,17 @@ def make_targets(args, workdir):
                 for layer, name in names.items()
             ]
             ratios.append((f"pubsub/core x{processes}", names["pubsub"], names["core"]))
+        return targets, ratios
+
+    if args.metrics:
+        targets, ratios = [], []
+        for kind in ("sqlite", "postgres"):
+            on, off = f"livesync-{kind}-metrics", f"livesync-{kind}-no-metrics"
+            targets += [
+                LivesyncServer(kind, workdir=workdir, name=on),
+                LivesyncServer(kind, workdir=workdir, name=off, extra_settings={"LIVESYNC_METRICS": "false"}),
+            ]
+            ratios.append((f"{kind} metrics/none", on, off))
         return targets, ratios
 
     def make(kind, protocol):
@@ -234,17 +255,27 @@ def run_scaleout(config, workdir):
     return results
 
 
+def measure_metrics_cost():
+    log("metrics cost ...")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.metrics_cost"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return json.loads(completed.stdout)["microseconds_per_push"]
+
+
 def main(argv=None):
     args = parse_args(argv)
     config = scenarios.Config.make(large=args.large, layers=args.layers)
     env = environment()
     started = time.monotonic()
-    results, scaleout, unavailable, limits, store_counts = {}, None, {}, None, None
+    results, scaleout, unavailable, limits, store_counts, metrics_cost = {}, None, {}, None, None, None
     with tempfile.TemporaryDirectory(prefix="livesync-bench-") as workdir:
         targets, ratios = make_targets(args, workdir)
         if args.ceilings:
             log("ceilings ...")
             limits = ceilings.measure(workdir, postgres_problem=postgres_and_redis_problem())
+        if args.metrics:
+            metrics_cost = measure_metrics_cost()
         if args.stores:
             store_counts = stores.measure(
                 workdir, large=args.large, postgres_problem=postgres_and_redis_problem(), log=log
@@ -299,10 +330,15 @@ def main(argv=None):
         out.append(report.ceilings_table(limits, results.get("push", {}), targets))
     if store_counts is not None:
         out.append(report.stores_table(store_counts))
+    if metrics_cost is not None:
+        out.append(
+            f"## What the metrics cost one push\nthe calls a batch-1 push makes into prometheus-client, timed alone "
+            f"(bench/metrics_cost.py): {metrics_cost:.1f} µs per push; set against the server CPU per push above"
+        )
     checked = [t.name for t in targets if t.protocol == "0.3" and t.name != report.REFERENCE]
     checks = (
         report.check_targets(results, scaleout, config, checked)
-        if checked and args.scenarios and not args.layers
+        if checked and args.scenarios and not args.layers and not args.metrics
         else []
     )
     if checks:
@@ -321,6 +357,7 @@ def main(argv=None):
             "compare": args.compare,
             "large": args.large,
             "layers": args.layers,
+            "metrics": args.metrics,
             "ceilings": args.ceilings,
             "stores": args.stores,
             "protocols": args.protocols,

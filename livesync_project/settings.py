@@ -133,6 +133,15 @@ LIVESYNC = {
     or ("livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None),
     # Unset: livesync's default (one thread on SQLite, four elsewhere).
     "DATABASE_THREADS": int(_database_threads) if _database_threads else None,
+    # /metrics: unset, it is off. A bearer token, and/or the addresses (comma-separated) that may scrape it.
+    "METRICS_TOKEN": os.environ.get("LIVESYNC_METRICS_TOKEN") or None,
+    "METRICS": env_flag("LIVESYNC_METRICS", default=True),
+    "METRICS_ALLOWED_ADDRESSES": [
+        address.strip()
+        for address in os.environ.get("LIVESYNC_METRICS_ALLOWED_ADDRESSES", "").split(",")
+        if address.strip()
+    ]
+    or None,
     # Unset LIVESYNC_STORE_DATABASE_URLS: the default database alone.
     "STORE_DATABASES": list(DATABASES) if STORE_DATABASE_URLS else None,
 }
@@ -155,11 +164,23 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 DEMO_ROOT = BASE_DIR / "examples" / "todomvc" / "dist"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# LIVESYNC_LOG_FORMAT=json: one JSON object per line, with the store, connection and client each record is about.
+LOG_FORMAT = os.environ.get("LIVESYNC_LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LIVESYNC_LOG_FORMAT must be plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)-8s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"connection": {"()": "syncapp.logcontext.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)-8s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(store_id)s %(request_id)s %(generation)s %(client)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["connection"]}},
     "loggers": {
         "syncapp": {"handlers": ["console"], "level": os.environ.get("LIVESYNC_LOG_LEVEL", "INFO"), "propagate": False}
     },

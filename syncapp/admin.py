@@ -29,7 +29,7 @@ from django.utils.functional import cached_property
 from django.utils.http import content_disposition_header
 from django.utils.timesince import timesince
 
-from . import broadcast, db, eventlog, handshake, placement, storage, transfer
+from . import broadcast, db, eventlog, handshake, placement, presence, storage, transfer
 from .generations import V03, V04
 from .hub import existing_hub
 from .models import Store, StoreAccess, StorePlacement
@@ -82,13 +82,19 @@ def store_id_prefix(term, alias=DEFAULT_DB_ALIAS):
 
 
 async def _socket_counts(store_ids):
-    """Connected sockets per store, when this process can know them all; else None.
+    """Connected sockets per store, when they can be known; else None.
 
-    Each server process's hub knows its own sockets. With the in-memory channel
-    layer there is one server process, so when the admin runs in it (on its event
-    loop, where ``async_to_sync`` puts this) the hub's count is the whole count.
-    Across processes (Redis) the count would take a question to every process.
+    With Redis, every server process records its own counts there
+    (``syncapp.presence``), which the admin sums. With the in-memory channel
+    layer there is one server process, so when the admin runs in it (on its
+    event loop, where ``async_to_sync`` puts this) its hub's count is the whole
+    count; an admin elsewhere cannot know it.
     """
+    if presence.available():
+        try:
+            return await presence.socket_counts(store_ids)
+        except Exception:  # noqa: BLE001 - Redis down: the page shows "-" rather than failing
+            return None
     hub = existing_hub()
     if hub is None or not isinstance(hub.layer, InMemoryChannelLayer):
         return None

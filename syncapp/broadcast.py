@@ -6,17 +6,22 @@ management command — announces it here; each process's hub (``syncapp.hub``)
 hands the messages to its sockets.
 """
 
+import time
+
 from channels.layers import get_channel_layer
 
 from . import hub
 from .messages import EVENTS, RESET, group_name
 
 
-async def announce_events(store_id, first, last, request_id, v03_frames, v04_pages, origin_socket=None):
+async def announce_events(
+    store_id, first, last, request_id, v03_frames, v04_pages, origin_socket=None, committed_at=None
+):
     """Events ``first``..``last`` were committed, by the push ``request_id`` (of the socket ``origin_socket``).
 
     ``v03_frames`` are their 0.3 PullRes frames and ``v04_pages`` their 0.4 PullResponses
-    (JSON text), encoded once for all sockets of both protocol generations.
+    (JSON text), encoded once for all sockets of both protocol generations. ``committed_at``
+    (``time.time()`` when the commit returned) is what each process's fan-out latency is measured from.
     """
     await _publish(
         store_id,
@@ -28,6 +33,8 @@ async def announce_events(store_id, first, last, request_id, v03_frames, v04_pag
             "v03_frames": v03_frames,
             "v04_pages": v04_pages,
             "origin_socket": origin_socket,
+            # Wall-clock time, comparable across the processes of one machine (or NTP-synced machines).
+            "committed_at": committed_at or time.time(),
         },
     )
 

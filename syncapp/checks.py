@@ -68,6 +68,7 @@ def check_settings(app_configs, **kwargs):
         if value is not None and (not isinstance(value, (int, float)) or value <= 0):
             errors.append(Error(f"LIVESYNC[{name!r}] must be None or a positive number.", obj=value, id="syncapp.E009"))
     errors.extend(_check_store_databases())
+    errors.extend(_check_metrics_access())
     errors.extend(_check_write_buffer())
     timeout = conf.get("REQUEST_HEADER_TIMEOUT")
     if not isinstance(timeout, (int, float)) or timeout <= 0:
@@ -134,6 +135,34 @@ def _check_store_databases():
         )
     if len(set(aliases)) != len(aliases):
         errors.append(Error("LIVESYNC['STORE_DATABASES'] names a database twice.", obj=aliases, id="syncapp.E010"))
+    return errors
+
+
+def _check_metrics_access():
+    """A metrics token must be a secret worth the name, and every allowed address a network ``ipaddress`` reads."""
+    import ipaddress
+
+    errors = []
+    token = conf.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        errors.append(
+            Error("LIVESYNC['METRICS_TOKEN'] must be None or a string of at least 16 characters.", id="syncapp.E011")
+        )
+    allowed = conf.get("METRICS_ALLOWED_ADDRESSES")
+    if allowed is None:
+        return errors
+    if isinstance(allowed, str) or not isinstance(allowed, (list, tuple)):
+        return [*errors, Error("LIVESYNC['METRICS_ALLOWED_ADDRESSES'] must be None or a list.", id="syncapp.E011")]
+    for network in allowed:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except (TypeError, ValueError):
+            errors.append(
+                Error(
+                    f"LIVESYNC['METRICS_ALLOWED_ADDRESSES'] has {network!r}, which is no address or network.",
+                    id="syncapp.E011",
+                )
+            )
     return errors
 
 

@@ -93,6 +93,15 @@ DEFAULTS = {
     # alias needs ``manage.py migrate --database=<alias>``. None: the default
     # database alone.
     "STORE_DATABASES": None,
+    # Who may read ``/metrics`` (Prometheus' text format, per process): requests
+    # must carry ``Authorization: Bearer <METRICS_TOKEN>`` if it is set, and come
+    # from one of METRICS_ALLOWED_ADDRESSES (addresses or networks, e.g.
+    # "10.0.0.0/8") if that is set. Both None: the endpoint is off (404).
+    "METRICS_TOKEN": None,
+    # Whether the process keeps metrics at all (read once, at start). False makes
+    # every count a no-op, which is how the bench measures what they cost.
+    "METRICS": True,
+    "METRICS_ALLOWED_ADDRESSES": None,
     # Pushes one connection may make per second, on average (bursts up to twice
     # that); a push beyond is refused and writes nothing. None: no limit.
     "MAX_PUSHES_PER_SECOND": None,

@@ -14,11 +14,12 @@ when the log went on without it.
 """
 
 import logging
+import time
 from typing import NamedTuple
 
 from django.db import DatabaseError
 
-from . import eventlog, pages, storage
+from . import eventlog, metrics, pages, storage
 from .hooks import HookRejected, run_hook
 from .hub import get_hub
 from .messages import HEAD
@@ -64,15 +65,29 @@ class ForeignBackend(NamedTuple):
 
 
 class Rejected(NamedTuple):
-    """Refused for ``reason`` (a hook, a read-only connection, a limit, a broken chain); nothing was written."""
+    """Refused for ``reason`` (a hook, a read-only connection, a limit, a broken chain); nothing was written.
+
+    ``cause`` names the kind of refusal for the metrics: ``refused`` (read-only
+    or past a limit), ``hook``, ``broken_chain`` or ``content``.
+    """
 
     reason: str
+    cause: str = "refused"
 
 
 class Unavailable(NamedTuple):
     """The database failed; ``reason`` says whether the push may have been stored."""
 
     reason: str
+
+
+# The ``outcome`` label of each answer but Rejected (whose label is its cause).
+_OUTCOME_LABELS = {
+    Acknowledged: "acknowledged",
+    StaleParent: "stale_parent",
+    ForeignBackend: "foreign_backend",
+    Unavailable: "unavailable",
+}
 
 
 async def push(context, request, reply, origin_socket=None):
@@ -84,10 +99,12 @@ async def push(context, request, reply, origin_socket=None):
     whatever became of the pusher; ``events_committed`` receivers come last. ``origin_socket`` is the pushing socket's
     id, so that its own echo can be written without a queue.
     """
+    started = time.perf_counter()
     outcome = await _outcome(context, request)
     try:
         await reply(outcome)
     finally:
+        metrics.count_push(context.generation, _metric_outcome(outcome), started)
         if type(outcome) is Acknowledged and outcome.announcement is not None:
             try:
                 await eventlog.announce(context.store_id, outcome.announcement, origin_socket)
@@ -115,13 +132,25 @@ async def _outcome(context, request):
         return StaleParent(mismatch.received, mismatch.head)
     except storage.BackendIdMismatch as mismatch:
         return ForeignBackend(mismatch.expected, mismatch.received)
-    except (storage.PushRejected, HookRejected) as exc:
-        return Rejected(str(exc))
+    except HookRejected as exc:
+        return Rejected(str(exc), "hook")
+    except storage.BrokenChain as exc:
+        return Rejected(str(exc), "broken_chain")
+    except storage.PushRejected as exc:
+        return Rejected(str(exc), "content")
     except eventlog.StoreUnavailable as exc:
         logger.exception("push failed for store %r", context.store_id)
         return Unavailable(str(exc))
     written = batch[appended.already_stored :]
+    metrics.EVENTS_COMMITTED.labels(context.generation).inc(len(written))
     return Acknowledged(eventlog.Announcement(written, appended, request.request_id) if written else None)
+
+
+def _metric_outcome(outcome):
+    """The ``outcome`` label of a push's answer."""
+    if type(outcome) is Rejected:
+        return outcome.cause
+    return _OUTCOME_LABELS[type(outcome)]
 
 
 class Run(NamedTuple):
@@ -176,6 +205,8 @@ async def pull(context, message, after, encode_item, max_events, create=False, e
         raise PullFailed(Rejected(str(exc))) from None
     try:
         async for run in runs(context.store_id, after, encode_item, max_events, create, expected_backend_id):
+            metrics.PULL_EVENTS.labels(context.generation).inc(len(run.items))
+            metrics.PULL_BYTES.labels(context.generation).inc(sum(map(len, run.items)))
             yield run
     except storage.BackendIdMismatch as mismatch:
         raise PullFailed(ForeignBackend(mismatch.expected, mismatch.received)) from None
@@ -223,6 +254,7 @@ class Subscriber:
         """Send what a store message (``livesync.events`` or ``livesync.head``) means to this subscriber."""
         frames = self.frames_for(message)
         if frames is None:
+            metrics.REPAIRS.labels("head_check" if message["type"] == HEAD else "gap").inc()
             await self.repair(message.get("request_id", CATCH_UP_REQUEST_ID))
             return
         for frame in frames:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import close_old_connections, connections
 
-from . import conf
+from . import conf, metrics
 
 _executor = None
 _executor_lock = threading.Lock()
@@ -73,7 +73,36 @@ async def run(func, *args, **kwargs):
     this code does not need, at a cost measurable on every push.
     """
     call = functools.partial(_with_fresh_connection, func, args, kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_get_executor(), call)
+    return await _submit(asyncio.get_running_loop(), call)
+
+
+class _Waiting:
+    """One call counted in ``livesync_database_waiting_calls`` until a thread takes it or it is cancelled,
+    whichever comes first (a cancelled call that never started must not stay counted)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._over = False
+        metrics.DATABASE_WAITING.inc()
+
+    def over(self, *_):
+        with self._lock:
+            if self._over:
+                return
+            self._over = True
+        metrics.DATABASE_WAITING.dec()
+
+
+def _submit(loop, call):
+    waiting = _Waiting()
+
+    def taken():
+        waiting.over()
+        return call()
+
+    future = loop.run_in_executor(_get_executor(), taken)
+    future.add_done_callback(waiting.over)
+    return future
 
 
 class Gathered:
@@ -107,7 +136,7 @@ class Gathered:
         calls, queue.waiting = queue.waiting, []
         queue.running += 1
         call = functools.partial(_with_fresh_connection, self.func_many, ([item for item, _ in calls],), {})
-        done = loop.run_in_executor(_get_executor(), call)
+        done = _submit(loop, call)
         done.add_done_callback(functools.partial(self._finished, loop, queue, calls))
 
     def _finished(self, loop, queue, calls, done):

@@ -14,7 +14,7 @@ from functools import cached_property
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import broadcast, conf, db, signals, storage, wire
+from . import broadcast, conf, db, metrics, signals, storage, wire
 from .lru import BoundedCache
 from .v03 import codec as v03_codec
 from .v04 import codec as v04_codec
@@ -40,8 +40,13 @@ def _commits_at_once():
     return 1 if storage.writes_one_at_a_time() else db.database_threads()
 
 
+def _append_group(pendings):
+    metrics.COMMIT_GROUP_PUSHES.observe(len(pendings))
+    return storage.append_many(pendings)
+
+
 # Pushes that wait for a commit are committed together (group commit).
-_append_gathered = db.Gathered(storage.append_many, concurrency=_commits_at_once)
+_append_gathered = db.Gathered(_append_group, concurrency=_commits_at_once)
 
 
 async def commit(store_id, batch, backend_id=None, generation=None):
@@ -66,6 +71,7 @@ async def commit(store_id, batch, backend_id=None, generation=None):
             _client_noted_at.put((store_id, generation), time.monotonic())
         return appended
     except (OperationalError, InterfaceError):
+        metrics.UNAVAILABLE.labels("database").inc()
         try:
             appended = await db.run(storage.read_back, storage.PendingAppend(store_id, batch, wire.args_text))
         except DatabaseError:
@@ -92,6 +98,8 @@ class Announcement:
         self.batch = batch
         self.appended = appended
         self.request_id = request_id
+        # Made as soon as the commit returns: fan-out latency counts from here (see syncapp.metrics).
+        self.committed_at = time.time()
 
     @cached_property
     def v03_frames(self):
@@ -118,6 +126,7 @@ async def announce(store_id, announcement, origin_socket=None):
         v03_frames=[v03_codec.encode(frame) for frame in announcement.v03_frames],
         v04_pages=[bytes(page).decode() for page in announcement.v04_pages],
         origin_socket=origin_socket,
+        committed_at=announcement.committed_at,
     )
 
 

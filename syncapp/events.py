@@ -23,12 +23,13 @@ rather than guessed at.
 import functools
 import json
 import secrets
+import time
 from datetime import timezone
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from . import conf, db, eventlog, handshake, signals, storage, wire
+from . import conf, db, eventlog, handshake, metrics, signals, storage, wire
 
 # Who the events of the Python API come from, as the clients see them (``clientId`` / ``sessionId``).
 SERVER_CLIENT_ID = "livesync-server"
@@ -88,6 +89,8 @@ def read(store_id, after=0):
 
 
 def _announce_blocking(store_id, announcement):
+    # Runs once the caller's transaction committed: that is when the events were committed.
+    announcement.committed_at = time.time()
     async_to_sync(eventlog.announce)(store_id, announcement)
     if signals.has_receivers():
         stored = signals.stored_events(announcement.batch, announcement.appended.created_at, wire.args_text)
@@ -118,6 +121,7 @@ def _append_at_head(store_id, events, client_id, session_id):
             continue
         except storage.PushRejected as rejected:
             raise CommitRefused(str(rejected)) from None
+        metrics.EVENTS_COMMITTED.labels(signals.PYTHON).inc(len(batch) - appended.already_stored)
         return eventlog.Announcement(batch, appended, request_id), [event.seqNum for event in batch]
     raise CommitConflict(f"store {store_id!r}: the head moved {COMMIT_ATTEMPTS} times during the commit")
 

@@ -9,7 +9,7 @@ import json
 import logging
 from urllib.parse import parse_qs, unquote
 
-from . import conf, db, storage
+from . import conf, db, logcontext, storage
 from .context import READ_ONLY, SyncContext
 from .generations import V03, V04
 
@@ -17,13 +17,18 @@ logger = logging.getLogger("syncapp")
 
 
 class Refused(Exception):
-    """The request is refused before the upgrade with an HTTP ``status`` and text body."""
+    """The request is refused before the upgrade with an HTTP ``status`` and text body.
 
-    def __init__(self, status, body, store_id=None):
+    ``reason`` names the check that refused it, for the metrics: one of
+    ``search_params``, ``path``, ``origin``, ``payload``, ``unknown_store``.
+    """
+
+    def __init__(self, status, body, store_id=None, reason="search_params"):
         super().__init__(body)
         self.status = status
         self.body = body
         self.store_id = store_id
+        self.reason = reason
 
 
 _SEARCH_PARAMS_SCHEMA = (
@@ -104,7 +109,7 @@ async def validate_payload(context, override=None):
     try:
         verdict = await validator(context.payload, context)
     except Exception as exc:
-        raise Refused(400, _REJECTED_PAYLOAD[context.generation].format(exc)) from None
+        raise Refused(400, _REJECTED_PAYLOAD[context.generation].format(exc), reason="payload") from None
     context.read_only = verdict == READ_ONLY
 
 
@@ -121,15 +126,16 @@ async def check(query_string, origin, scope, override=None, generation=V03):
         store_id, payload = parse_search_params(query_string)
     except Refused:
         if generation == V04:
-            raise Refused(400, "Invalid path") from None
+            raise Refused(400, "Invalid path", reason="path") from None
         raise
+    logcontext.update(store_id=store_id)
     context = SyncContext.of(store_id, payload, generation, scope)
     try:
         if not origin_allowed(origin):
-            raise Refused(403, "Origin not allowed")
+            raise Refused(403, "Origin not allowed", reason="origin")
         await validate_payload(context, override)
         if not conf.get("CREATE_STORES") and not await db.run(storage.store_exists, store_id):
-            raise Refused(404, f"Unknown store: {store_id}")
+            raise Refused(404, f"Unknown store: {store_id}", reason="unknown_store")
     except Refused as refused:
         refused.store_id = store_id
         raise

@@ -18,7 +18,9 @@ how sockets catch up after a Redis outage, a lost broadcast or a crashed peer.
 """
 
 import asyncio
+import contextvars
 import logging
+import time
 import uuid
 import weakref
 
@@ -26,7 +28,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
-from . import conf, db, messages, storage
+from . import conf, db, messages, metrics, presence, storage
 
 logger = logging.getLogger("syncapp")
 
@@ -115,6 +117,10 @@ class Hub:
         self.probe_unanswered = None
         # Stores with a socket whose repair failed (database down): nudged at the next head check that works.
         self.repairs_wanted = set()
+        # Whether this process tells the admin its socket counts through Redis (syncapp.presence), and
+        # whether its last word there was a non-empty count.
+        self.shares_presence = presence.available()
+        self._presence_published = False
         self._outgoing = asyncio.Queue()
         # The pub/sub layer's own queue of messages for this hub, which that layer does not bound.
         self._inbound = None
@@ -199,10 +205,11 @@ class Hub:
                 return
             self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
             self._inbound = _unbounded_queue(self.layer, self.channel_name)
+            # In a context of their own: they serve every store, not the socket that happened to start them.
+            loop = asyncio.get_running_loop()
             self._tasks = [
-                asyncio.ensure_future(self._receive_loop()),
-                asyncio.ensure_future(self._check_loop()),
-                asyncio.ensure_future(self._send_loop()),
+                loop.create_task(loop_coroutine, context=contextvars.Context())
+                for loop_coroutine in (self._receive_loop(), self._check_loop(), self._send_loop())
             ]
 
     async def _group_add(self, store_id):
@@ -215,6 +222,7 @@ class Hub:
 
     def _layer_failed(self, exc):
         if not self.layer_down:
+            metrics.UNAVAILABLE.labels("channel_layer").inc()
             logger.error(
                 "channel layer unreachable (%s): sockets catch up from the database every %ss until it returns",
                 exc,
@@ -260,6 +268,9 @@ class Hub:
             return
         if message["type"] == messages.EVENTS:
             self.last_seen[store_id] = max(self.last_seen.get(store_id, 0), message["last"])
+            if "committed_at" in message:
+                path = "local" if message.get("origin") == self.id else "remote"
+                metrics.FANOUT_SECONDS.labels(path).observe(max(0.0, time.time() - message["committed_at"]))
         # A member's offer never raises (a socket that cannot be written to closes itself), so one
         # socket's failure never keeps a message from the others.
         for member in list(self.members.get(store_id, ())):
@@ -275,6 +286,7 @@ class Hub:
                     pass
             elif self._inbound is not None:
                 await self._probe()
+            await self._publish_presence()
             if not self.members:
                 continue
             try:
@@ -283,6 +295,18 @@ class Hub:
                 logger.debug("head check failed", exc_info=True)
                 continue
             await self._nudge_stale(heads)
+
+    async def _publish_presence(self):
+        """Record this process's sockets per store in Redis, for the admin (see ``syncapp.presence``)."""
+        if not self.shares_presence or (not self.members and not self._presence_published):
+            return
+        counts = {store_id: len(members) for store_id, members in self.members.items()}
+        try:
+            await presence.publish(self.id, counts)
+        except Exception:  # noqa: BLE001 - Redis down: the counts expire, the hub's outage handling goes on
+            logger.debug("could not record socket counts", exc_info=True)
+            return
+        self._presence_published = bool(counts)
 
     async def _probe(self):
         """Send the hub a message through the layer; one still unanswered PROBE_PATIENCE checks later is an outage.

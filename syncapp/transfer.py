@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 from django.db import transaction
 
-from . import signals, storage, wire
+from . import metrics, signals, storage, wire
 
 # Events per ``storage.append`` call while importing.
 IMPORT_CHUNK_SIZE = 1000
@@ -137,6 +137,7 @@ def _append_keeping_created_at(store, chunk):
     """Append ``chunk`` exactly as a push is appended, keeping each event's original createdAt; receivers of
     ``events_committed`` hear of it once the import's transaction commits."""
     storage.append(store.store_id, chunk, _args_text, created_at_of=attrgetter("createdAt"))
+    metrics.EVENTS_COMMITTED.labels(signals.IMPORT).inc(len(chunk))
     if signals.has_receivers():
         events = [
             storage.StoredEvent(e.seqNum, e.parentSeqNum, e.name, _args_text(e), e.createdAt, e.clientId, e.sessionId)

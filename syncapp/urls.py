@@ -2,7 +2,8 @@
 
 ``urlpatterns`` is what a project includes under a prefix of its own
 (``path("sync/", include("syncapp.urls"))``): the reference's info text at the
-prefix, ``healthz``, and the plain-HTTP answer of ``websocket``. Every other URL
+prefix, ``healthz``, ``metrics`` (off until configured), and the plain-HTTP
+answer of ``websocket``. Every other URL
 stays the project's, with Django's own 404s and ``APPEND_SLASH``.
 
 ``reference_urlpatterns`` is for a server that is only a sync server (the
@@ -17,12 +18,14 @@ from . import views
 urlpatterns = [
     path("", views.info, name="livesync-info"),
     path("healthz", views.healthz, name="livesync-healthz"),
+    path("metrics", views.metrics_view, name="livesync-metrics"),
     path("websocket", views.websocket_without_upgrade, name="livesync-websocket-http"),
 ]
 
 reference_urlpatterns = [
     path("", views.info),
     path("healthz", views.healthz),
+    path("metrics", views.metrics_view),
     re_path(r"^(?:.*/)?websocket$", views.websocket_without_upgrade),
     re_path(r"^.*$", views.invalid_path, name="livesync-invalid-path"),
 ]

@@ -4,8 +4,9 @@ import asyncio
 
 from channels.layers import get_channel_layer
 from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from . import conf, db, handshake, storage
+from . import conf, db, handshake, metrics, storage
 from .cors import cors_headers
 
 INFO_TEXT = "Info: WebSocket sync backend endpoint for @livestore/sync-cf."
@@ -71,6 +72,19 @@ async def _probe(check):
     except Exception as exc:  # noqa: BLE001 - every failure is reported, none raised
         return f"unreachable: {type(exc).__name__}: {exc}"
     return "ok"
+
+
+async def metrics_view(request):
+    """This process's metrics in Prometheus' text format, for whom ``METRICS_TOKEN`` /
+    ``METRICS_ALLOWED_ADDRESSES`` admit (off until one is set)."""
+    refusal = metrics.scrape_refusal(request)
+    if refusal is not None:
+        status, text = refusal
+        response = HttpResponse(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+        if status == 401:
+            response["WWW-Authenticate"] = "Bearer"
+        return response
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request):

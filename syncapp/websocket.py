@@ -14,7 +14,7 @@ import uuid
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import conf, daphne_compat, eventlog, handshake, mounts
+from . import conf, daphne_compat, eventlog, handshake, logcontext, metrics, mounts
 from .hub import get_hub
 
 logger = logging.getLogger("syncapp")
@@ -263,6 +263,9 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
             await self._leave_store()
 
     async def websocket_connect(self, message):
+        logcontext.bind(
+            request_id=self.socket_id, generation=self.generation, client=logcontext.client_address(self.scope)
+        )
         try:
             self.context = await handshake.check(
                 self.scope.get("query_string", b""),
@@ -273,12 +276,15 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
             )
         except handshake.Refused as refused:
             handshake.log_refused(refused, self.scope, self.generation)
+            metrics.HANDSHAKES.labels(self.generation, "ws", refused.reason).inc()
             await self._refuse(refused)
             return
+        metrics.HANDSHAKES.labels(self.generation, "ws", "accepted").inc()
         self.store_id = self.context.store_id
         self.connected_to_store()
         await get_hub().join(self.store_id, self)
         self.joined = True
+        metrics.SOCKETS.labels(self.generation).inc()
         await self.accept()
         eventlog.note_client(self.store_id, self.generation)
 
@@ -322,6 +328,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
     async def _leave_store(self):
         if self.joined:
             self.joined = False
+            metrics.SOCKETS.labels(self.generation).dec()
             await get_hub().leave(self.store_id, self)
 
     def too_large(self, text_data):

@@ -20,7 +20,10 @@ from tests.support.v04_client import RpcClient, http_call, push_payload, request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SETTINGS = {"VALIDATE_PAYLOAD": "tests.support.hooks.record_context", "ON_PUSH": "tests.support.hooks.record_with_context"}
+SETTINGS = {
+    "VALIDATE_PAYLOAD": "tests.support.hooks.record_context",
+    "ON_PUSH": "tests.support.hooks.record_with_context",
+}
 
 
 @pytest.fixture
@@ -119,15 +122,9 @@ async def test_a_read_only_0_4_connection_cannot_push_over_ws_or_http(recording,
 
 def readme_access_examples():
     """The code blocks of the README's "Who may sync which store", run as a user would paste them."""
-    import re
-    from pathlib import Path
+    from tests.support.readme import run_python_blocks
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Who may sync which store", 1)[1].split("\n## ", 1)[0]
-    namespace = {}
-    for block in re.findall(r"```python\n(.*?)```", section, re.S):
-        exec(block, namespace)  # noqa: S102 - the README's own examples
-    return namespace
+    return run_python_blocks("Who may sync which store")
 
 
 class FakeUser:

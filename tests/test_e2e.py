@@ -118,3 +118,37 @@ async def test_admin_frames_are_off_without_a_secret_of_the_projects_own(server)
             }
         await socket.send(json.dumps({"_tag": "WSMessage.PullReq", "requestId": "pull"}))
         assert len(json.loads(await socket.recv())["batch"]) == 3
+
+
+async def test_json_logs_say_which_store_connection_and_client_a_record_is_about(tmp_path):
+    """``LIVESYNC_LOG_FORMAT=json``: one JSON object per line, with the refused connection's context."""
+    settings = {"DATABASE_URL": sqlite_database(tmp_path), "LIVESYNC_AUTH_TOKEN": TOKEN, "LIVESYNC_LOG_FORMAT": "json"}
+    with DaphneServer(tmp_path / "daphne.log", settings) as daphne:
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(url(daphne, "logged-store", token="wrong"), proxy=None):
+                pass
+        records = []
+        for _ in range(50):
+            lines = (tmp_path / "daphne.log").read_text().splitlines()
+            records = [json.loads(line) for line in lines if line.startswith("{")]
+            if any(record["logger"] == "syncapp" for record in records):
+                break
+            await asyncio.sleep(0.1)
+    (refusal,) = [record for record in records if record["logger"] == "syncapp"]
+    assert refusal["level"] == "WARNING" and "refused a 0.3 websocket request" in refusal["message"]
+    assert refusal["store_id"] == "logged-store" and refusal["generation"] == "0.3"
+    assert refusal["client"].startswith("127.0.0.1:") and len(refusal["request_id"]) == 32
+
+
+def test_the_readme_lists_every_environment_variable_the_example_project_reads():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    read = set()
+    for source in (root / "livesync_project").glob("*.py"):
+        read |= set(re.findall(r"""(?:environ\.get|environ\[|env_flag)\(?\s*["']([A-Z_]+)["']""", source.read_text()))
+    table = (root / "README.md").read_text().split("The example project (`livesync_project/settings.py`) reads", 1)[1]
+    table = table.split("\n\n", 2)[1]
+    listed = set(re.findall(r"`([A-Z_]+)`", table))
+    assert read - {"DJANGO_SETTINGS_MODULE"} <= listed, read - listed

@@ -246,23 +246,11 @@ def test_read_walks_a_log_after_a_cursor_in_pages(store_id, monkeypatch):
     assert list(events.read(f"{store_id}-unknown")) == []
 
 
-def readme_examples():
-    """The code blocks of the README's "Django code in a store", run as a user would paste them."""
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Django code in a store", 1)[1].split("\n## ", 1)[0]
-    namespace = {}
-    for block in re.findall(r"```python\n(.*?)```", section, re.S):
-        exec(block, namespace)  # noqa: S102 - the README's own examples
-    return namespace
-
-
 def test_the_readmes_examples_do_what_it_says(store_id):
     from syncapp import tail
+    from tests.support.readme import run_python_blocks
 
-    examples = readme_examples()
+    examples = run_python_blocks("Django code in a store")
     try:
         assert examples["add_todo_from_the_server"](store_id, "t1", "Call the plumber") == [1]
         events.commit(store_id, [("v1.TodoAssigned", {"id": "t1", "to": "sam"})])

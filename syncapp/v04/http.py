@@ -13,9 +13,10 @@ channel of its own, and ``AsyncConsumer`` would create one per request.
 """
 
 import asyncio
+import uuid
 from urllib.parse import parse_qs
 
-from .. import conf, core, eventlog, handshake, mounts
+from .. import conf, core, eventlog, handshake, logcontext, metrics, mounts
 from ..cors import cors_headers
 from ..generations import V04
 from . import calls, codec
@@ -71,6 +72,7 @@ class V04HttpEndpoint:
         self.validate_payload = validate_payload
 
     async def __call__(self, scope, receive, send):
+        logcontext.bind(request_id=uuid.uuid4().hex, generation=V04, client=logcontext.client_address(scope))
         reply = _Reply(send, cors_headers(header(scope, b"access-control-request-headers")))
         try:
             body, too_large = await read_body(receive, conf.get("MAX_MESSAGE_BYTES"))
@@ -89,8 +91,10 @@ class V04HttpEndpoint:
             )
         except handshake.Refused as refused:
             handshake.log_refused(refused, scope, V04)
+            metrics.HANDSHAKES.labels(V04, "http", refused.reason).inc()
             await reply.text(refused.status, refused.body)
             return
+        metrics.HANDSHAKES.labels(V04, "http", "accepted").inc()
         if transport_of(scope) == "ws":
             await reply.text(426, "Durable Object expected Upgrade: websocket")
         elif too_large:
