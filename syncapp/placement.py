@@ -26,6 +26,7 @@ _databases = BoundedCache(conf.store_cache_size)
 
 
 def store_databases():
+    """The aliases stores live in (``LIVESYNC["STORE_DATABASES"]``)."""
     return conf.store_databases()
 
 
@@ -37,7 +38,8 @@ def home(store_id, aliases=None):
 
 
 def database_of(store_id):
-    """The alias holding ``store_id``, or None when no store of that id was placed."""
+    """The alias holding ``store_id``, or None when no store of that id was placed (with a single store
+    database: that one, whether or not the store exists)."""
     return databases_of([store_id]).get(store_id)
 
 
@@ -115,6 +117,12 @@ def _place_new(store_ids, alias):
     with connection.cursor() as cursor:
         cursor.execute(sql, [value for store_id in store_ids for value in (store_id, alias)])
         return dict(cursor.fetchall())
+
+
+def uncache(store_id):
+    """Drop what this process remembers of the store's placement (another process moved it: deleted and
+    made it again elsewhere)."""
+    _databases.pop(store_id)
 
 
 def forget(store_id):

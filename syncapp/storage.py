@@ -522,6 +522,7 @@ def _claimed_id(store_id, alias):
     it elsewhere meanwhile (it is then found there)."""
     ids = _claim([store_id], alias)
     if store_id not in ids:
+        placement.uncache(store_id)
         raise IntegrityError(f"store {store_id!r} was placed in another database meanwhile")
     return ids[store_id]
 

@@ -40,6 +40,9 @@ class Tail:
         before = self.consumed
         for store_id, head, backend_id in self._heads():
             cursor = self._cursors.get(store_id)
+            if cursor is None and head == 0:
+                # Nothing to consume yet: no cursor row for each empty store.
+                continue
             if cursor is None or cursor.backend_id != backend_id or cursor.seq_num < head:
                 self._consume(store_id, backend_id)
         return self.consumed - before
