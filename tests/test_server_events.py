@@ -177,6 +177,16 @@ async def test_a_client_push_and_an_import_are_each_sent_to_receivers_once(conne
     assert received == [(store_id, [1, 2], "0.3"), (f"{store_id}-copy", [1, 2, 3], "import")]
 
 
+async def test_a_push_over_0_4_http_is_sent_to_receivers_once(store_id, received):
+    from tests.support.v04_client import events as v04_events
+    from tests.support.v04_client import http_call, push_payload, request
+
+    body = request("1", "SyncHttpRpc.Push", push_payload(store_id, v04_events(1, 3)))
+    status, _, answer = await http_call(body, store_id)
+    assert status == 200 and json.loads(answer)[0]["exit"]["_tag"] == "Success"
+    assert received == [(store_id, [1, 2, 3], "0.4")]
+
+
 async def test_a_raising_receiver_is_logged_and_the_client_is_answered_as_usual(connect, store_id, caplog):
     def broken(sender, **kwargs):
         raise ValueError("the receiver's own bug")

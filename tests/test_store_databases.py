@@ -245,3 +245,19 @@ def test_a_store_is_placed_once_and_only_where_it_was_placed_first(spread, store
     assert placement.claim([b, a], "default") == first and set(first) == {a, b}
     assert placement.claim([a, c], "stores_b") == {c: StorePlacement.objects.get(store_id=c).pk}
     assert placement.databases_of([a, b, c, f"{store_id}-d"]) == {a: "default", b: "default", c: "stores_b"}
+
+
+def test_a_server_commit_joins_a_transaction_on_the_stores_own_database(spread, store_id):
+    from django.db import transaction
+
+    from syncapp import events
+
+    (store,) = store_ids_in("stores_b", store_id)
+    created = ("v1.TodoCreated", {"id": "t1", "text": "from the server"})
+    with pytest.raises(RuntimeError), transaction.atomic(using="stores_b"):
+        events.commit(store, [created])
+        raise RuntimeError("the caller's own work failed")
+    assert storage.head(store) == 0
+    with transaction.atomic(using="stores_b"):
+        assert events.commit(store, [created]) == [1]
+    assert storage.head(store) == 1 and databases_holding(store)[0] == ["stores_b"]
