@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import procinfo
+from livesync_project.settings import DEFAULT_REDIS_CHANNEL_LAYER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO_ROOT / "bench" / "reference"
@@ -100,7 +101,7 @@ class LivesyncServer(Server):
 
     ``backend="sqlite"``: the embedded default (a new SQLite file, the in-memory channel layer; one process).
     ``backend="postgres"``: a new PostgreSQL database and Redis (``tests/services.py`` finds both), on the
-    channel layer ``layer`` (a key of ``LAYERS``; the project's default, core, if None). ``protocol`` is the client the load generator speaks to it.
+    channel layer ``layer`` (a key of ``LAYERS``; the project's default if None). ``protocol`` is the client the load generator speaks to it.
     """
 
     def __init__(
@@ -124,7 +125,7 @@ class LivesyncServer(Server):
         self.name = name or f"livesync-{backend}" + protocol_suffix(protocol)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livesync-bench-"))
         self._own_workdir = workdir is None  # a directory of our own is removed on stop()
-        layer_class, layer_settings = LAYERS[layer or "core"]
+        layer_class, layer_settings = LAYERS[layer or DEFAULT_REDIS_CHANNEL_LAYER]
         self.extra_settings = {**layer_settings, **(extra_settings or {})}
         self.servers = []
         self._stack = None

@@ -101,16 +101,17 @@ REDIS_URL = os.environ.get("REDIS_URL")
 # Longer than channels_redis's 5 s blocking read, which redis-py's default
 # timeout would otherwise cut as a failure every time a process is idle.
 REDIS_SOCKET_TIMEOUT = 10
-# channels_redis's two layers. "core" (the default) keeps groups in Redis (about 16 commands per push);
-# "pubsub" costs one PUBLISH per push and half the server CPU, and livesync's hub bounds its queue and
-# detects its outages itself (syncapp/hub.py). See the README's "Channel layers".
+# channels_redis's two layers. "pubsub" (the default) costs one PUBLISH per push and half the server CPU
+# of "core", which keeps groups in Redis (about 16 commands per push); livesync's hub bounds the pub/sub
+# layer's queue and detects its outages itself (syncapp/hub.py). See the README's "Channel layers".
+DEFAULT_REDIS_CHANNEL_LAYER = "pubsub"
 REDIS_CHANNEL_LAYERS = {
     "pubsub": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {}},
     "core": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"capacity": 1000}},
 }
 
 
-def redis_channel_layer(url, kind="core"):
+def redis_channel_layer(url, kind=DEFAULT_REDIS_CHANNEL_LAYER):
     """The ``CHANNEL_LAYERS["default"]`` of the Redis layer ``kind`` (a key of REDIS_CHANNEL_LAYERS) at ``url``."""
     if kind not in REDIS_CHANNEL_LAYERS:
         raise ImproperlyConfigured(f"LIVESYNC_CHANNEL_LAYER must be one of {', '.join(REDIS_CHANNEL_LAYERS)}")
@@ -120,7 +121,9 @@ def redis_channel_layer(url, kind="core"):
 
 
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", "core"))}
+    CHANNEL_LAYERS = {
+        "default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", DEFAULT_REDIS_CHANNEL_LAYER))
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 

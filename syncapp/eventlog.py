@@ -61,29 +61,33 @@ async def commit(store_id, batch, backend_id=None, generation=None):
 
     An error may come after the database committed (a connection lost during
     COMMIT): the store is read back before answering, so a stored batch is
-    acknowledged and a lost one is not.
+    acknowledged and a lost one is not. When the read-back answers and finds
+    nothing, the database is reachable again and the failure was that
+    connection's (one left dead by an outage, in a thread idle meanwhile,
+    which has now been dropped): the push is tried once more.
     """
-    try:
-        appended = await _append_gathered(
-            storage.PendingAppend(store_id, batch, wire.args_text, backend_id, generation=generation)
-        )
-        if generation is not None:
-            _client_noted_at.put((store_id, generation), time.monotonic())
-        return appended
-    except (OperationalError, InterfaceError):
-        metrics.UNAVAILABLE.labels("database").inc()
+    pending = storage.PendingAppend(store_id, batch, wire.args_text, backend_id, generation=generation)
+    for attempts_left in (1, 0):
         try:
-            appended = await db.run(storage.read_back, storage.PendingAppend(store_id, batch, wire.args_text))
-        except DatabaseError:
-            raise StoreUnavailable("Push failed: the database is unavailable; it may have been stored") from None
-        if appended is None:
-            raise StoreUnavailable("Push failed: the database is unavailable; nothing was stored") from None
-        return appended
-    except DatabaseError as error:
-        # Not an outage (the connection answered, the transaction rolled back): saying "unavailable"
-        # would make the client retry a push that fails the same way each time. The cause stays chained,
-        # so the one log line of the failure shows it.
-        raise StoreUnavailable("Push failed: the server could not store it; nothing was stored") from error
+            appended = await _append_gathered(pending)
+            if generation is not None:
+                _client_noted_at.put((store_id, generation), time.monotonic())
+            return appended
+        except (OperationalError, InterfaceError):
+            metrics.UNAVAILABLE.labels("database").inc()
+            try:
+                appended = await db.run(storage.read_back, storage.PendingAppend(store_id, batch, wire.args_text))
+            except DatabaseError:
+                raise StoreUnavailable("Push failed: the database is unavailable; it may have been stored") from None
+            if appended is not None:
+                return appended
+            if not attempts_left:
+                raise StoreUnavailable("Push failed: the database is unavailable; nothing was stored") from None
+        except DatabaseError as error:
+            # Not an outage (the connection answered, the transaction rolled back): saying "unavailable"
+            # would make the client retry a push that fails the same way each time. The cause stays chained,
+            # so the one log line of the failure shows it.
+            raise StoreUnavailable("Push failed: the server could not store it; nothing was stored") from error
 
 
 class Announcement:

@@ -126,6 +126,8 @@ class Hub:
         self._inbound = None
         self._tasks = []
         self._starting = asyncio.Lock()
+        # Set once the hub has a channel of its own to receive on (see _open_channel).
+        self._channel_open = asyncio.Event()
 
     async def join(self, store_id, member):
         """Offer ``store_id``'s messages to ``await member.offer(message)`` from now on."""
@@ -203,14 +205,23 @@ class Hub:
         async with self._starting:
             if self._tasks:
                 return
-            self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
-            self._inbound = _unbounded_queue(self.layer, self.channel_name)
+            try:
+                await self._open_channel()
+            except Exception as exc:  # noqa: BLE001 - Redis down at start: the pub/sub layer cannot subscribe
+                # Sockets are served from the database until it returns; _rejoin opens the channel then.
+                self._layer_failed(exc)
             # In a context of their own: they serve every store, not the socket that happened to start them.
             loop = asyncio.get_running_loop()
             self._tasks = [
                 loop.create_task(loop_coroutine, context=contextvars.Context())
                 for loop_coroutine in (self._receive_loop(), self._check_loop(), self._send_loop())
             ]
+
+    async def _open_channel(self):
+        """The hub's own channel (the pub/sub layer subscribes to it in Redis, so this can fail)."""
+        self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
+        self._inbound = _unbounded_queue(self.layer, self.channel_name)
+        self._channel_open.set()
 
     async def _group_add(self, store_id):
         if self.layer_down:
@@ -237,6 +248,8 @@ class Hub:
         layer's ``group_add`` on a group it already follows makes no call at all,
         and would report a recovery while Redis is still down.
         """
+        if self.channel_name is None:
+            await self._open_channel()
         await self.layer.send(self.channel_name, {"type": PROBE})
         for store_id in list(self.members):
             await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
@@ -244,6 +257,7 @@ class Hub:
         logger.warning("channel layer reachable again: broadcasts resumed")
 
     async def _receive_loop(self):
+        await self._channel_open.wait()
         while True:
             try:
                 message = await _twice(self.layer.receive, self.channel_name)

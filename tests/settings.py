@@ -11,7 +11,7 @@ import tempfile
 import dj_database_url
 
 from livesync_project.settings import *  # noqa: F403
-from livesync_project.settings import SQLITE_OPTIONS, redis_channel_layer
+from livesync_project.settings import DEFAULT_REDIS_CHANNEL_LAYER, SQLITE_OPTIONS, redis_channel_layer
 from tests.support.services import POSTGRES_URL, REDIS_URL
 
 BACKEND = os.environ.get("LIVESYNC_TEST_BACKEND", "sqlite")
@@ -22,7 +22,9 @@ if BACKEND == "postgres":
     DATABASES["default"]["TEST"] = {"NAME": f"test_livesync_{os.getpid()}"}
     # A second database to spread stores over (tests/test_store_databases.py); unused by the others.
     DATABASES["stores_b"] = {**DATABASES["default"], "TEST": {"NAME": f"test_livesync_b_{os.getpid()}"}}
-    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", "core"))}
+    CHANNEL_LAYERS = {
+        "default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", DEFAULT_REDIS_CHANNEL_LAYER))
+    }
 else:
     _test_db = os.path.join(tempfile.gettempdir(), f"livesync-test-{os.getpid()}.sqlite3")
     DATABASES = {

@@ -97,3 +97,28 @@ async def test_a_hub_far_behind_on_the_pubsub_layer_drops_its_backlog_and_repair
         assert any("dropped 20 store messages" in r.getMessage() for r in caplog.records)
     finally:
         await hub.stop()
+
+
+async def test_a_hub_started_while_redis_is_down_serves_sockets_and_subscribes_once_it_returns(
+    pubsub_hub, caplog, store_id
+):
+    hub, proxy = pubsub_hub
+    member = Recorder()
+    proxy.cut()
+    await hub.join(store_id, member)
+    try:
+        assert hub.layer_down and hub.channel_name is None
+        assert hub.socket_count(store_id) == 1
+        await hub.publish(store_id, {"type": "livesync.events", "first": 1, "last": 1})
+        assert [message["last"] for message in member.messages] == [1], "local sockets must be served meanwhile"
+        proxy.restore()
+        assert await rejoin(hub), "the hub did not subscribe once Redis answered"
+        assert hub.channel_name is not None and not hub.layer_down
+        message = {"type": "livesync.events", "first": 2, "last": 2, "store_id": store_id, "origin": "other"}
+        for _ in range(50):
+            await hub.layer.group_send(hub_module.messages.group_name(store_id), message)
+            if await until(lambda: len(member.messages) > 1, timeout=0.2):
+                break
+        assert member.messages[-1]["last"] == 2, "no broadcast reached the hub once Redis was back"
+    finally:
+        await hub.stop()
