@@ -140,9 +140,16 @@ def _encoded(events):
             text = json.dumps(args, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise CommitRefused(f"event {index} ({name}): args are not JSON ({exc})") from None
+        except RecursionError:
+            raise CommitRefused(f"event {index} ({name}): args nest too deeply to encode") from None
         encoded.append((name, wire.Raw(text.encode())))
     if not encoded:
         raise CommitRefused("no events to commit")
+    limit = conf.get("MAX_MESSAGE_BYTES")
+    size = sum(len(name.encode()) + len(args) for name, args in encoded)
+    if size > limit:
+        # What a client's push may carry: clients receive these events in frames like their own.
+        raise CommitRefused(f"the events take {size} bytes, more than MAX_MESSAGE_BYTES ({limit})")
     return encoded
 
 

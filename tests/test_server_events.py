@@ -86,6 +86,7 @@ def storage_args(event):
         ([("v1.E", {"at": object()})], "not JSON"),
         ([("v1.E", {"x": float("nan")})], "not JSON"),
         (["v1.E"], r"not a \(name, args\) pair"),
+        ([("v1.E", {"text": "x" * 1_000_001})], "more than MAX_MESSAGE_BYTES"),
     ],
 )
 def test_unusable_events_are_refused_and_write_nothing(store_id, batch, problem):
@@ -216,6 +217,9 @@ def test_livesync_commit_commits_one_event_with_the_same_checks(store_id):
     assert json.loads(storage.read_page(store_id, 0, 10).events[0].args) == {"id": "t1"}
     with pytest.raises(CommandError, match="not JSON"):
         run("livesync_commit", store_id, "v1.TodoCompleted", "{id: t1}")
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(CommandError, match="nests too deeply"):
+        run("livesync_commit", store_id, "v1.TodoCompleted", deep)
     with pytest.raises(CommandError, match="printable"):
         run("livesync_commit", "bad\nid", "v1.TodoCompleted", "{}")
     assert storage.head(store_id) == 1
@@ -272,3 +276,12 @@ def test_the_readmes_examples_do_what_it_says(store_id):
 
     follower = tail.Tail("readme", examples["project"], [store_id])
     assert follower.round() == 2 and examples["todo_counts"] == {store_id: 1}
+
+
+def test_args_nested_too_deeply_to_encode_are_refused(store_id):
+    nested = []
+    for _ in range(5_000):
+        nested = [nested]
+    with pytest.raises(events.CommitRefused, match="nest too deeply"):
+        events.commit(store_id, [("v1.E", nested)])
+    assert storage.get_store(store_id) is None

@@ -23,6 +23,8 @@ class Command(BaseCommand):
             decoded = json.loads(event_args)
         except ValueError as exc:
             raise CommandError(f"ARGS is not JSON: {exc}") from None
+        except RecursionError:
+            raise CommandError("ARGS nests too deeply") from None
         try:
             (seq_num,) = events.commit(store_id, [(name, decoded)], client_id=client_id, session_id=session_id)
         except (events.CommitRefused, events.CommitConflict) as exc:
