@@ -96,8 +96,9 @@ async def push(context, request, reply, origin_socket=None):
     The answer follows the commit, so an acknowledged push is durable; the
     announcement to every subscriber of the store (in every process, both
     generations) follows the answer, as in the reference, and happens
-    whatever became of the pusher; ``events_committed`` receivers come last. ``origin_socket`` is the pushing socket's
-    id, so that its own echo can be written without a queue.
+    whatever became of the pusher; ``events_committed`` receivers come last.
+    ``origin_socket`` is the pushing socket's id, so that its own echo can be
+    written without a queue.
     """
     started = time.perf_counter()
     outcome = await _outcome(context, request)

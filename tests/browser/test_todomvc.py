@@ -139,6 +139,8 @@ def test_a_todo_added_by_the_server_shows_in_an_open_window(open_window, store_u
     import sys
 
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     from tests.support.browser import start_chromium
     from tests.support.daphne import REPO_ROOT, server_environment
@@ -164,10 +166,15 @@ def test_a_todo_added_by_the_server_shows_in_an_open_window(open_window, store_u
         staff.find_element(By.ID, "id_username").send_keys("staff")
         staff.find_element(By.ID, "id_password").send_keys("server-todo-password")
         staff.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-        staff.find_element(By.ID, "id_text").send_keys("Added by the server")
+        # Each click loads a page: wait for what the next one shows, not for the click.
+        arrived = WebDriverWait(staff, 20)
+        arrived.until(expected_conditions.presence_of_element_located((By.ID, "id_text"))).send_keys(
+            "Added by the server"
+        )
         started = time.monotonic()
         staff.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        assert "Added “Added by the server”" in staff.find_element(By.CSS_SELECTOR, ".added").text
+        added = arrived.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".added")))
+        assert "Added “Added by the server”" in added.text
     finally:
         staff.quit()
     wait_for_todos([window], [("Added in the window", False), ("Added by the server", False)])
