@@ -99,22 +99,21 @@ def _announce_blocking(store_id, announcement):
 
 def _append_at_head(store_id, events, client_id, session_id):
     """Append ``events`` at the head, retrying when the head moved: ``(Announcement, seqNums)``."""
-    encoded = _encoded(events)
     _check(store_id, client_id, session_id)
+    batch = [
+        wire.Event(name=name, args=args, seqNum=0, parentSeqNum=0, clientId=client_id, sessionId=session_id)
+        for name, args in _encoded(events)
+    ]
+    try:
+        # A client push's own rule for what every backend can store (no NUL in the text fields).
+        wire.prepare_batch(batch)
+    except wire.InvalidBatch as invalid:
+        raise CommitRefused(str(invalid)) from None
     request_id = f"server-{secrets.token_hex(6)}"
     for _ in range(COMMIT_ATTEMPTS):
         head = storage.head(store_id)
-        batch = [
-            wire.Event(
-                name=name,
-                args=args,
-                seqNum=head + offset + 1,
-                parentSeqNum=head + offset,
-                clientId=client_id,
-                sessionId=session_id,
-            )
-            for offset, (name, args) in enumerate(encoded)
-        ]
+        for offset, event in enumerate(batch):
+            event.parentSeqNum, event.seqNum = head + offset, head + offset + 1
         try:
             appended = storage.append(store_id, batch, wire.args_text)
         except storage.ParentMismatch:
@@ -134,7 +133,7 @@ def _encoded(events):
             name, args = pair
         except (TypeError, ValueError):
             raise CommitRefused(f"event {index} is not a (name, args) pair") from None
-        if not isinstance(name, str) or not name or "\x00" in name:
+        if not isinstance(name, str) or not name:
             raise CommitRefused(f"event {index} has no usable name: {name!r}")
         try:
             text = json.dumps(args, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -158,7 +157,7 @@ def _check(store_id, client_id, session_id):
     if problem is not None:
         raise CommitRefused(f"storeId {store_id!r} {problem}")
     for field, value in (("client_id", client_id), ("session_id", session_id)):
-        if not isinstance(value, str) or not value or "\x00" in value:
-            raise CommitRefused(f"{field} must be a non-empty string without NUL")
+        if not isinstance(value, str) or not value:
+            raise CommitRefused(f"{field} must be a non-empty string")
     if not conf.get("CREATE_STORES") and not storage.store_exists(store_id):
         raise CommitRefused(f"unknown store {store_id!r} (CREATE_STORES is False)")

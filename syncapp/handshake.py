@@ -144,13 +144,12 @@ async def check(query_string, origin, scope, override=None, generation=V03):
 
 def log_refused(refused, scope, generation):
     """Say once why a connection was refused: under daphne its client sees only 403."""
-    client = scope.get("client") if scope else None
     logger.warning(
         "refused a %s %s request for store %r from %s: %s %s",
         generation,
         scope.get("type", "?") if scope else "?",
         refused.store_id,
-        f"{client[0]}:{client[1]}" if client else "an unknown client",
+        logcontext.client_address(scope) or "an unknown client",
         refused.status,
         refused.body.splitlines()[0] if refused.body else "",
     )

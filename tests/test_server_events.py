@@ -285,3 +285,11 @@ def test_args_nested_too_deeply_to_encode_are_refused(store_id):
     with pytest.raises(events.CommitRefused, match="nest too deeply"):
         events.commit(store_id, [("v1.E", nested)])
     assert storage.get_store(store_id) is None
+
+
+def test_a_nul_in_a_name_or_a_client_id_is_refused_as_in_a_client_push(store_id):
+    with pytest.raises(events.CommitRefused, match="NUL"):
+        events.commit(store_id, [("v1.\x00E", {})])
+    with pytest.raises(events.CommitRefused, match="NUL"):
+        events.commit(store_id, [CREATED], client_id="server\x00")
+    assert storage.get_store(store_id) is None
