@@ -31,3 +31,33 @@ export const firstPullPages = (wire) => {
     .flatMap(({ values }) => values)
     .map(({ batch, pageInfo }) => ({ events: batch.length, pageInfo }))
 }
+
+/**
+ * Where a pull stream of this client skipped or repeated events: for each pull (per ws connection and request id,
+ * or per http exchange), each Chunk's events must continue the previous ones, seqNum by seqNum. An empty list is
+ * what the server owes every subscriber (never a gap, never a duplicate), whatever the client does with them.
+ */
+export const pullStreamBreaks = (wire) => {
+  const streams = [
+    ...wire.received.map(({ connection, frame }) => ({ stream: `connection ${connection}`, frame })),
+    ...wire.exchanges.flatMap(({ replies }, index) =>
+      (Array.isArray(replies) ? replies : []).map((frame) => ({ stream: `exchange ${index}`, frame })),
+    ),
+  ]
+  const last = new Map()
+  const breaks = []
+  for (const { stream, frame } of streams) {
+    if (frame?._tag !== 'Chunk') continue
+    const key = `${stream} request ${frame.requestId}`
+    for (const { batch } of frame.values) {
+      for (const { eventEncoded } of batch) {
+        const previous = last.get(key)
+        if (previous !== undefined && eventEncoded.seqNum !== previous + 1) {
+          breaks.push(`${key}: e${eventEncoded.seqNum} after e${previous}`)
+        }
+        last.set(key, eventEncoded.seqNum)
+      }
+    }
+  }
+  return breaks
+}
