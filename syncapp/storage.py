@@ -390,6 +390,11 @@ class _Location:
 _locations = BoundedCache(conf.store_cache_size)
 
 
+def known_location(store_id):
+    """Where the store's events live, if this process has it at hand (no database call), else None."""
+    return _locations.get(store_id)
+
+
 def _locate(store_id, create):
     """The store's row id, table and database (created on first use when ``create``), or None."""
     location = _locations.get(store_id)
@@ -566,9 +571,13 @@ def _move_head_sql(alias, generation):
     )
 
 
-def _move_head_parameters(location, pending, parent):
-    """The parameters of ``_move_head_sql``: the new head and its stamps, then the store, ``parent`` and backendId."""
-    now = connections[location.database].ops.adapt_datetimefield_value(datetime.now(timezone.utc))
+def _move_head_parameters(location, pending, parent, now=None):
+    """The parameters of ``_move_head_sql``: the new head and its stamps, then the store, ``parent`` and backendId.
+
+    ``now`` is the stamp as the database takes it (by default, adapted by the store database's connection).
+    """
+    if now is None:
+        now = connections[location.database].ops.adapt_datetimefield_value(datetime.now(timezone.utc))
     stamps = [now, now] if pending.generation else [now]
     return [pending.batch[-1].seqNum, *stamps, location.pk, parent, location.backend_id]
 
@@ -734,21 +743,31 @@ def _append_alone(location, pending, created_at):
     it durable (``synchronous_commit``), where a transaction costs four
     (BEGIN, UPDATE, INSERT, COMMIT). Anything else — a stale parent, a
     retry, a broken chain — moved nothing, and takes the general path.
+    ``syncapp.pgloop`` runs the same statement on the event loop.
     """
+    statement = alone_statement(location, pending, created_at)
+    if statement is None:
+        return None
+    with connections[location.database].cursor() as cursor:
+        cursor.execute(*statement)
+        inserted = cursor.rowcount
+    return Appended(created_at, location.backend_id) if inserted == len(pending.batch) else None
+
+
+def alone_statement(location, pending, created_at, now=None):
+    """``(sql, parameters)`` of a lone push's one statement (see ``_append_alone``), or None for a batch that
+    needs the general path (longer than ALONE_MAX_EVENTS, or not a chain of its own)."""
     batch = pending.batch
     if len(batch) > ALONE_MAX_EVENTS or chain_break(batch) is not None:
         return None
     rows = _rows(pending, created_at)
-    parameters = _move_head_parameters(location, pending, batch[0].parentSeqNum)
-    with connections[location.database].cursor() as cursor:
-        cursor.execute(
-            _append_alone_sql(location.database, location.table_name, pending.generation, len(rows)),
-            [*parameters, *(value for row in rows for value in row)],
-        )
-        inserted = cursor.rowcount
-    return Appended(created_at, location.backend_id) if inserted == len(rows) else None
+    parameters = _move_head_parameters(location, pending, batch[0].parentSeqNum, now)
+    sql = _append_alone_sql(location.database, location.table_name, pending.generation, len(rows))
+    return sql, [*parameters, *(value for row in rows for value in row)]
 
 
+# Statements of the stores pushed to last; a push builds its text once per store and batch length.
+@functools.lru_cache(maxsize=1024)
 def _append_alone_sql(alias, table_name, generation, row_count):
     quote = connections[alias].ops.quote_name
     columns = ", ".join(quote(c) for c in EVENT_COLUMNS)

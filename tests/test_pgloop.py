@@ -1,0 +1,125 @@
+"""Pushes to a store the process knows, on PostgreSQL: one statement on the event loop (``syncapp.pgloop``)."""
+
+import asyncio
+import threading
+
+import psycopg
+import pytest
+from django.db import connection, connections
+
+from syncapp import db, eventlog, pgloop, storage, wire
+from tests.support.chains import batch, no_args
+from tests.support.services import POSTGRES_URL
+
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def postgres_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("the event-loop push is PostgreSQL's")
+
+
+@pytest.fixture
+async def kept_connections():
+    """CONN_MAX_AGE None for the test (the suite's 0 closes each connection after its push); afterwards every
+    connection opened meanwhile is closed, the database threads' too, so the test database can be dropped."""
+    settings = connections.settings["default"]
+    saved = settings["CONN_MAX_AGE"]
+    settings["CONN_MAX_AGE"] = None
+    yield
+    settings["CONN_MAX_AGE"] = saved
+    await pgloop.close()
+    threads = db.database_threads()
+    all_threads_busy = threading.Barrier(threads)
+
+    def close_this_threads_connections():
+        all_threads_busy.wait(timeout=5)
+        connections.close_all()
+
+    await asyncio.gather(*(db.run(close_this_threads_connections) for _ in range(threads)))
+
+
+def _other_connection():
+    """A connection of the test's own to the test database."""
+    return psycopg.connect(POSTGRES_URL.rsplit("/", 1)[0] + "/" + connections["default"].settings_dict["NAME"])
+
+
+async def _known_store(store_id, head):
+    """A store created through the database threads, as a store's first push is, and known to the process."""
+    await db.run(storage.append, store_id, batch(1, head), no_args)
+    assert storage.known_location(store_id) is not None
+
+
+async def _stored(store_id):
+    page = await db.run(storage.read_page, store_id, 0, 100)
+    return [(event.seq_num, event.client_id) for event in page.events]
+
+
+async def _sessions_of_this_process():
+    """Backend pids connected to the test database, but for the asking connection."""
+    with _other_connection() as other:
+        rows = other.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+async def test_a_push_to_a_known_store_is_committed_before_it_returns(store_id):
+    await _known_store(store_id, 2)
+    appended = await eventlog.commit(store_id, batch(3, 4, "loop"))
+    assert appended.already_stored == 0
+    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    with _other_connection() as other:
+        rows = other.execute(f'SELECT "seqNum", "clientId" FROM {table} ORDER BY "seqNum"').fetchall()
+    assert rows == [(1, "c"), (2, "c"), (3, "loop"), (4, "loop")]
+
+
+async def test_pushes_the_statement_cannot_take_are_decided_as_before(store_id):
+    """A stale parent, a retry of stored events and a broken chain move nothing on the event loop."""
+    await _known_store(store_id, 3)
+    with pytest.raises(storage.ParentMismatch):
+        await eventlog.commit(store_id, batch(2, 2, "stale"))
+    retried = await eventlog.commit(store_id, [*batch(3, 3), *batch(4, 4, "new")])
+    assert retried.already_stored == 1
+    broken = batch(5, 6)
+    broken[1] = wire.Event(name="v1.E", seqNum=9, parentSeqNum=5, clientId="c", sessionId="s")
+    with pytest.raises(storage.BrokenChain):
+        await eventlog.commit(store_id, broken)
+    assert await _stored(store_id) == [(1, "c"), (2, "c"), (3, "c"), (4, "new")]
+
+
+async def test_a_push_from_before_a_reset_is_refused(store_id):
+    await _known_store(store_id, 2)
+    old_backend_id = storage.known_location(store_id).backend_id
+    await db.run(storage.reset, store_id)
+    await _known_store(store_id, 1)
+    with pytest.raises(storage.BackendIdMismatch):
+        await eventlog.commit(store_id, batch(2, 2), backend_id=old_backend_id)
+    assert await _stored(store_id) == [(1, "c")]
+
+
+async def test_a_connection_the_server_dropped_costs_no_push(store_id, kept_connections):
+    """After PostgreSQL ended the event loop's connection (a restart, an idle timeout), the next push still
+    succeeds, once."""
+    await _known_store(store_id, 1)
+    before = await _sessions_of_this_process()
+    await eventlog.commit(store_id, batch(2, 2))
+    opened = await _sessions_of_this_process() - before
+    assert len(opened) == 1
+    with _other_connection() as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [opened.pop()])
+    await eventlog.commit(store_id, batch(3, 3, "after"))
+    assert await _stored(store_id) == [(1, "c"), (2, "c"), (3, "after")]
+
+
+async def test_connections_follow_conn_max_age(store_id, kept_connections):
+    """None keeps one connection for every push; 0 (the suite's setting) closes it after each."""
+    await _known_store(store_id, 1)
+    before = await _sessions_of_this_process()
+    for seq_num in (2, 3, 4):
+        await eventlog.commit(store_id, batch(seq_num, seq_num))
+    assert len(await _sessions_of_this_process() - before) == 1
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+    await eventlog.commit(store_id, batch(5, 5))
+    assert await _sessions_of_this_process() - before == set()
