@@ -68,7 +68,7 @@ async def append_alone(pending):
     if pending.backend_id is not None and pending.backend_id != location.backend_id:
         return None
     created_at = storage.now_iso()
-    statement = storage.alone_statement(location, pending, created_at, timezone.now())
+    statement = storage.alone_statement(location, pending, created_at, timezone.now(), server_bound=True)
     if statement is None:
         return None
     sql, parameters = statement

@@ -754,30 +754,62 @@ def _append_alone(location, pending, created_at):
     return Appended(created_at, location.backend_id) if inserted == len(pending.batch) else None
 
 
-def alone_statement(location, pending, created_at, now=None):
+def alone_statement(location, pending, created_at, now=None, server_bound=False):
     """``(sql, parameters)`` of a lone push's one statement (see ``_append_alone``), or None for a batch that
-    needs the general path (longer than ALONE_MAX_EVENTS, or not a chain of its own)."""
+    needs the general path (longer than ALONE_MAX_EVENTS, or not a chain of its own).
+
+    ``server_bound``: for psycopg 3 binding on the server (``syncapp.pgloop``).
+    A batch with more parameters than psycopg caches then goes as one binary
+    array per column instead (13 parameters for any batch length): they need
+    no escaping, and a 100-event push costs the event loop 0.15 ms of
+    psycopg's time instead of 1 ms. A short batch is 5% faster as it is.
+    """
     batch = pending.batch
     if len(batch) > ALONE_MAX_EVENTS or chain_break(batch) is not None:
         return None
     rows = _rows(pending, created_at)
     parameters = _move_head_parameters(location, pending, batch[0].parentSeqNum, now)
+    if server_bound and len(parameters) + len(EVENT_COLUMNS) * len(rows) > PSYCOPG_CACHED_PARAMETERS:
+        sql = _append_unnested_sql(location.database, location.table_name, pending.generation)
+        return sql, [*parameters, *(list(column) for column in zip(*rows))]
     sql = _append_alone_sql(location.database, location.table_name, pending.generation, len(rows))
     return sql, [*parameters, *(value for row in rows for value in row)]
 
 
-# Statements of the stores pushed to last; a push builds its text once per store and batch length.
-@functools.lru_cache(maxsize=1024)
-def _append_alone_sql(alias, table_name, generation, row_count):
+# psycopg 3 converts a statement's text once and caches it only up to 50 parameters; past that it converts
+# it anew at every call, in a Python loop over each parameter (1 ms for a 100-event push).
+PSYCOPG_CACHED_PARAMETERS = 50
+
+
+def _one_statement(alias, generation, table_name, rows):
+    """The compare-and-set, then ``rows`` (SQL yielding the pushed rows) inserted if the head moved."""
     quote = connections[alias].ops.quote_name
     columns = ", ".join(quote(c) for c in EVENT_COLUMNS)
-    row = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
     return (
         f"WITH moved AS ({_move_head_sql(alias, generation)} RETURNING 1) "
         f"INSERT INTO {quote(table_name)} ({columns}) "
-        f"SELECT * FROM (VALUES {', '.join([row] * row_count)}) AS pushed ({columns}) "
+        f"SELECT * FROM {rows} "
         "WHERE EXISTS (SELECT 1 FROM moved)"
     )
+
+
+# Statements of the stores pushed to last; a push builds its text once per store (and batch length).
+@functools.lru_cache(maxsize=1024)
+def _append_alone_sql(alias, table_name, generation, row_count):
+    quote = connections[alias].ops.quote_name
+    row = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
+    columns = ", ".join(quote(c) for c in EVENT_COLUMNS)
+    return _one_statement(alias, generation, table_name, f"(VALUES {', '.join([row] * row_count)}) AS pushed ({columns})")
+
+
+# The eventlog's column types on PostgreSQL, in EVENT_COLUMNS order.
+EVENT_COLUMN_ARRAY_TYPES = ("bigint[]", "bigint[]", "text[]", "text[]", "text[]", "text[]", "text[]")
+
+
+@functools.lru_cache(maxsize=1024)
+def _append_unnested_sql(alias, table_name, generation):
+    arrays = ", ".join(f"%b::{array_type}" for array_type in EVENT_COLUMN_ARRAY_TYPES)
+    return _one_statement(alias, generation, table_name, f"unnest({arrays})")
 
 
 class _Relocate(Exception):

@@ -123,3 +123,26 @@ async def test_connections_follow_conn_max_age(store_id, kept_connections):
     connections.settings["default"]["CONN_MAX_AGE"] = 0
     await eventlog.commit(store_id, batch(5, 5))
     assert await _sessions_of_this_process() - before == set()
+
+
+@pytest.mark.parametrize("length", [1, 6, 7, 100])
+async def test_every_batch_length_is_stored_exactly(store_id, length):
+    """Short batches go as one parameter per value, longer ones as one array per column: the same rows."""
+    await _known_store(store_id, 1)
+    texts = ['{"text":"quote \\" and backslash \\\\"}', '{"text":"ünïcödé ✓, {braces}, [brackets]"}', None]
+    pushed = [
+        wire.Event(
+            name=f"v1.E{n}",
+            args=wire.UNSET if texts[n % 3] is None else wire.Raw(texts[n % 3].encode()),
+            seqNum=n,
+            parentSeqNum=n - 1,
+            clientId=f"client-{n}",
+            sessionId="session",
+        )
+        for n in range(2, 2 + length)
+    ]
+    await eventlog.commit(store_id, pushed)
+    page = await db.run(storage.read_page, store_id, 1, 200)
+    assert [(e.seq_num, e.parent_seq_num, e.name, e.args, e.client_id) for e in page.events] == [
+        (e.seqNum, e.parentSeqNum, e.name, wire.args_text(e), e.clientId) for e in pushed
+    ]
