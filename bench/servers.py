@@ -113,12 +113,15 @@ class LivesyncServer(Server):
         extra_settings=None,
         layer=None,
         protocol="0.3",
+        store_files=0,
     ):
         super().__init__()
         if backend == "sqlite" and processes != 1:
             raise ValueError("the embedded default serves from one process")
         if backend == "sqlite" and layer is not None:
             raise ValueError("the embedded default has the in-memory channel layer")
+        if store_files and backend != "sqlite":
+            raise ValueError("store_files spreads stores over SQLite files")
         self.backend = backend
         self.processes = processes
         self.protocol = protocol
@@ -127,10 +130,14 @@ class LivesyncServer(Server):
         self._own_workdir = workdir is None  # a directory of our own is removed on stop()
         layer_class, layer_settings = LAYERS[layer or DEFAULT_REDIS_CHANNEL_LAYER]
         self.extra_settings = {**layer_settings, **(extra_settings or {})}
+        # SQLite files stores are spread over besides the default database (LIVESYNC_STORE_DATABASE_URLS).
+        self.store_files = store_files
         self.servers = []
         self._stack = None
         if backend == "sqlite":
             self.description = "daphne, SQLite file + in-memory channel layer"
+            if store_files:
+                self.description += f", stores spread over {store_files} more SQLite files"
         else:
             self.description = (
                 f"{processes} daphne process{'es' if processes > 1 else ''}, PostgreSQL + Redis ({layer_class})"
@@ -144,7 +151,7 @@ class LivesyncServer(Server):
 
     def start(self):
         from tests.support.daphne import DaphneServer
-        from tests.support.databases import postgres_database, sqlite_database
+        from tests.support.databases import postgres_database, sqlite_database, sqlite_store_databases
         from tests.support.services import REDIS_URL
 
         problem = self.problem()
@@ -155,6 +162,8 @@ class LivesyncServer(Server):
         directory.mkdir(parents=True)
         if self.backend == "sqlite":
             settings = {"DATABASE_URL": sqlite_database(directory)}
+            if self.store_files:
+                settings.update(sqlite_store_databases(directory, self.store_files, settings["DATABASE_URL"]))
         else:
             settings = {"DATABASE_URL": self._stack.enter_context(postgres_database()), "REDIS_URL": REDIS_URL}
         self.database_url = settings["DATABASE_URL"]

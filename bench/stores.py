@@ -19,24 +19,36 @@ from bench.servers import LivesyncServer, Unavailable
 COUNTS = (1000, 10_000)
 LARGE_COUNTS = (*COUNTS, 100_000)
 CONCURRENCY = 20
+# SQLite files the second configuration spreads its stores over (``STORE_DATABASES``): SQLite's CREATE TABLE
+# reads its file's whole schema table, so one file's cost per new store grows with its tables (README).
+SPREAD_FILES = 16
+# What is measured: (name, backend, SQLite files the stores are spread over).
+CONFIGURATIONS = (
+    ("sqlite", "sqlite", 0),
+    (f"sqlite-{SPREAD_FILES}-files", "sqlite", SPREAD_FILES),
+    ("postgres", "postgres", 0),
+)
 
 
 def database_bytes(database_url):
-    """The size of the server's database: the SQLite file with its WAL, or PostgreSQL's ``pg_database_size``."""
+    """The size of the server's databases: its SQLite files with their WALs, or PostgreSQL's ``pg_database_size``."""
     parts = urlsplit(database_url)
     if parts.scheme == "sqlite":
-        path = Path(parts.path)
-        return sum(candidate.stat().st_size for candidate in path.parent.glob(path.name + "*"))
+        return sum(candidate.stat().st_size for candidate in Path(parts.path).parent.glob("*.sqlite3*"))
     import psycopg
 
     with psycopg.connect(database_url) as connection:
         return connection.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
 
-def run(backend, count, workdir, timeout, extra_settings=None):
+def run(backend, count, workdir, timeout, extra_settings=None, store_files=0):
     """One fresh server, ``count`` new stores: per tenth ms/store and RSS, then bytes per store."""
     with LivesyncServer(
-        backend, workdir=workdir, name=f"livesync-{backend}-stores", extra_settings=extra_settings
+        backend,
+        workdir=workdir,
+        name=f"livesync-{backend}-stores",
+        extra_settings=extra_settings,
+        store_files=store_files,
     ) as server:
         run_job({"kind": "warmup", "urls": server.urls, "store": f"stores-warm-{uuid.uuid4().hex[:6]}"}, server.pids)
         size_before = database_bytes(server.database_url)
@@ -73,18 +85,19 @@ def run(backend, count, workdir, timeout, extra_settings=None):
 
 
 def measure(workdir, large=False, postgres_problem=None, timeout=3600.0, log=print):
-    """``{backend: {count: run(...)}}`` for SQLite and, unless ``postgres_problem``, PostgreSQL + Redis."""
+    """``{configuration: {count: run(...)}}`` for each of CONFIGURATIONS; PostgreSQL + Redis is left out with
+    ``postgres_problem``."""
     results = {}
-    for backend in ("sqlite", "postgres"):
+    for name, backend, store_files in CONFIGURATIONS:
         if backend == "postgres" and postgres_problem:
-            results[backend] = {"unavailable": postgres_problem}
+            results[name] = {"unavailable": postgres_problem}
             continue
-        results[backend] = {}
+        results[name] = {}
         for count in LARGE_COUNTS if large else COUNTS:
-            log(f"stores: {backend}, {count:,} new stores ...")
+            log(f"stores: {name}, {count:,} new stores ...")
             try:
-                results[backend][count] = run(backend, count, workdir, timeout)
+                results[name][count] = run(backend, count, workdir, timeout, store_files=store_files)
             except Unavailable as problem:
-                results[backend] = {"unavailable": str(problem)}
+                results[name] = {"unavailable": str(problem)}
                 break
     return results

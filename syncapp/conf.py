@@ -55,7 +55,8 @@ DEFAULTS = {
     # only those origins (plus requests without an Origin header).
     "ALLOWED_ORIGINS": None,
     # Threads that run database work off the event loop, each with its own
-    # connection (see syncapp.db). None: one on SQLite, four elsewhere.
+    # connection (see syncapp.db); on PostgreSQL also the most connections the
+    # event loop opens for pushes (syncapp.pgloop). None: one on SQLite, four elsewhere.
     "DATABASE_THREADS": None,
     # Seconds between each process's reads of its stores' heads, the safety net
     # for broadcasts the channel layer lost (see syncapp.hub).

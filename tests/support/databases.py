@@ -35,6 +35,16 @@ def sqlite_database(directory):
     return database_url
 
 
+def sqlite_store_databases(directory, count, database_url):
+    """``LIVESYNC_STORE_DATABASE_URLS`` of ``count`` new, migrated SQLite files in ``directory`` (``stores_1``…)
+    for the server whose default database is ``database_url``."""
+    urls = [f"sqlite:///{(directory / f'stores-{number}.sqlite3').resolve()}" for number in range(1, count + 1)]
+    settings = {"LIVESYNC_STORE_DATABASE_URLS": ",".join(urls)}
+    for number in range(1, count + 1):
+        migrate(database_url, settings, database=f"stores_{number}")
+    return settings
+
+
 def sqlite_daphne(directory, settings=None, **options):
     """A ``DaphneServer`` (not started) on a new SQLite database in ``directory``, logging to ``daphne.log``
     there, with ``settings`` on top of the database; ``options`` go to ``DaphneServer``."""
