@@ -141,7 +141,8 @@ class _Pool:
             connection = await psycopg.AsyncConnection.connect(**parameters)
             role = wrapper.settings_dict["OPTIONS"].get("assume_role")
             if role:
-                await connection.execute(wrapper.ops.compose_sql("SET ROLE %s", [role]))
+                # As Django does on its own connections (OPTIONS["assume_role"]).
+                await connection.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
         self._opened_at[connection] = time.monotonic()
         return connection
 
