@@ -56,8 +56,8 @@ async def _stored(store_id):
     return [(event.seq_num, event.client_id) for event in page.events]
 
 
-async def _sessions_of_this_process():
-    """Backend pids connected to the test database, but for the asking connection."""
+async def _other_sessions():
+    """Backend pids connected to the test database, but for the asking connection (the test process's own)."""
     with _other_connection() as other:
         rows = other.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -103,9 +103,9 @@ async def test_a_connection_the_server_dropped_costs_no_push(store_id, kept_conn
     """After PostgreSQL ended the event loop's connection (a restart, an idle timeout), the next push still
     succeeds, once."""
     await _known_store(store_id, 1)
-    before = await _sessions_of_this_process()
+    before = await _other_sessions()
     await eventlog.commit(store_id, batch(2, 2))
-    opened = await _sessions_of_this_process() - before
+    opened = await _other_sessions() - before
     assert len(opened) == 1
     with _other_connection() as other:
         other.execute("SELECT pg_terminate_backend(%s)", [opened.pop()])
@@ -116,13 +116,13 @@ async def test_a_connection_the_server_dropped_costs_no_push(store_id, kept_conn
 async def test_connections_follow_conn_max_age(store_id, kept_connections):
     """None keeps one connection for every push; 0 (the suite's setting) closes it after each."""
     await _known_store(store_id, 1)
-    before = await _sessions_of_this_process()
+    before = await _other_sessions()
     for seq_num in (2, 3, 4):
         await eventlog.commit(store_id, batch(seq_num, seq_num))
-    assert len(await _sessions_of_this_process() - before) == 1
+    assert len(await _other_sessions() - before) == 1
     connections.settings["default"]["CONN_MAX_AGE"] = 0
     await eventlog.commit(store_id, batch(5, 5))
-    assert await _sessions_of_this_process() - before == set()
+    assert await _other_sessions() - before == set()
 
 
 @pytest.mark.parametrize("length", [1, 6, 7, 100])
