@@ -12,7 +12,7 @@
  * (`sessionPending` 0), and pauses randomly between todos: the leaders' pushes to the server still race and rebase.
  * Over http each client commits its whole workload at once, and every pull waits for the next poll, which keeps
  * that window closed. Even so, a 0.4.0 client's own tables can now and then disagree with its own eventlog after
- * a rebase; the test tells that apart from the server's part (see `test_v04_interop.py`).
+ * a rebase; the tests tell that apart from the server's part (`misapplied_v04_clients` in `expectations.py`).
  */
 import { sleep, waitUntil } from '../../lib/waiting.mjs'
 import { wireLogFor } from '../lib/client-runtime.mjs'
