@@ -13,6 +13,7 @@ forwards, drops or repairs each committed batch, and a catch-up from storage
 when the log went on without it.
 """
 
+import functools
 import logging
 import time
 from typing import NamedTuple
@@ -90,28 +91,44 @@ _OUTCOME_LABELS = {
 }
 
 
-async def push(context, request, reply, origin_socket=None):
-    """Commit ``request`` for the connection ``context``, ``await reply(outcome)``, then announce it.
+async def push(context, request, reply, origin_socket=None, announce_first=False):
+    """Commit ``request`` for the connection ``context``, then ``await reply(outcome)`` and announce it.
 
-    The answer follows the commit, so an acknowledged push is durable; the
+    The answer follows the commit, so an acknowledged push is durable. The
     announcement to every subscriber of the store (in every process, both
-    generations) follows the answer, as in the reference, and happens
-    whatever became of the pusher; ``events_committed`` receivers come last.
+    generations) follows the answer, as in the 0.3 reference, or precedes it
+    with ``announce_first``, as in the 0.4 reference (its pusher gets its own
+    events on its live pulls before the ``Exit``); either way both happen,
+    whatever became of the other. ``events_committed`` receivers come last.
     ``origin_socket`` is the pushing socket's id, so that its own echo can be
     written without a queue.
     """
     started = time.perf_counter()
     outcome = await _outcome(context, request)
+    announcement = outcome.announcement if type(outcome) is Acknowledged else None
+    steps = [functools.partial(reply, outcome)]
+    if announcement is not None:
+        announce = functools.partial(eventlog.announce, context.store_id, announcement, origin_socket)
+        steps.insert(0 if announce_first else 1, announce)
     try:
-        await reply(outcome)
+        await _each(steps)
     finally:
         metrics.count_push(context.generation, _metric_outcome(outcome), started)
-        if type(outcome) is Acknowledged and outcome.announcement is not None:
-            try:
-                await eventlog.announce(context.store_id, outcome.announcement, origin_socket)
-            finally:
-                await eventlog.tell_receivers(context.store_id, outcome.announcement, context.generation)
+        if announcement is not None:
+            await eventlog.tell_receivers(context.store_id, announcement, context.generation)
     return outcome
+
+
+async def _each(steps):
+    """Await every step in turn, even after one failed; then raise the first failure."""
+    failure = None
+    for step in steps:
+        try:
+            await step()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once every step has run
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 async def _outcome(context, request):

@@ -168,7 +168,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         message means frames it can tell without I/O (``frames_for``), gets them
         written by the task that announced the push: a push reaches many idle
         sockets without a task switch each, and a pusher's own echo leaves with
-        its acknowledgement. Anything else waits in the inbox, in order.
+        its answer (``receive_own``). Anything else waits in the inbox, in order.
 
         Never raises: a socket that cannot be written to is closed, so that its
         client reconnects from what it has, and the hub goes on with the next.
@@ -180,8 +180,8 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
                 self.deliver(message)
             elif message.get("origin_socket") == self.socket_id:
                 # This socket's own push, announced by its own handler (which holds the turn): the echo
-                # leaves right after the acknowledgement.
-                await self._write_at_once(message)
+                # leaves with the push's answer.
+                await self.receive_own(message)
             elif not self.turn.locked():
                 async with self.turn:
                     await self._write_at_once(message)
@@ -190,6 +190,11 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("could not write to a socket of store %r: closing it", self.store_id)
             self.close_soon(CLOSE_INTERNAL_ERROR)
+
+    async def receive_own(self, message):
+        """A store message announcing this socket's own push, in the push's handler: written at once if it
+        needs no I/O, else in turn."""
+        await self._write_at_once(message)
 
     async def _write_at_once(self, message):
         frames = self.frames_for(message)

@@ -113,7 +113,8 @@ async def test_foreign_backend_id_fails_pulls_and_pushes_with_mismatch(rpc, stor
     assert await db.run(storage.head, store_id) == 1
 
 
-async def test_live_pull_delivers_every_push_including_the_pushers_own(rpc):
+async def test_live_pull_delivers_every_push_including_the_pushers_own_before_its_exit(rpc):
+    """As the reference does: the pusher's live pull gets the push's events, then the push gets its Exit."""
     pusher = await rpc()
     watcher = await rpc()
     await pusher.pull("live", live=True)
@@ -121,11 +122,10 @@ async def test_live_pull_delivers_every_push_including_the_pushers_own(rpc):
     assert (await pusher.recv())["values"][0]["pageInfo"] == {"_tag": "NoMore"}
     await watcher.recv()
     await pusher.push("push-1", events(1, 3))
-    frames = [await pusher.recv(), await pusher.recv()]
-    by_tag = {frame["_tag"]: frame for frame in frames}
-    assert by_tag["Exit"]["requestId"] == "push-1"
-    assert by_tag["Chunk"]["requestId"] == "live" and seq_nums(by_tag["Chunk"]) == [1, 2, 3]
-    assert by_tag["Chunk"]["values"][0]["pageInfo"] == {"_tag": "NoMore"}
+    chunk, exit_frame = await pusher.recv(), await pusher.recv()
+    assert chunk["_tag"] == "Chunk" and chunk["requestId"] == "live" and seq_nums(chunk) == [1, 2, 3]
+    assert chunk["values"][0]["pageInfo"] == {"_tag": "NoMore"}
+    assert exit_frame["_tag"] == "Exit" and exit_frame["requestId"] == "push-1"
     echoed = await watcher.recv()
     assert echoed["requestId"] == "live-w" and seq_nums(echoed) == [1, 2, 3]
     assert await pusher.nothing() and await watcher.nothing()

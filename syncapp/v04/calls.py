@@ -42,7 +42,11 @@ def exit_of(request_id, outcome):
 
 
 async def push(context, request_id, payload, send_exit, origin_socket=None):
-    """Commit a push for the connection ``context``; ``await send_exit(exit)`` answers it."""
+    """Commit a push for the connection ``context``; ``await send_exit(exit)`` answers it.
+
+    As in the reference, the push's events go to every live pull of the store, the pusher's own included,
+    before its ``Exit``.
+    """
     backend_id = payload.backendId.value if type(payload.backendId) is codec.SomeBackendId else None
 
     async def reply(outcome):
@@ -50,7 +54,8 @@ async def push(context, request_id, payload, send_exit, origin_socket=None):
         await observe("ON_PUSH_RES", exit_message.exit, context)
         await send_exit(exit_message)
 
-    await core.push(context, core.PushRequest(request_id, payload.batch, payload, backend_id), reply, origin_socket)
+    request = core.PushRequest(request_id, payload.batch, payload, backend_id)
+    await core.push(context, request, reply, origin_socket, announce_first=True)
 
 
 def cursor_of(payload):

@@ -145,6 +145,10 @@ class V04WsConsumer(StoreSocketConsumer):
         self.subscriptions.clear()
         await super()._leave_store()
 
+    async def receive_own(self, message):
+        """This socket's own push: its live pulls get the events now, before the push's ``Exit``."""
+        await self._to_subscriptions(message)
+
     async def livesync_events(self, message):
         """A push committed to this store (by any socket, of either generation, in any process)."""
         await self._to_subscriptions(message)
