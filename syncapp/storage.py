@@ -309,15 +309,10 @@ class SeqNumField(models.BigIntegerField):
         return "integer" if connection.vendor == "sqlite" else super().db_type(connection)
 
 
-def _build_model(table_name):
-    class Meta:
-        apps = _eventlog_apps
-        app_label = "syncapp_eventlog"
-        db_table = table_name
-
-    attrs = {
-        "__module__": __name__,
-        "Meta": Meta,
+def _event_fields():
+    """The eventlog's fields by attribute name, columns in EVENT_COLUMNS order (new instances each time: a
+    model class takes the fields it is given)."""
+    return {
         "seq_num": SeqNumField(primary_key=True, db_column="seqNum"),
         "parent_seq_num": models.BigIntegerField(db_column="parentSeqNum"),
         "name": models.TextField(db_column="name"),
@@ -326,6 +321,15 @@ def _build_model(table_name):
         "client_id": models.TextField(db_column="clientId"),
         "session_id": models.TextField(db_column="sessionId"),
     }
+
+
+def _build_model(table_name):
+    class Meta:
+        apps = _eventlog_apps
+        app_label = "syncapp_eventlog"
+        db_table = table_name
+
+    attrs = {"__module__": __name__, "Meta": Meta, **_event_fields()}
     class_name = "Eventlog_" + hashlib.sha256(table_name.encode()).hexdigest()[:16]
     return type(class_name, (models.Model,), attrs)
 
@@ -802,13 +806,10 @@ def _append_alone_sql(alias, table_name, generation, row_count):
     return _one_statement(alias, generation, table_name, f"(VALUES {', '.join([row] * row_count)}) AS pushed ({columns})")
 
 
-# The eventlog's column types on PostgreSQL, in EVENT_COLUMNS order.
-EVENT_COLUMN_ARRAY_TYPES = ("bigint[]", "bigint[]", "text[]", "text[]", "text[]", "text[]", "text[]")
-
-
 @functools.lru_cache(maxsize=1024)
 def _append_unnested_sql(alias, table_name, generation):
-    arrays = ", ".join(f"%b::{array_type}" for array_type in EVENT_COLUMN_ARRAY_TYPES)
+    connection = connections[alias]
+    arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in _event_fields().values())
     return _one_statement(alias, generation, table_name, f"unnest({arrays})")
 
 
