@@ -269,6 +269,7 @@ def main(argv=None):
     env = environment()
     started = time.monotonic()
     results, scaleout, unavailable, limits, store_counts, metrics_cost = {}, None, {}, None, None, None
+    first_pushes = None
     with tempfile.TemporaryDirectory(prefix="livesync-bench-") as workdir:
         targets, ratios = make_targets(args, workdir)
         if args.ceilings:
@@ -280,6 +281,7 @@ def main(argv=None):
             store_counts = stores.measure(
                 workdir, large=args.large, postgres_problem=postgres_and_redis_problem(), log=log
             )
+            first_pushes = stores.measure_first_pushes(workdir, postgres_problem=postgres_and_redis_problem(), log=log)
         if args.compare and not args.no_reference and reference_problem():
             unavailable["reference"] = reference_problem()
         for name in args.scenarios:
@@ -330,6 +332,7 @@ def main(argv=None):
         out.append(report.ceilings_table(limits, results.get("push", {}), targets))
     if store_counts is not None:
         out.append(report.stores_table(store_counts))
+        out.append(report.first_push_table(first_pushes))
     if metrics_cost is not None:
         out.append(
             f"## What the metrics cost one push\nthe calls a batch-1 push makes into prometheus-client, timed alone "
@@ -370,6 +373,7 @@ def main(argv=None):
         "results": results,
         "ceilings": limits,
         "stores": {backend: {str(k): v for k, v in runs.items()} for backend, runs in (store_counts or {}).items()},
+        "first_pushes": first_pushes,
         "scaleout": {str(k): v for k, v in (scaleout or {}).items()},
         "targets": [dict(zip(("target", "server", "verdict", "measured"), c, strict=True)) for c in checks],
         "metrics": {k: {"label": v[0], "better": v[2]} for k, v in scenarios.METRICS.items()},

@@ -293,8 +293,22 @@ async def job_new_stores(client_class, job):
     return measure.result(stores=n, tenths_s=seconds, tenths_stores=[b - a for a, b in itertools.pairwise(bounds)])
 
 
+async def job_first_pushes(client_class, job):
+    """``stores`` new stores one after the other, ``pause_s`` apart: how long each store's first push takes
+    to be acknowledged (its socket already open), as someone who just made a document waits for it."""
+    latencies = []
+    with Measure() as measure:
+        for index in range(job["stores"]):
+            socket = await client_class.open(job["url"], f"{job['prefix']}-{index}")
+            latencies += await push_events(socket, 1, 1, client_id=f"bench-{index}")
+            await socket.close()
+            await asyncio.sleep(job["pause_s"])
+    return measure.result(stores=job["stores"], ack_ms={k: v * 1000 for k, v in percentiles(latencies).items()})
+
+
 JOBS = {
     "warmup": job_warmup,
+    "first_pushes": job_first_pushes,
     "push": job_push,
     "pull": job_pull,
     "fanout": job_fanout,

@@ -369,3 +369,17 @@ def stores_table(results):
         "## Stores: the cost of one more (each a socket of its own: connect, pull, push 1 event, close; "
         "20 at a time)\n" + _table(header, rows)
     )
+
+
+def first_push_table(results):
+    """A new store's first push, acknowledged in ms, with spare tables and without (medians of the rounds)."""
+    if "unavailable" in results:
+        return "## A new store's first push (PostgreSQL)\nunavailable: " + results["unavailable"]
+    rows = []
+    for name, rounds in results.items():
+        rows.append([name, *(f"{statistics.median(r[point] for r in rounds):.2f}" for point in ("p50", "p95", "p99"))])
+    header = ["PostgreSQL + Redis", "ack p50 (ms)", "ack p95 (ms)", "ack p99 (ms)"]
+    return (
+        "## A new store's first push (one at a time, 50 ms apart; medians of alternating rounds)\n"
+        + _table(header, rows)
+    )

@@ -5,6 +5,9 @@ creates N new stores on a fresh server, 20 at a time, each by a socket of its ow
 closes, and reports per tenth of the run the milliseconds per new store (the tenth's wall time over its
 stores), the server's RSS after it, and at the end the database's size per store. Flat cost means the last
 tenth costs what the first did; bounded memory means RSS stops growing once the process's caches are full.
+
+It also times a new store's first push on its own (``first_pushes``): on PostgreSQL with spare tables
+(``SPARE_TABLES``, the default) and without, alternating.
 """
 
 import time
@@ -15,10 +18,15 @@ from urllib.parse import urlsplit
 from bench import procinfo
 from bench.runner import run_job
 from bench.servers import LivesyncServer, Unavailable
+from syncapp.conf import DEFAULTS
 
 COUNTS = (1000, 10_000)
 LARGE_COUNTS = (*COUNTS, 100_000)
 CONCURRENCY = 20
+# New stores whose first push is timed, one at a time, this far apart (the spares taken are made again meanwhile).
+FIRST_PUSHES = 100
+FIRST_PUSH_PAUSE_S = 0.05
+FIRST_PUSH_ROUNDS = 2
 # SQLite files the second configuration spreads its stores over (``STORE_DATABASES``): SQLite's CREATE TABLE
 # reads its file's whole schema table, so one file's cost per new store grows with its tables (README).
 SPREAD_FILES = 16
@@ -100,4 +108,32 @@ def measure(workdir, large=False, postgres_problem=None, timeout=3600.0, log=pri
             except Unavailable as problem:
                 results[name] = {"unavailable": str(problem)}
                 break
+    return results
+
+
+def first_pushes(spare_tables, workdir, timeout):
+    """ack ms (p50/p95/p99) of FIRST_PUSHES new stores' first pushes on a fresh PostgreSQL server."""
+    with LivesyncServer(
+        "postgres",
+        workdir=workdir,
+        name="livesync-postgres-first-pushes",
+        extra_settings={"LIVESYNC_SPARE_TABLES": str(spare_tables)},
+    ) as server:
+        prefix = f"first-{uuid.uuid4().hex[:8]}"
+        job = {"kind": "first_pushes", "url": server.url, "pause_s": FIRST_PUSH_PAUSE_S, "prefix": prefix}
+        run_job({**job, "stores": 5, "prefix": prefix + "-warm"}, server.pids, timeout=timeout)
+        return run_job({**job, "stores": FIRST_PUSHES}, server.pids, timeout=timeout)["ack_ms"]
+
+
+def measure_first_pushes(workdir, postgres_problem=None, timeout=600.0, log=print):
+    """``{"spares": [ack_ms per round], "no spares": [...]}`` on PostgreSQL + Redis, rounds alternating; or
+    ``{"unavailable": why}``."""
+    if postgres_problem:
+        return {"unavailable": postgres_problem}
+    results = {"spares": [], "no spares": []}
+    settings = {"spares": DEFAULTS["SPARE_TABLES"], "no spares": 0}
+    for number in range(FIRST_PUSH_ROUNDS):
+        for name in list(settings) if number % 2 == 0 else list(settings)[::-1]:
+            log(f"stores: first pushes on PostgreSQL, {name} (round {number + 1} of {FIRST_PUSH_ROUNDS}) ...")
+            results[name].append(first_pushes(settings[name], workdir, timeout))
     return results

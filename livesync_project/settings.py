@@ -128,6 +128,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 _database_threads = os.environ.get("LIVESYNC_DATABASE_THREADS")
+_spare_tables = os.environ.get("LIVESYNC_SPARE_TABLES")
 LIVESYNC = {
     # Unset: the admin frames (AdminResetRoomReq / AdminInfoReq) are off.
     "ADMIN_SECRET": os.environ.get("LIVESYNC_ADMIN_SECRET") or None,
@@ -148,6 +149,9 @@ LIVESYNC = {
     # Unset LIVESYNC_STORE_DATABASE_URLS: the default database alone.
     "STORE_DATABASES": list(DATABASES) if STORE_DATABASE_URLS else None,
 }
+# Unset: livesync's default (64 empty tables kept ready per PostgreSQL store database; 0 turns them off).
+if _spare_tables:
+    LIVESYNC["SPARE_TABLES"] = int(_spare_tables)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -63,6 +63,11 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Error("LIVESYNC['DATABASE_THREADS'] must be None or a positive integer.", obj=threads, id="syncapp.E004")
         )
+    spare_tables = conf.get("SPARE_TABLES")
+    if not isinstance(spare_tables, int) or isinstance(spare_tables, bool) or spare_tables < 0:
+        errors.append(
+            Error("LIVESYNC['SPARE_TABLES'] must be 0 or a positive integer.", obj=spare_tables, id="syncapp.E004")
+        )
     for name in ("MAX_EVENTS_PER_PUSH", "MAX_PUSHES_PER_SECOND"):
         value = conf.get(name)
         if value is not None and (not isinstance(value, (int, float)) or value <= 0):

@@ -87,6 +87,11 @@ DEFAULTS = {
     # the ones used last; a store used again after that costs one indexed lookup.
     # Bounds a process's memory whatever the number of stores it has served.
     "STORE_CACHE_SIZE": 10_000,
+    # Empty eventlog tables each PostgreSQL store database keeps ready (about 16 KB
+    # each on disk), so that up to this many new stores arriving at once have their
+    # tables renamed from spares instead of created on their first push's path
+    # (see syncapp.spares). 0 turns spares off; SQLite keeps none.
+    "SPARE_TABLES": 64,
     # Aliases in ``DATABASES`` that hold stores. Each store lives wholly in one of
     # them (its registry row and its eventlog table); a new store goes to the one a
     # stable hash of its storeId picks, and where it went is recorded in the

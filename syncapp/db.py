@@ -16,6 +16,7 @@ at 10,000 tables): with one connection there is nothing to re-read.
 
 import asyncio
 import functools
+import logging
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections, connections
 
 from . import conf, metrics
+
+logger = logging.getLogger("syncapp")
 
 _executor = None
 _executor_lock = threading.Lock()
@@ -158,3 +161,46 @@ class _Queue:
     def __init__(self):
         self.waiting = []
         self.running = 0
+
+
+class Background:
+    """A blocking ``func()`` run on the database pool in the background, one run at a time per event loop.
+
+    ``request()`` starts a run unless one is going on; requests made meanwhile
+    are served by one more run after it. Upkeep (such as making spare tables)
+    then never takes more than one pool thread from the pushes, however often
+    it is asked for. A run's failure is logged; the next request runs it again.
+    """
+
+    def __init__(self, func):
+        self.func = func
+        # Per event loop (tests run several): whether a run is going on, and whether another was asked for.
+        self._states = weakref.WeakKeyDictionary()
+
+    def request(self):
+        loop = asyncio.get_running_loop()
+        state = self._states.setdefault(loop, {"running": False, "again": False})
+        if state["running"]:
+            state["again"] = True
+            return
+        state["running"] = True
+        task = loop.create_task(self._runs(state))
+        _background_tasks.add(task)
+        task.add_done_callback(_background_tasks.discard)
+
+    async def _runs(self, state):
+        try:
+            while True:
+                state["again"] = False
+                try:
+                    await run(self.func)
+                except Exception:  # noqa: BLE001 - upkeep; what it failed to do is asked for again later
+                    logger.warning("background database work failed: %s", self.func.__qualname__, exc_info=True)
+                if not state["again"]:
+                    return
+        finally:
+            state["running"] = False
+
+
+# Running Background tasks (the event loop keeps only weak references to tasks).
+_background_tasks = set()

@@ -49,6 +49,10 @@ def _append_group(pendings):
 _append_gathered = db.Gathered(_append_group, concurrency=_commits_at_once)
 
 
+# New stores' spare tables (syncapp.spares) are made again in the background, off every push's path.
+_refill_spares = db.Background(storage.refill_spares)
+
+
 async def _append(pending):
     """A push to a store this process knows, on PostgreSQL, in one statement on the event loop; any other
     on the database threads, gathered."""
@@ -56,7 +60,11 @@ async def _append(pending):
     if appended is not None:
         metrics.COMMIT_GROUP_PUSHES.observe(1)
         return appended
-    return await _append_gathered(pending)
+    try:
+        return await _append_gathered(pending)
+    finally:
+        if storage.spares_wanted():
+            _refill_spares.request()
 
 
 async def commit(store_id, batch, backend_id=None, generation=None):

@@ -42,7 +42,7 @@ from django.db import (
     transaction,
 )
 
-from . import conf, placement
+from . import conf, placement, spares
 from .generations import V03, V04
 from .lru import BoundedCache
 from .models import Store, new_backend_id
@@ -220,16 +220,57 @@ def _table_key(connection, table_name):
     return table_name.lower() if connection.vendor == "sqlite" else table_name
 
 
-def _run_create_table(cursor, table_name):
+def _run_create_table(cursor, table_name, keep_model=True):
     """``CREATE TABLE`` for an eventlog table, as Django's schema editor writes it for the table's model.
 
     Run as plain SQL in the caller's transaction, together with the store's
     row. Entering SQLite's schema editor would refuse to run inside a
     transaction, and on the way out runs ``PRAGMA foreign_key_check``, which
     walks every table in the database.
+
+    ``keep_model=False`` (a spare table's): the model class built for the SQL
+    is not kept, so it takes no store's place in the cache of models.
     """
-    sql, params = cursor.db.schema_editor().table_sql(eventlog_model(table_name))
+    model = eventlog_model(table_name) if keep_model else _unkept_model(table_name)
+    sql, params = cursor.db.schema_editor().table_sql(model)
     cursor.execute(sql, params or None)
+
+
+def _unkept_model(table_name):
+    with _lock:
+        model = _build_model(table_name)
+        _unregister(table_name, model)
+    return model
+
+
+@functools.cache
+def _spare_prefix(alias):
+    """The name prefix of the spare tables (``syncapp.spares``) whose columns are the eventlog's."""
+    sql, _ = connections[alias].schema_editor().table_sql(_unkept_model(spares.NAME_START))
+    return spares.prefix_for(sql)
+
+
+# Store databases whose spare tables new stores took (or found none of) since their last refill.
+_spares_wanted = set()
+
+
+def spares_wanted():
+    """Whether new stores took spare tables since the last ``refill_spares`` (no database call)."""
+    return bool(_spares_wanted)
+
+
+def refill_spares():
+    """Make spare tables until each store database that new stores took spares from has ``SPARE_TABLES``
+    again, each in a transaction of its own. Run in the background (see ``syncapp.eventlog``)."""
+    while True:
+        try:
+            alias = _spares_wanted.pop()
+        except KeyError:
+            return
+        prefix = _spare_prefix(alias)
+        for _ in range(spares.shortfall(alias, prefix)):
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                _run_create_table(cursor, spares.new_name(prefix), keep_model=False)
 
 
 def _run_drop_table(cursor, table_name):
@@ -454,10 +495,17 @@ def _create_new_stores(alias, store_ids):
                 for store_id, table in fresh
                 if store_id in ids
             ]
-            for store in created:
-                _run_create_table(cursor, store.table_name)
+            keeps_spares = spares.enabled(alias)
+            taken = spares.take(cursor, _spare_prefix(alias), len(created)) if keeps_spares else []
+            for store, spare in itertools.zip_longest(created, taken):
+                if spare is None:
+                    _run_create_table(cursor, store.table_name)
+                else:
+                    spares.rename(cursor, spare, store.table_name)
     except DatabaseError:
         return
+    if keeps_spares and created:
+        _spares_wanted.add(alias)
     for store in created:
         _locations.put(store.store_id, _Location.of(store))
 

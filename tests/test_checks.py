@@ -28,6 +28,12 @@ def test_the_store_cache_and_the_database_pool_must_be_positive_whole_numbers(se
     assert ids({"DATABASE_THREADS": None, "STORE_CACHE_SIZE": 100}, settings) == []
 
 
+def test_spare_tables_are_a_whole_number_zero_included(settings):
+    assert ids({"SPARE_TABLES": -1}, settings) == ["syncapp.E004"]
+    assert ids({"SPARE_TABLES": True}, settings) == ["syncapp.E004"]
+    assert ids({"SPARE_TABLES": 0}, settings) == []
+
+
 def test_production_without_validator_warns(settings):
     assert ids({}, settings, debug=False) == ["syncapp.W001"]
     assert ids({}, settings, debug=True) == []

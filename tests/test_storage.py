@@ -289,7 +289,17 @@ def test_a_new_store_costs_the_same_few_queries_however_many_stores_exist(store_
     opened = _queries_of(lambda: storage.open_store(f"{store_id}.opened"))
     assert len(later) == len(first)
     for sql in [*first, *later, *opened]:
-        assert not any(listing in sql for listing in TABLE_LISTING), sql
+        if "pg_class" in sql:
+            # Spare tables (syncapp.spares) are found by a name range on the catalog's index, never a scan.
+            assert "Seq Scan on pg_class" not in _plan(sql), sql
+        else:
+            assert not any(listing in sql for listing in TABLE_LISTING), sql
+
+
+def _plan(sql):
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql)
+        return "\n".join(line for (line,) in cursor.fetchall())
 
 
 def test_a_process_keeps_locations_for_the_stores_used_last_only(store_id, settings):

@@ -1,0 +1,160 @@
+"""Spare eventlog tables on PostgreSQL: a new store's table is renamed from one made ahead (``syncapp.spares``)."""
+
+import asyncio
+
+import psycopg
+import pytest
+from django.db import connection, connections
+
+from syncapp import db, eventlog, spares, storage
+from syncapp.models import Store
+from tests.support.chains import batch, no_args
+from tests.support.services import POSTGRES_URL
+
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def postgres_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("spare tables are kept on PostgreSQL only")
+
+
+@pytest.fixture
+def spare_tables(settings):
+    """Sets SPARE_TABLES and makes that many spares now; returns the oids of the spares present then."""
+
+    def keep(count):
+        settings.LIVESYNC = {**settings.LIVESYNC, "SPARE_TABLES": count}
+        with connection.cursor() as cursor:
+            for oid in _spare_oids():
+                cursor.execute("SELECT %s::regclass::text", [oid])
+                cursor.execute(f"DROP TABLE {cursor.fetchone()[0]}")
+        storage._spares_wanted.add("default")
+        storage.refill_spares()
+        return _spare_oids()
+
+    return keep
+
+
+def _spare_oids():
+    prefix = storage._spare_prefix("default")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT oid FROM pg_class WHERE relkind = 'r' AND relname >= %s AND relname < %s",
+            [prefix, prefix[:-1] + "`"],
+        )
+        return {oid for (oid,) in cursor.fetchall()}
+
+
+def _table_oid(store_id):
+    table = storage.get_store(store_id).table_name
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)::oid", [connection.ops.quote_name(table)])
+        return cursor.fetchone()[0]
+
+
+def _events(store_id):
+    return [(event.seq_num, event.client_id) for event in storage.read_page(store_id, 0, 100).events]
+
+
+def _other_connection():
+    return psycopg.connect(POSTGRES_URL.rsplit("/", 1)[0] + "/" + connections["default"].settings_dict["NAME"])
+
+
+def test_a_new_stores_table_is_a_spare_renamed(store_id, spare_tables):
+    spare_oids = spare_tables(3)
+    assert len(spare_oids) == 3
+    storage.append(store_id, batch(1, 2), no_args)
+    assert _table_oid(store_id) in spare_oids
+    assert _spare_oids() == spare_oids - {_table_oid(store_id)}
+    storage.append(store_id, batch(3, 3, "later"), no_args)
+    assert _events(store_id) == [(1, "c"), (2, "c"), (3, "later")]
+    table = storage.get_store(store_id).table_name
+    with connection.cursor() as cursor:
+        columns = [column.name for column in connection.introspection.get_table_description(cursor, table)]
+    assert columns == list(storage.EVENT_COLUMNS)
+
+
+async def test_spares_taken_by_a_first_push_are_made_again_in_the_background(store_id, spare_tables):
+    spare_oids = await db.run(spare_tables, 2)
+    await eventlog.commit(store_id, batch(1, 1))
+    for _ in range(100):
+        present = await db.run(_spare_oids)
+        if len(present) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(present) == 2
+    assert present != spare_oids
+    assert await db.run(_table_oid, store_id) in spare_oids
+
+
+def test_a_group_of_more_new_stores_than_spares_creates_the_rest(store_id, spare_tables):
+    spare_oids = spare_tables(2)
+    names = [f"{store_id}.{number}" for number in range(5)]
+    outcomes = storage.append_many([storage.PendingAppend(name, batch(1, 1), no_args) for name in names])
+    assert all(isinstance(outcome, storage.Appended) for outcome in outcomes)
+    assert len({_table_oid(name) for name in names} & spare_oids) == 2
+    assert _spare_oids() == set()
+    assert all(_events(name) == [(1, "c")] for name in names)
+
+
+def test_a_spare_another_transaction_holds_is_skipped(store_id, spare_tables):
+    """Two processes' new stores never take the same spare: one held by an open transaction is left to it."""
+    spare_oids = spare_tables(2)
+    prefix = storage._spare_prefix("default")
+    with _other_connection() as other:
+        (held,) = other.execute(spares._TAKE_SQL, [prefix, prefix[:-1] + "`", spares.LOCK_CLASS, 1]).fetchone()
+        held_oid = other.execute("SELECT to_regclass(%s)::oid", [connection.ops.quote_name(held)]).fetchone()[0]
+        storage.append(store_id, batch(1, 1), no_args)
+        assert _table_oid(store_id) == (spare_oids - {held_oid}).pop()
+        storage.append(f"{store_id}.next", batch(1, 1), no_args)
+        assert _table_oid(f"{store_id}.next") not in spare_oids
+        other.rollback()
+    assert _spare_oids() == {held_oid}
+
+
+def test_a_spare_whose_rename_fails_leaves_the_store_to_be_created_as_without_spares(store_id, spare_tables):
+    """A table already under the store's name (its registry row was lost) makes the rename fail: the group
+    rolls back, spares included, and the table is adopted with its events, as it would be without spares."""
+    storage.append(store_id, batch(1, 3), no_args)
+    Store.objects.filter(store_id=store_id).delete()
+    storage._locations.pop(store_id)
+    spare_oids = spare_tables(1)
+    storage.append(store_id, batch(4, 4, "after"), no_args)
+    assert _events(store_id) == [(1, "c"), (2, "c"), (3, "c"), (4, "after")]
+    assert _table_oid(store_id) not in spare_oids
+    assert _spare_oids() == spare_oids
+
+
+def test_stores_whose_names_sanitize_alike_take_spares_of_their_own(store_id, spare_tables):
+    dashed, underscored = f"{store_id}-x", f"{store_id}_x"
+    storage.append(dashed, batch(1, 2, "dash"), no_args)
+    spare_oids = spare_tables(1)
+    storage.append(underscored, batch(1, 1, "underscore"), no_args)
+    assert storage.get_store(underscored).table_name.startswith(storage.get_store(dashed).table_name + "_")
+    assert _events(dashed) == [(1, "dash"), (2, "dash")]
+    assert _events(underscored) == [(1, "underscore")]
+
+
+def test_spares_made_for_other_columns_are_never_taken(store_id, spare_tables):
+    stray = spares.NAME_START + "00000000_0000000000000000"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {connection.ops.quote_name(stray)} (unrelated integer)")
+    spare_oids = spare_tables(1)
+    names = [f"{store_id}.{number}" for number in range(2)]
+    storage.append_many([storage.PendingAppend(name, batch(1, 1), no_args) for name in names])
+    assert {_table_oid(name) for name in names} & spare_oids == spare_oids
+    assert all(_events(name) == [(1, "c")] for name in names)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [connection.ops.quote_name(stray)])
+        assert cursor.fetchone()[0]
+
+
+def test_no_spares_are_kept_when_turned_off(store_id, spare_tables):
+    assert spare_tables(0) == set()
+    storage.append(store_id, batch(1, 1), no_args)
+    assert _events(store_id) == [(1, "c")]
+    assert not storage.spares_wanted()
+    storage.refill_spares()
+    assert _spare_oids() == set()
