@@ -167,9 +167,11 @@ class Background:
     """A blocking ``func()`` run on the database pool in the background, one run at a time per event loop.
 
     ``request()`` starts a run unless one is going on; requests made meanwhile
-    are served by one more run after it. Upkeep (such as making spare tables)
-    then never takes more than one pool thread from the pushes, however often
-    it is asked for. A run's failure is logged; the next request runs it again.
+    are served by one more run after it, and so is a run whose ``func()``
+    returned True (more to do). Upkeep (such as making spare tables) then never
+    takes more than one pool thread from the pushes, however often it is asked
+    for, and gives it back between runs. A run's failure is logged and ends the
+    runs; the next request starts them again.
     """
 
     def __init__(self, func):
@@ -193,10 +195,11 @@ class Background:
             while True:
                 state["again"] = False
                 try:
-                    await run(self.func)
+                    more = await run(self.func)
                 except Exception:  # noqa: BLE001 - upkeep; what it failed to do is asked for again later
                     logger.warning("background database work failed: %s", self.func.__qualname__, exc_info=True)
-                if not state["again"]:
+                    more = False
+                if not (more or state["again"]):
                     return
         finally:
             state["running"] = False

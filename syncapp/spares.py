@@ -16,9 +16,8 @@ index), not listed in a table of their own: nothing to keep in step with the
 tables, and a flushed or restored registry cannot orphan them. Their names carry
 a digest of the eventlog's ``CREATE TABLE``, so spares made for other columns are
 never taken. Two transactions never take the same spare: each takes its spares
-under transaction-scoped advisory locks, skipping those another holds; one that
-another took and committed a moment earlier fails the rename, and the caller
-creates its tables as it would without spares.
+under transaction-scoped advisory locks, skipping those another holds, then
+locks the tables themselves without waiting (see ``take``).
 
 Only on PostgreSQL: SQLite creates a table in well under a millisecond, and
 renaming one rewrites its whole schema.
@@ -27,7 +26,7 @@ renaming one rewrites its whole schema.
 import hashlib
 import secrets
 
-from django.db import connections
+from django.db import DatabaseError, connections, transaction
 
 from . import conf
 
@@ -35,23 +34,26 @@ NAME_START = "livesync_spare_"
 # The first of the two advisory-lock keys spares are taken under ("lsyn"): apart from other users of advisory locks.
 LOCK_CLASS = 0x6C73796E
 
-_TAKE_SQL = """
+# The schema unqualified CREATE TABLE uses (compared by name: ``::regnamespace`` would fold its case).
+_CURRENT_SCHEMA = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+
+_TAKE_SQL = f"""
 WITH spare AS MATERIALIZED (
     SELECT oid, relname FROM pg_class
-    WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r' AND relname >= %s AND relname < %s
+    WHERE relnamespace = {_CURRENT_SCHEMA} AND relkind = 'r' AND relname >= %s AND relname < %s
 )
 SELECT relname FROM spare WHERE pg_try_advisory_xact_lock(%s, oid::int4) LIMIT %s
 """
 
-_COUNT_SQL = """
+_COUNT_SQL = f"""
 SELECT count(*) FROM pg_class
-WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r' AND relname >= %s AND relname < %s
+WHERE relnamespace = {_CURRENT_SCHEMA} AND relkind = 'r' AND relname >= %s AND relname < %s
 """
 
 
 def enabled(alias):
     """Whether database ``alias`` keeps spare tables (PostgreSQL with ``SPARE_TABLES`` above 0)."""
-    return conf.get("SPARE_TABLES") > 0 and connections[alias].vendor == "postgresql"
+    return (conf.get("SPARE_TABLES") or 0) > 0 and connections[alias].vendor == "postgresql"
 
 
 def prefix_for(create_table_sql):
@@ -69,11 +71,26 @@ def _name_range(prefix):
 
 
 def take(cursor, prefix, count):
-    """Up to ``count`` spares for the caller's open transaction to rename (fewer when fewer are free)."""
+    """Up to ``count`` spares, locked for the caller's open transaction to rename; fewer when fewer are free.
+
+    None when taking them fails, in a savepoint that leaves the caller's
+    transaction as it was: a spare another session holds open (``pg_dump``
+    reads every table) would make a rename wait for as long as it does, so the
+    spares are locked without waiting, and the caller creates its tables
+    instead. So does one that another transaction renamed a moment ago.
+    """
     if count < 1:
         return []
-    cursor.execute(_TAKE_SQL, [*_name_range(prefix), LOCK_CLASS, count])
-    return [name for (name,) in cursor.fetchall()]
+    try:
+        with transaction.atomic(using=cursor.db.alias):
+            cursor.execute(_TAKE_SQL, [*_name_range(prefix), LOCK_CLASS, count])
+            names = [name for (name,) in cursor.fetchall()]
+            if names:
+                quoted = ", ".join(cursor.db.ops.quote_name(name) for name in names)
+                cursor.execute(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE NOWAIT")
+    except DatabaseError:
+        return []
+    return names
 
 
 def rename(cursor, spare, table_name):
@@ -86,4 +103,4 @@ def shortfall(alias, prefix):
     with connections[alias].cursor() as cursor:
         cursor.execute(_COUNT_SQL, list(_name_range(prefix)))
         (present,) = cursor.fetchone()
-    return max(0, conf.get("SPARE_TABLES") - present)
+    return max(0, (conf.get("SPARE_TABLES") or 0) - present)

@@ -259,18 +259,35 @@ def spares_wanted():
     return bool(_spares_wanted)
 
 
+# Spare tables one refill_spares call makes at most: a call holds a database thread, and pushes wait for those.
+SPARES_PER_REFILL = 4
+
+
 def refill_spares():
-    """Make spare tables until each store database that new stores took spares from has ``SPARE_TABLES``
-    again, each in a transaction of its own. Run in the background (see ``syncapp.eventlog``)."""
-    while True:
-        try:
-            alias = _spares_wanted.pop()
-        except KeyError:
-            return
+    """Make up to SPARES_PER_REFILL spare tables for a store database that new stores took spares from, each in
+    a transaction of its own; True while some database still lacks spares (call again).
+
+    Run in the background (see ``syncapp.eventlog``), a few tables at a time so
+    that other calls get the database threads in between. Counting the spares
+    before each call keeps several processes refilling at once from making many
+    more than ``SPARE_TABLES``.
+    """
+    try:
+        alias = _spares_wanted.pop()
+    except KeyError:
+        return False
+    try:
         prefix = _spare_prefix(alias)
-        for _ in range(spares.shortfall(alias, prefix)):
+        missing = spares.shortfall(alias, prefix)
+        for _ in range(min(missing, SPARES_PER_REFILL)):
             with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
                 _run_create_table(cursor, spares.new_name(prefix), keep_model=False)
+    except BaseException:
+        _spares_wanted.add(alias)
+        raise
+    if missing > SPARES_PER_REFILL:
+        _spares_wanted.add(alias)
+    return spares_wanted()
 
 
 def _run_drop_table(cursor, table_name):

@@ -45,5 +45,7 @@ else:
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
-LIVESYNC = {"ADMIN_SECRET": "test-admin-secret"}
+# No spare tables in-process (tests/test_spares.py turns them on): a refill running on past its test would make
+# the spares tests' counts race. The daphne processes of the interop, fault and hostile tests keep the default.
+LIVESYNC = {"ADMIN_SECRET": "test-admin-secret", "SPARE_TABLES": 0}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

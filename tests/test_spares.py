@@ -28,10 +28,10 @@ def spare_tables(settings):
         settings.LIVESYNC = {**settings.LIVESYNC, "SPARE_TABLES": count}
         with connection.cursor() as cursor:
             for oid in _spare_oids():
-                cursor.execute("SELECT %s::regclass::text", [oid])
-                cursor.execute(f"DROP TABLE {cursor.fetchone()[0]}")
+                cursor.execute(f"DROP TABLE {_relation_name(oid)}")
         storage._spares_wanted.add("default")
-        storage.refill_spares()
+        while storage.refill_spares():
+            pass
         return _spare_oids()
 
     return keep
@@ -138,7 +138,7 @@ def test_stores_whose_names_sanitize_alike_take_spares_of_their_own(store_id, sp
 
 
 def test_spares_made_for_other_columns_are_never_taken(store_id, spare_tables):
-    stray = spares.NAME_START + "00000000_0000000000000000"
+    stray = spares.new_name(spares.NAME_START + "00000000_")
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TABLE {connection.ops.quote_name(stray)} (unrelated integer)")
     spare_oids = spare_tables(1)
@@ -149,6 +149,53 @@ def test_spares_made_for_other_columns_are_never_taken(store_id, spare_tables):
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [connection.ops.quote_name(stray)])
         assert cursor.fetchone()[0]
+
+
+def test_a_spare_another_session_has_open_is_not_waited_for(store_id, spare_tables):
+    """A backup (``pg_dump`` reads every table) must not hold new stores up: their tables are created instead."""
+    (spare_oid,) = spare_tables(1)
+    with _other_connection() as other:
+        other.execute(f"LOCK TABLE {_relation_name(spare_oid)} IN ACCESS SHARE MODE")
+        storage.append(store_id, batch(1, 1), no_args)
+        assert _table_oid(store_id) != spare_oid
+        other.rollback()
+    assert _events(store_id) == [(1, "c")]
+    assert _spare_oids() == {spare_oid}
+
+
+def test_a_refill_makes_a_few_spares_per_call_until_none_lack(spare_tables, settings):
+    """A refill gives its database thread back after SPARES_PER_REFILL tables, so pushes waiting for the
+    threads get their turn, and says whether it has more to make."""
+    spare_tables(0)
+    wanted = storage.SPARES_PER_REFILL + 2
+    settings.LIVESYNC = {**settings.LIVESYNC, "SPARE_TABLES": wanted}
+    storage._spares_wanted.add("default")
+    assert storage.refill_spares() is True
+    assert len(_spare_oids()) == storage.SPARES_PER_REFILL
+    assert storage.refill_spares() is False
+    assert len(_spare_oids()) == wanted
+
+
+def test_spares_work_in_a_schema_whose_name_has_capitals(store_id, spare_tables):
+    with connection.cursor() as cursor:
+        cursor.execute('CREATE SCHEMA "Livesync Spares"')
+        cursor.execute('SET search_path TO "Livesync Spares", public')
+    try:
+        spare_oids = spare_tables(2)
+        assert len(spare_oids) == 2
+        storage.append(store_id, batch(1, 1), no_args)
+        assert _table_oid(store_id) in spare_oids
+        assert _events(store_id) == [(1, "c")]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET search_path TO DEFAULT")
+            cursor.execute('DROP SCHEMA "Livesync Spares" CASCADE')
+
+
+def _relation_name(oid):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::regclass::text", [oid])
+        return cursor.fetchone()[0]
 
 
 def test_no_spares_are_kept_when_turned_off(store_id, spare_tables):
