@@ -73,7 +73,7 @@ def _name_range(prefix):
 def take(cursor, prefix, count):
     """Up to ``count`` spares, locked for the caller's open transaction to rename; fewer when fewer are free.
 
-    None when taking them fails, in a savepoint that leaves the caller's
+    No spares when taking them fails, in a savepoint that leaves the caller's
     transaction as it was: a spare another session holds open (``pg_dump``
     reads every table) would make a rename wait for as long as it does, so the
     spares are locked without waiting, and the caller creates its tables

@@ -3,13 +3,12 @@
 import asyncio
 import threading
 
-import psycopg
 import pytest
 from django.db import connection, connections
 
 from syncapp import db, eventlog, pgloop, storage, wire
 from tests.support.chains import batch, no_args
-from tests.support.services import POSTGRES_URL
+from tests.support.databases import connect_to_test_database
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -40,11 +39,6 @@ async def kept_connections():
     await asyncio.gather(*(db.run(close_this_threads_connections) for _ in range(threads)))
 
 
-def _other_connection():
-    """A connection of the test's own to the test database."""
-    return psycopg.connect(POSTGRES_URL.rsplit("/", 1)[0] + "/" + connections["default"].settings_dict["NAME"])
-
-
 async def _known_store(store_id, head):
     """A store created through the database threads, as a store's first push is, and known to the process."""
     await db.run(storage.append, store_id, batch(1, head), no_args)
@@ -58,7 +52,7 @@ async def _stored(store_id):
 
 async def _other_sessions():
     """Backend pids connected to the test database, but for the asking connection (the test process's own)."""
-    with _other_connection() as other:
+    with connect_to_test_database() as other:
         rows = other.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchall()
@@ -70,7 +64,7 @@ async def test_a_push_to_a_known_store_is_committed_before_it_returns(store_id):
     appended = await eventlog.commit(store_id, batch(3, 4, "loop"))
     assert appended.already_stored == 0
     table = connection.ops.quote_name(storage.known_location(store_id).table_name)
-    with _other_connection() as other:
+    with connect_to_test_database() as other:
         rows = other.execute(f'SELECT "seqNum", "clientId" FROM {table} ORDER BY "seqNum"').fetchall()
     assert rows == [(1, "c"), (2, "c"), (3, "loop"), (4, "loop")]
 
@@ -107,7 +101,7 @@ async def test_a_connection_the_server_dropped_costs_no_push(store_id, kept_conn
     await eventlog.commit(store_id, batch(2, 2))
     opened = await _other_sessions() - before
     assert len(opened) == 1
-    with _other_connection() as other:
+    with connect_to_test_database() as other:
         other.execute("SELECT pg_terminate_backend(%s)", [opened.pop()])
     await eventlog.commit(store_id, batch(3, 3, "after"))
     assert await _stored(store_id) == [(1, "c"), (2, "c"), (3, "after")]

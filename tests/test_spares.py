@@ -2,14 +2,13 @@
 
 import asyncio
 
-import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from syncapp import db, eventlog, spares, storage
 from syncapp.models import Store
 from tests.support.chains import batch, no_args
-from tests.support.services import POSTGRES_URL
+from tests.support.databases import connect_to_test_database
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -42,7 +41,7 @@ def _spare_oids():
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT oid FROM pg_class WHERE relkind = 'r' AND relname >= %s AND relname < %s",
-            [prefix, prefix[:-1] + "`"],
+            list(spares._name_range(prefix)),
         )
         return {oid for (oid,) in cursor.fetchall()}
 
@@ -56,10 +55,6 @@ def _table_oid(store_id):
 
 def _events(store_id):
     return [(event.seq_num, event.client_id) for event in storage.read_page(store_id, 0, 100).events]
-
-
-def _other_connection():
-    return psycopg.connect(POSTGRES_URL.rsplit("/", 1)[0] + "/" + connections["default"].settings_dict["NAME"])
 
 
 def test_a_new_stores_table_is_a_spare_renamed(store_id, spare_tables):
@@ -103,8 +98,8 @@ def test_a_spare_another_transaction_holds_is_skipped(store_id, spare_tables):
     """Two processes' new stores never take the same spare: one held by an open transaction is left to it."""
     spare_oids = spare_tables(2)
     prefix = storage._spare_prefix("default")
-    with _other_connection() as other:
-        (held,) = other.execute(spares._TAKE_SQL, [prefix, prefix[:-1] + "`", spares.LOCK_CLASS, 1]).fetchone()
+    with connect_to_test_database() as other:
+        (held,) = other.execute(spares._TAKE_SQL, [*spares._name_range(prefix), spares.LOCK_CLASS, 1]).fetchone()
         held_oid = other.execute("SELECT to_regclass(%s)::oid", [connection.ops.quote_name(held)]).fetchone()[0]
         storage.append(store_id, batch(1, 1), no_args)
         assert _table_oid(store_id) == (spare_oids - {held_oid}).pop()
@@ -154,7 +149,7 @@ def test_spares_made_for_other_columns_are_never_taken(store_id, spare_tables):
 def test_a_spare_another_session_has_open_is_not_waited_for(store_id, spare_tables):
     """A backup (``pg_dump`` reads every table) must not hold new stores up: their tables are created instead."""
     (spare_oid,) = spare_tables(1)
-    with _other_connection() as other:
+    with connect_to_test_database() as other:
         other.execute(f"LOCK TABLE {_relation_name(spare_oid)} IN ACCESS SHARE MODE")
         storage.append(store_id, batch(1, 1), no_args)
         assert _table_oid(store_id) != spare_oid

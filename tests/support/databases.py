@@ -71,3 +71,11 @@ def postgres_database(migrated=True):
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def connect_to_test_database():
+    """A psycopg connection of the test's own to the Django test run's PostgreSQL database (beside Django's)."""
+    from django.db import connections
+
+    name = connections["default"].settings_dict["NAME"]
+    return psycopg.connect(urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}")))
