@@ -1,5 +1,7 @@
 """What a user of a todo store should see, shared by the 0.3.1 and 0.4.0 interop tests (same schema, same workload)."""
 
+import collections
+
 import pytest
 
 
@@ -29,34 +31,92 @@ def converge_workload_todos():
     )
 
 
-def misapplied_v04_clients(result):
-    """Asserts the server's part of a 0.4 ``converge`` run strictly; returns the racing clients whose own
-    tables disagree with their own (correct) eventlog.
+def converge_workload_events():
+    """What both ``converge`` scenarios push, as ``Counter`` of ``(event name, todo id)``: 195 events."""
+    return collections.Counter(
+        (name, f"{client}-{n:02d}")
+        for client in ("client-a", "client-b", "client-c")
+        for n in range(50)
+        for name, pushed in (
+            ("v1.TodoCreated", True),
+            ("v1.TodoCompleted", n % 5 == 4),
+            ("v1.TodoDeleted", n % 10 == 9),
+        )
+        if pushed
+    )
 
-    Every store confirmed all 195 events, in one order, each once; the pull streams carried them without a
-    gap or a repeat; the server refused nothing but stale pushes; and a store that joined afterwards shows
-    all 150 todos once. A racing LiveStore 0.4.0
-    client can still materialize its own log wrongly after a rebase (``v04/scenarios/converge.mjs``): that
-    is the client's doing, and ``xfail_for_misapplied`` reports it as such, never as a pass.
+
+def _named(entries):
+    """``e<seqNum> <name> <todo id>`` entries (``readEventlog``) as a ``Counter`` of ``(name, todo id)``."""
+    return collections.Counter(tuple(entry.split()[1:]) for entry in entries)
+
+
+def v04_client_faults(result):
+    """Asserts the server's part of a 0.4 ``converge`` run strictly; returns what LiveStore 0.4.0 clients did
+    wrong on their own, each proven from the client's own wire log (``xfail_for_client_faults``).
+
+    The server's part: a store that joined afterwards holds the whole log, e1, e2, … without a gap and shows
+    every todo once; every event a client was told was stored is in that log at its seqNum, and the log holds
+    the workload and nothing else, each event as often as clients had it acknowledged; every pull stream
+    carried events without a gap or a repeat; the server refused nothing but stale pushes; and every store
+    that stayed connected confirmed the whole log, in that order.
+
+    Racing 0.4.0 clients can fail on their own (``v04/scenarios/converge.mjs``); each is reported, never
+    passed:
+    - a client pushes one of its events again as a new event, which the server stores as pushed (its
+      acknowledgements hold the same event at two seqNums);
+    - a client closes its own connection on its ping watchdog although the server answered its ping, does
+      not pull on the next connection, and stays behind on a prefix of the log;
+    - a client materializes its own (correct) eventlog wrongly after a rebase.
     """
     assert result["totalEvents"] == 195
-    stores = [*result["stores"], result["lateJoiner"]]
-    for store in stores:
-        assert_synced(store, 195)
+    late = result["lateJoiner"]
+    log = late["eventlog"]
+    head = len(log)
+    for store in [*result["stores"], late]:
         assert store["pullBreaks"] == [], store["clientId"]
         # Interrupt answers a client's own Interrupt of a live pull it restarts.
         assert set(store["failures"]) <= {"ServerAheadError", "Interrupt"}, store["failures"]
-    assert_same_eventlog(stores, 195)
-    assert result["lateJoiner"]["todos"] == converge_workload_todos()
-    return [store["clientId"] for store in result["stores"] if store["todos"] != converge_workload_todos()]
+    assert_synced(late, head)
+    assert [entry.split()[0] for entry in log] == [f"e{n}" for n in range(1, head + 1)]
+
+    faults = []
+    twice = collections.Counter()
+    stuck = set()
+    for store in result["stores"]:
+        client, acknowledged, reached = store["clientId"], store["acknowledged"], store["upstreamHead"]
+        assert set(acknowledged) <= set(log), (client, sorted(set(acknowledged) - set(log)))
+        # An identical retry is acknowledged again at the same seqNum (README); only other seqNums repeat.
+        repeated = {event: count - 1 for event, count in _named(set(acknowledged)).items() if count > 1}
+        twice.update(repeated)
+        faults += [f"{client} pushed {name} {todo_id} again as a new event" for name, todo_id in repeated]
+        if reached != head and any(not drop["pulledLater"] for drop in store["selfClosed"]):
+            assert store["eventlog"] == log[:reached], client
+            stuck.add(client)
+            faults.append(f"{client} closed its own connection on its ping watchdog and stayed at e{reached}")
+            continue
+        assert_synced(store, head)
+        assert store["eventlog"] == log, client
+        if not twice and store["todos"] != converge_workload_todos():
+            faults.append(f"{client} materialized its own eventlog wrongly after a rebase")
+
+    expected = converge_workload_events() + twice
+    assert _named(log) - expected == collections.Counter()
+    # A client that stays behind may never push the rest of its workload: only its own events may be missing.
+    missing = expected - _named(log)
+    assert all(todo_id.rsplit("-", 1)[0] in stuck for _, todo_id in missing), sorted(missing)
+    if not twice and not missing:
+        assert late["todos"] == converge_workload_todos()
+    return faults
 
 
-def xfail_for_misapplied(misapplied):
-    """The test's expected failure, once everything else it checks has passed, if 0.4.0 clients misapplied."""
-    if misapplied:
+def xfail_for_client_faults(faults):
+    """The test's expected failure, once everything else it checks has passed, if 0.4.0 clients failed on
+    their own (``v04_client_faults``)."""
+    if faults:
         pytest.xfail(
-            f"LiveStore 0.4.0 client bug: {', '.join(misapplied)} materialized its own eventlog wrongly after a "
-            "rebase; the server's log, the eventlogs, the pull streams and a late joiner's todos were all right"
+            f"LiveStore 0.4.0 client bug: {'; '.join(faults)}; the server's log, the acknowledgements, the pull "
+            "streams and a late joiner's todos were all right"
         )
 
 

@@ -11,10 +11,10 @@ import pytest
 from tests.interop.expectations import (
     assert_same_eventlog,
     assert_synced,
-    misapplied_v04_clients,
     rows,
     run_mixed_generations,
-    xfail_for_misapplied,
+    v04_client_faults,
+    xfail_for_client_faults,
 )
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("v04_project")]
@@ -33,11 +33,11 @@ def run_v04(v04_scenarios):
 
 
 def assert_converged(result):
-    """The server's part strictly (``misapplied_v04_clients``), and the clients' first pushes raced: some were
+    """The server's part strictly (``v04_client_faults``), and the clients' first pushes raced: some were
     answered ``ServerAheadError``."""
-    misapplied = misapplied_v04_clients(result)
+    faults = v04_client_faults(result)
     assert sum(store["failures"].get("ServerAheadError", 0) for store in result["stores"]) > 0
-    xfail_for_misapplied(misapplied)
+    xfail_for_client_faults(faults)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -18,14 +18,16 @@ const wireLogs = new Map()
 
 /**
  * Everything recorded for the full URL `url` (see `syncUrl`), in order. On ws, `sent` and `received` hold
- * frames tagged with the connection they crossed; on http, `exchanges` holds `{ request, replies }` per POST.
+ * frames tagged with the connection they crossed (a sent frame also with `answeredFrom`, how many frames had
+ * been received when it left), and `selfCloses` the connections the client closed itself while they were
+ * open; on http, `exchanges` holds `{ request, replies }` per POST.
  */
 export const wireLogFor = (url) => {
   // Keyed by the normalized URL: the http client requests `http://host:port/?…` for the base URL `http://host:port`.
   const key = new URL(String(url)).href
   let log = wireLogs.get(key)
   if (log === undefined) {
-    log = { opens: 0, drops: 0, sent: [], received: [], exchanges: [] }
+    log = { opens: 0, drops: 0, selfCloses: [], sent: [], received: [], exchanges: [] }
     wireLogs.set(key, log)
   }
   return log
@@ -41,6 +43,7 @@ const parseFrame = (data) => {
 
 class RecordingWebSocket extends NodeWebSocket {
   #log
+  #connection
 
   constructor(url, ...rest) {
     super(url, ...rest)
@@ -50,6 +53,7 @@ class RecordingWebSocket extends NodeWebSocket {
     this.addEventListener('open', () => {
       opened = true
       log.opens += 1
+      this.#connection = log.opens
     })
     // Only established connections count as dropped; refused connection attempts also end in `close`.
     this.addEventListener('close', () => {
@@ -61,8 +65,14 @@ class RecordingWebSocket extends NodeWebSocket {
   }
 
   send(data, ...rest) {
-    this.#log.sent.push({ connection: this.#log.opens, frame: parseFrame(data) })
+    const log = this.#log
+    log.sent.push({ connection: log.opens, answeredFrom: log.received.length, frame: parseFrame(data) })
     return super.send(data, ...rest)
+  }
+
+  close(...args) {
+    if (this.readyState === NodeWebSocket.OPEN) this.#log.selfCloses.push(this.#connection)
+    return super.close(...args)
   }
 }
 

@@ -61,3 +61,48 @@ export const pullStreamBreaks = (wire) => {
   }
   return breaks
 }
+
+const eventEntry = ({ seqNum, name, args }) => `e${seqNum} ${name} ${args.id}`
+
+/**
+ * The events of this client's pushes that the server answered with success, as `readEventlog` lists them
+ * (`e<seqNum> <name> <todo id>`), in the order of the answers. Every one of them is the server's to keep.
+ */
+export const acknowledgedEvents = (wire) => {
+  const pushes = new Map()
+  for (const { connection, frame } of wire.sent) {
+    if (frame._tag === 'Request' && frame.tag.endsWith('.Push')) pushes.set(`${connection} ${frame.id}`, frame)
+  }
+  const answered = [
+    ...wire.received.map(({ connection, frame }) => ({ push: pushes.get(`${connection} ${frame.requestId}`), frame })),
+    ...wire.exchanges.flatMap(({ request, replies }) =>
+      (Array.isArray(replies) ? replies : []).map((frame) => ({ push: request, frame })),
+    ),
+  ]
+  return answered
+    .filter(({ push, frame }) => frame?._tag === 'Exit' && frame.exit._tag === 'Success' && push?.tag?.endsWith('.Push'))
+    .flatMap(({ push }) => push.payload.batch.map(eventEntry))
+}
+
+/**
+ * The ws connections this client closed itself although the server had answered the last `Ping` it sent there,
+ * each with whether the client sent a `…Rpc.Pull` on a later connection. A 0.4.0 client closes its socket when
+ * it has not handled a frame for 10 s (its ping watchdog), which it can reach while its app keeps its leader
+ * busy even though frames keep arriving; the live pull it had open is then never answered on the next
+ * connection unless it asks again.
+ */
+export const selfClosedAfterAnsweredPing = (wire) =>
+  wire.selfCloses.flatMap((connection) => {
+    const pings = wire.sent.filter((sent) => sent.connection === connection && sent.frame._tag === 'Ping')
+    const lastPing = pings.at(-1)
+    const answered =
+      lastPing !== undefined &&
+      wire.received
+        .slice(lastPing.answeredFrom)
+        .some((received) => received.connection === connection && received.frame._tag === 'Pong')
+    if (!answered) return []
+    const pulledLater = wire.sent.some(
+      (sent) => sent.connection > connection && sent.frame._tag === 'Request' && sent.frame.tag.endsWith('.Pull'),
+    )
+    return [{ connection, pulledLater }]
+  })

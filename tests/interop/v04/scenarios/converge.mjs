@@ -12,7 +12,10 @@
  * (`sessionPending` 0), and pauses randomly between todos: the leaders' pushes to the server still race and rebase.
  * Over http each client commits its whole workload at once, and every pull waits for the next poll, which keeps
  * that window closed. Even so, a 0.4.0 client's own tables can now and then disagree with its own eventlog after
- * a rebase; the tests tell that apart from the server's part (`misapplied_v04_clients` in `expectations.py`).
+ * a rebase, a client can still push one of its events twice, and one whose app keeps its leader busy can close
+ * its own connection on its ping watchdog and never pull again. The report carries what proves each of these
+ * from the client's own wire log, and the tests tell them apart from the server's part (`v04_client_faults` in
+ * `expectations.py`).
  */
 import { sleep, waitUntil } from '../../lib/waiting.mjs'
 import { wireLogFor } from '../lib/client-runtime.mjs'
@@ -26,7 +29,7 @@ import {
   readEventlog,
   syncProgress,
 } from '../lib/todo-store.mjs'
-import { failuresByTag, pullStreamBreaks } from '../lib/wire.mjs'
+import { acknowledgedEvents, failuresByTag, pullStreamBreaks, selfClosedAfterAnsweredPing } from '../lib/wire.mjs'
 
 const CLIENT_IDS = ['client-a', 'client-b', 'client-c']
 const TODOS_PER_CLIENT = 50
@@ -81,6 +84,8 @@ export const converge = async ({ urls, transport, storeId, authToken, syncWaitMs
       eventlog: await readEventlog(store),
       failures: failuresByTag(wire),
       pullBreaks: pullStreamBreaks(wire),
+      acknowledged: acknowledgedEvents(wire),
+      selfClosed: selfClosedAfterAnsweredPing(wire),
     }
   }
   return {
