@@ -87,9 +87,8 @@ export const acknowledgedEvents = (wire) => {
 /**
  * The ws connections this client closed itself although the server had answered the last `Ping` it sent there,
  * each with whether the client sent a `…Rpc.Pull` on a later connection. A 0.4.0 client closes its socket when
- * it has not handled a frame for 10 s (its ping watchdog), which it can reach while its app keeps its leader
- * busy even though frames keep arriving; the live pull it had open is then never answered on the next
- * connection unless it asks again.
+ * it has not handled a frame for 10 s (its ping watchdog), which a busy client reaches even though frames keep
+ * arriving; the live pull it had open is then never answered on the next connection unless it asks again.
  */
 export const selfClosedAfterAnsweredPing = (wire) =>
   wire.selfCloses.flatMap((connection) => {
