@@ -19,16 +19,28 @@ Connections: up to ``db.database_threads()`` per database and event loop,
 opened with the database's Django settings, binding parameters on the server
 in unnamed statements (nothing prepared: connection poolers are fine). A
 connection that failed is dropped, and the next push opens a new one.
+
+Pushes that find every connection busy wait, and the next connection free
+takes all of them at once: group commit, as the database threads do for the
+general path. Their statements go as one query string, bound on the client,
+which PostgreSQL runs as one transaction: one round trip and one commit (one
+fsync) for the group, where each push alone cost one of each, and the event
+loop's share of a push (psycopg sending, waking up on the answer) is paid
+once per group. None is acknowledged before that commit. An error that is
+not an outage rolls the whole group back, and each of its pushes is then
+decided on the general path, so one push's fault never fails another's.
 """
 
 import asyncio
+import collections
 import contextlib
 import functools
 import time
 import types
 import weakref
+from dataclasses import dataclass
 
-from django.db import connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.utils import DatabaseErrorWrapper
 from django.utils import timezone
 
@@ -71,11 +83,29 @@ async def append_alone(pending):
     statement = storage.alone_statement(location, pending, created_at, timezone.now(), server_bound=True)
     if statement is None:
         return None
-    sql, parameters = statement
-    async with _pool(location.database).connection() as connection:
-        with _as_django_errors:
-            cursor = await connection.execute(sql, parameters)
-    return storage.Appended(created_at, location.backend_id) if cursor.rowcount == len(pending.batch) else None
+    inserted = await _pool(location.database).inserted(statement, location.pk)
+    return storage.Appended(created_at, location.backend_id) if inserted == len(pending.batch) else None
+
+
+async def _execute_together(connection, statements):
+    """The rows each of ``statements`` inserted, run in one transaction: one alone as it is, several joined
+    into one query string bound on the client (PostgreSQL runs a query string of several statements as one
+    transaction, and answers each)."""
+    if len(statements) == 1:
+        cursor = await connection.execute(statements[0].sql, statements[0].parameters)
+        return [cursor.rowcount]
+    cursor = psycopg.AsyncClientCursor(connection)
+    # Bound one statement at a time, where psycopg caches the parsing of each statement's text (it would parse
+    # the joined text anew each time); the joined text, without parameters, is then sent as it is.
+    await cursor.execute("; ".join(cursor.mogrify(statement.sql, statement.parameters) for statement in statements))
+    inserted = [cursor.rowcount]
+    while cursor.nextset():
+        inserted.append(cursor.rowcount)
+    return inserted
+
+
+# Running groups (the event loop keeps only weak references to tasks).
+_groups = set()
 
 
 def _pool(alias):
@@ -102,37 +132,118 @@ def _finish_all(pools):
         pool.finish()
 
 
-class _Pool:
-    """At most ``size`` autocommit connections to one database, each kept for the database's CONN_MAX_AGE.
+# Statements one group carries at most.
+GROUP_LIMIT = 50
 
-    As Django's own connections: 0 closes a connection once its push is done,
+
+@dataclass
+class _Waiting:
+    """A push waiting for a connection: its statement, its store's row id (the group's lock order), its answer."""
+
+    statement: storage.AloneStatement
+    store_pk: int
+    answer: asyncio.Future
+
+
+class _Pool:
+    """At most ``size`` autocommit connections to one database, each kept for the database's CONN_MAX_AGE, and
+    the pushes waiting for one (see the module's docstring).
+
+    As Django's own connections: 0 closes a connection once its statement is done,
     None keeps it for good, N seconds closes it once it is that old.
     """
 
     def __init__(self, alias, size):
         self.alias = alias
+        self._size = size
+        self._busy = 0
+        self._waiting = collections.deque()
         self._idle = []
         self._opened_at = {}
-        self._slots = asyncio.Semaphore(size)
+
+    async def inserted(self, statement, store_pk):
+        """Run a push's ``statement``: the rows it inserted, or None when its group failed without an outage
+        (nothing of it was written: the general path decides it)."""
+        if self._busy < self._size and not self._waiting:
+            self._busy += 1
+            try:
+                async with self._connection() as connection:
+                    with _as_django_errors:
+                        cursor = await connection.execute(statement.sql, statement.parameters)
+                return cursor.rowcount
+            finally:
+                self._busy -= 1
+                self._next_group()
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(statement, store_pk, answer))
+        return await answer
+
+    def _next_group(self):
+        """Hand the pushes waiting now, as one group, to a connection that just came free."""
+        if not self._waiting or self._busy >= self._size:
+            return
+        group = [self._waiting.popleft()]
+        # A statement bound as binary arrays goes alone; the others go together, bound on the client.
+        while self._waiting and len(group) < GROUP_LIMIT and not group[0].statement.binary:
+            if self._waiting[0].statement.binary:
+                break
+            group.append(self._waiting.popleft())
+        self._busy += 1
+        task = asyncio.ensure_future(self._run_group(group))
+        _groups.add(task)
+        task.add_done_callback(_groups.discard)
+
+    async def _run_group(self, group):
+        try:
+            # Store rows are locked in id order, as the general path does: groups committing at once in
+            # several processes never wait for each other in a cycle.
+            group = sorted((waiting for waiting in group if not waiting.answer.done()), key=lambda w: w.store_pk)
+            if not group:
+                return
+            try:
+                async with self._connection() as connection:
+                    with _as_django_errors:
+                        inserted = await _execute_together(connection, [waiting.statement for waiting in group])
+            except (OperationalError, InterfaceError) as outage:
+                # The commit may have happened: each push reads back what was stored (eventlog.commit).
+                outcomes = [outage] * len(group)
+            except DatabaseError:
+                outcomes = [None] * len(group)
+            else:
+                outcomes = inserted
+            for waiting, outcome in zip(group, outcomes):
+                if waiting.answer.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    waiting.answer.set_exception(outcome)
+                else:
+                    waiting.answer.set_result(outcome)
+        except BaseException as error:
+            for waiting in group:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(error)
+            raise
+        finally:
+            self._busy -= 1
+            self._next_group()
 
     @contextlib.asynccontextmanager
-    async def connection(self):
-        async with self._slots:
-            connection = self._idle.pop() if self._idle else await self._connect()
-            try:
-                yield connection
-            except BaseException:
-                # Broken, or left in an unknown state by a cancellation: never handed out again. An outage
-                # that broke this connection broke the idle ones too: the next push opens a new one.
-                self._discard(connection)
-                for idle in self._idle:
-                    self._discard(idle)
-                self._idle = []
-                raise
-            if connection.closed or self._expired(connection):
-                self._discard(connection)
-            else:
-                self._idle.append(connection)
+    async def _connection(self):
+        connection = self._idle.pop() if self._idle else await self._connect()
+        try:
+            yield connection
+        except BaseException:
+            # Broken, or left in an unknown state by a cancellation: never handed out again. An outage
+            # that broke this connection broke the idle ones too: the next push opens a new one.
+            self._discard(connection)
+            for idle in self._idle:
+                self._discard(idle)
+            self._idle = []
+            raise
+        if connection.closed or self._expired(connection):
+            self._discard(connection)
+        else:
+            self._idle.append(connection)
 
     async def _connect(self):
         wrapper = connections[self.alias]

@@ -37,6 +37,8 @@ from django.db import (
     DatabaseError,
     DataError,
     IntegrityError,
+    InterfaceError,
+    OperationalError,
     connections,
     models,
     transaction,
@@ -759,15 +761,22 @@ def _append_in(alias, indexes, pendings, created_at, outcomes):
         in_lock_order = sorted(located.items(), key=lambda item: item[1].pk)
         try:
             committed = _append_together(alias, in_lock_order, pendings, created_at)
-        except DataError:
-            # One push's values were refused by the database (a check the codecs do not know of):
-            # each is tried alone, so that only that push fails and the others are stored.
+        except (OperationalError, InterfaceError):
+            raise
+        except DatabaseError:
+            # Not an outage: one push's write failed (values the database refused, a check the codecs do not
+            # know of; a table gone missing). Each is tried alone, so that only that push fails and the others
+            # are stored.
             committed = {}
             for index, location in in_lock_order:
                 try:
                     committed.update(_append_together(alias, [(index, location)], pendings, created_at))
                 except DataError as refused:
                     committed[index] = UnstorableBatch(f"Push rejected: the database cannot store it ({refused})")
+                except (OperationalError, InterfaceError):
+                    raise
+                except DatabaseError as failed:
+                    committed[index] = failed
         for index, outcome in committed.items():
             if outcome is None:
                 _locations.pop(pendings[index].store_id)
@@ -818,14 +827,24 @@ def _append_alone(location, pending, created_at):
     if statement is None:
         return None
     with connections[location.database].cursor() as cursor:
-        cursor.execute(*statement)
+        cursor.execute(statement.sql, statement.parameters)
         inserted = cursor.rowcount
     return Appended(created_at, location.backend_id) if inserted == len(pending.batch) else None
 
 
+class AloneStatement(NamedTuple):
+    """A lone push's one statement and its parameters."""
+
+    sql: str
+    parameters: list
+    # Bound as binary arrays, which only the server can take: the statement cannot join others bound on the
+    # client (``syncapp.pgloop``'s groups).
+    binary: bool = False
+
+
 def alone_statement(location, pending, created_at, now=None, server_bound=False):
-    """``(sql, parameters)`` of a lone push's one statement (see ``_append_alone``), or None for a batch that
-    needs the general path (longer than ALONE_MAX_EVENTS, or not a chain of its own).
+    """The ``AloneStatement`` of a lone push (see ``_append_alone``), or None for a batch that needs the general
+    path (longer than ALONE_MAX_EVENTS, or not a chain of its own).
 
     ``server_bound``: for psycopg 3 binding on the server (``syncapp.pgloop``).
     A batch with more parameters than psycopg caches then goes as one binary
@@ -840,9 +859,9 @@ def alone_statement(location, pending, created_at, now=None, server_bound=False)
     parameters = _move_head_parameters(location, pending, batch[0].parentSeqNum, now)
     if server_bound and len(parameters) + len(EVENT_COLUMNS) * len(rows) > PSYCOPG_CACHED_PARAMETERS:
         sql = _append_unnested_sql(location.database, location.table_name, pending.generation)
-        return sql, [*parameters, *(list(column) for column in zip(*rows))]
+        return AloneStatement(sql, [*parameters, *(list(column) for column in zip(*rows))], binary=True)
     sql = _append_alone_sql(location.database, location.table_name, pending.generation, len(rows))
-    return sql, [*parameters, *(value for row in rows for value in row)]
+    return AloneStatement(sql, [*parameters, *(value for row in rows for value in row)])
 
 
 # psycopg 3 converts a statement's text once and caches it only up to 50 parameters; past that it converts

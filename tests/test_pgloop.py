@@ -140,3 +140,63 @@ async def test_every_batch_length_is_stored_exactly(store_id, length):
     assert [(e.seq_num, e.parent_seq_num, e.name, e.args, e.client_id) for e in page.events] == [
         (e.seqNum, e.parentSeqNum, e.name, wire.args_text(e), e.clientId) for e in pushed
     ]
+
+
+async def _known_stores(store_id, count):
+    store_ids = [f"{store_id}-{n}" for n in range(count)]
+    for each in store_ids:
+        await _known_store(each, 1)
+    return store_ids
+
+
+def _inserting_transactions(store_ids):
+    """The transactions that inserted the stores' events after their first (``xmin`` of each row)."""
+    with connect_to_test_database() as other:
+        return {
+            row[0]
+            for each in store_ids
+            for row in other.execute(
+                f'SELECT xmin::text FROM {connection.ops.quote_name(storage.known_location(each).table_name)} '
+                'WHERE "seqNum" > 1'
+            )
+        }
+
+
+async def test_pushes_waiting_for_a_connection_are_committed_together(store_id):
+    """Pushes that find every connection busy go in one transaction: fewer commits than pushes, each
+    acknowledged with what it stored."""
+    store_ids = await _known_stores(store_id, 20)
+    appended = await asyncio.gather(*(eventlog.commit(each, batch(2, 3, each)) for each in store_ids))
+    assert all(each.already_stored == 0 for each in appended)
+    for each in store_ids:
+        assert await _stored(each) == [(1, "c"), (2, each), (3, each)]
+    # The first pushes take every connection alone; all the others wait, and go in one transaction.
+    assert len(_inserting_transactions(store_ids)) <= db.database_threads() + 1
+
+
+async def test_a_push_that_fails_in_a_group_fails_alone(store_id):
+    """A push whose statement fails rolls its group back; every other push of the group is still stored."""
+    store_ids = await _known_stores(store_id, 20)
+    broken = store_ids[-1]
+    with connect_to_test_database() as other:
+        other.execute(f"DROP TABLE {connection.ops.quote_name(storage.known_location(broken).table_name)}")
+    outcomes = await asyncio.gather(
+        *(eventlog.commit(each, batch(2, 2, each)) for each in store_ids), return_exceptions=True
+    )
+    assert isinstance(outcomes[-1], eventlog.StoreUnavailable)
+    assert not any(isinstance(outcome, BaseException) for outcome in outcomes[:-1])
+    for each in store_ids[:-1]:
+        assert await _stored(each) == [(1, "c"), (2, each)]
+
+
+async def test_stale_pushes_in_a_group_are_refused_and_the_others_stored(store_id):
+    """A group's compare-and-set is per push: one on a stale parent is refused, as alone."""
+    store_ids = await _known_stores(store_id, 20)
+    stale = store_ids[-1]
+    await eventlog.commit(stale, batch(2, 2, "first"))
+    outcomes = await asyncio.gather(
+        *(eventlog.commit(each, batch(2, 2, each)) for each in store_ids), return_exceptions=True
+    )
+    assert isinstance(outcomes[-1], storage.ParentMismatch)
+    assert not any(isinstance(outcome, BaseException) for outcome in outcomes[:-1])
+    assert await _stored(stale) == [(1, "c"), (2, "first")]

@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, OperationalError, connection
 
 from syncapp import storage, wire
 from syncapp.models import Store
@@ -203,6 +203,20 @@ def test_a_push_the_database_refuses_fails_alone_in_its_group(store_id):
         assert storage.head(f"{store_id}.nul") == 0
     assert [type(outcomes[0]), type(outcomes[2])] == [storage.Appended, storage.Appended]
     assert [storage.head(f"{store_id}.{name}") for name in "ab"] == [3, 2]
+
+
+def test_a_push_whose_write_fails_fails_alone_in_its_group(store_id):
+    """A store whose table is gone (dropped by hand) fails its push; the pushes committed with it are stored."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite reports a missing table as OperationalError, which counts as an outage")
+    for name in "abc":
+        storage.append(f"{store_id}.{name}", batch(1, 1), no_args)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {connection.ops.quote_name(storage.known_location(f'{store_id}.b').table_name)}")
+    outcomes = storage.append_many([storage.PendingAppend(f"{store_id}.{name}", batch(2, 2), no_args) for name in "abc"])
+    assert isinstance(outcomes[1], DatabaseError) and not isinstance(outcomes[1], OperationalError)
+    assert [type(outcomes[0]), type(outcomes[2])] == [storage.Appended, storage.Appended]
+    assert [storage.head(f"{store_id}.{name}") for name in "ac"] == [2, 2]
 
 
 @pytest.mark.parametrize("store_ids", [("Abc", "abc", "ABC"), ("sq-x", "sq_x")])
