@@ -1038,7 +1038,10 @@ def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
     head, backend_id = stored
     events, size = [], 0
     with connections[location.database].cursor() as cursor:
-        cursor.execute(_select_sql(cursor.db, location.table_name), [after, head, limit])
+        # The upper bound is the last seqNum the page can hold (seqNums are contiguous), not only the head: on
+        # a table PostgreSQL has not analyzed yet, a range up to the head is planned as a scan of every event
+        # left, sorted for each page, which made a long backlog's reads grow with its square.
+        cursor.execute(_select_sql(cursor.db, location.table_name), [after, min(head, after + limit), limit])
         # Rows are taken as they come and the rest is left unread once the page is full (SQLite steps
         # its statement row by row; psycopg builds rows only as they are fetched).
         while size < max_bytes:
