@@ -58,7 +58,6 @@ async def _append(pending):
     on the database threads, gathered."""
     appended = await pgloop.append_alone(pending)
     if appended is not None:
-        metrics.COMMIT_GROUP_PUSHES.observe(1)
         return appended
     try:
         return await _append_gathered(pending)

@@ -26,9 +26,12 @@ general path. Their statements go as one query string, bound on the client,
 which PostgreSQL runs as one transaction: one round trip and one commit (one
 fsync) for the group, where each push alone cost one of each, and the event
 loop's share of a push (psycopg sending, waking up on the answer) is paid
-once per group. None is acknowledged before that commit. An error that is
-not an outage rolls the whole group back, and each of its pushes is then
-decided on the general path, so one push's fault never fails another's.
+once per group. None is acknowledged before that commit. An error on a
+connection that still works (one push's write refused, a lock or statement
+timeout, a deadlock) rolls the whole group back, and each of its pushes is
+then decided on the general path, so one push's fault never fails another's.
+A broken connection fails every push of the group as an outage: the commit
+may have happened, and each push reads back what was stored.
 """
 
 import asyncio
@@ -40,11 +43,11 @@ import types
 import weakref
 from dataclasses import dataclass
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.db.utils import DatabaseErrorWrapper
 from django.utils import timezone
 
-from . import db, storage
+from . import db, metrics, storage
 
 try:
     # Django's PostgreSQL backend uses psycopg 3 whenever it is installed; psycopg2 has no async connection.
@@ -102,6 +105,11 @@ async def _execute_together(connection, statements):
     while cursor.nextset():
         inserted.append(cursor.rowcount)
     return inserted
+
+
+def _usable(connection):
+    """Whether ``connection`` is open and out of any transaction: an error on it was the statement's alone."""
+    return not connection.closed and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 # Running groups (the event loop keeps only weak references to tasks).
@@ -170,6 +178,8 @@ class _Pool:
                 async with self._connection() as connection:
                     with _as_django_errors:
                         cursor = await connection.execute(statement.sql, statement.parameters)
+                if cursor.rowcount:
+                    metrics.COMMIT_GROUP_PUSHES.observe(1)
                 return cursor.rowcount
             finally:
                 self._busy -= 1
@@ -191,41 +201,51 @@ class _Pool:
         self._busy += 1
         task = asyncio.ensure_future(self._run_group(group))
         _groups.add(task)
-        task.add_done_callback(_groups.discard)
+        # A callback, not a finally: a task cancelled before its first step never runs its body.
+        task.add_done_callback(functools.partial(self._group_done, group))
+
+    def _group_done(self, group, task):
+        _groups.discard(task)
+        self._busy -= 1
+        failure = asyncio.CancelledError() if task.cancelled() else task.exception()
+        for waiting in group:
+            if not waiting.answer.done():
+                waiting.answer.set_exception(failure or RuntimeError("a group of pushes ended without answering"))
+        self._next_group()
 
     async def _run_group(self, group):
+        # Store rows are locked in id order, as the general path does: groups committing at once in several
+        # processes never wait for each other in a cycle.
+        group = sorted((waiting for waiting in group if not waiting.answer.done()), key=lambda w: w.store_pk)
+        if not group:
+            return
         try:
-            # Store rows are locked in id order, as the general path does: groups committing at once in
-            # several processes never wait for each other in a cycle.
-            group = sorted((waiting for waiting in group if not waiting.answer.done()), key=lambda w: w.store_pk)
-            if not group:
-                return
-            try:
-                async with self._connection() as connection:
+            async with self._connection() as connection:
+                try:
                     with _as_django_errors:
-                        inserted = await _execute_together(connection, [waiting.statement for waiting in group])
-            except (OperationalError, InterfaceError) as outage:
-                # The commit may have happened: each push reads back what was stored (eventlog.commit).
-                outcomes = [outage] * len(group)
-            except DatabaseError:
-                outcomes = [None] * len(group)
+                        outcomes = await _execute_together(connection, [waiting.statement for waiting in group])
+                except DatabaseError:
+                    if not _usable(connection):
+                        raise
+                    # The connection answered and rolled the group back (one push's write failed, timed out
+                    # on a lock, was chosen as a deadlock's victim): nothing was written, and each push is
+                    # decided alone on the general path.
+                    outcomes = [None] * len(group)
+        except DatabaseError as outage:
+            # The connection broke: the commit may have happened, and each push reads back what was stored
+            # (eventlog.commit).
+            outcomes = [outage] * len(group)
+        else:
+            committed = sum(1 for inserted in outcomes if inserted)
+            if committed:
+                metrics.COMMIT_GROUP_PUSHES.observe(committed)
+        for waiting, outcome in zip(group, outcomes, strict=True):
+            if waiting.answer.done():
+                continue
+            if isinstance(outcome, BaseException):
+                waiting.answer.set_exception(outcome)
             else:
-                outcomes = inserted
-            for waiting, outcome in zip(group, outcomes):
-                if waiting.answer.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    waiting.answer.set_exception(outcome)
-                else:
-                    waiting.answer.set_result(outcome)
-        except BaseException as error:
-            for waiting in group:
-                if not waiting.answer.done():
-                    waiting.answer.set_exception(error)
-            raise
-        finally:
-            self._busy -= 1
-            self._next_group()
+                waiting.answer.set_result(outcome)
 
     @contextlib.asynccontextmanager
     async def _connection(self):
@@ -258,8 +278,12 @@ class _Pool:
         return connection
 
     def _expired(self, connection):
+        """Whether ``connection`` outlived CONN_MAX_AGE, or outlived its pool (``finish`` while it ran)."""
+        opened_at = self._opened_at.get(connection)
+        if opened_at is None:
+            return True
         max_age = connections.settings[self.alias]["CONN_MAX_AGE"]
-        return max_age is not None and time.monotonic() - self._opened_at[connection] >= max_age
+        return max_age is not None and time.monotonic() - opened_at >= max_age
 
     def _discard(self, connection):
         self._opened_at.pop(connection, None)

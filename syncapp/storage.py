@@ -761,27 +761,40 @@ def _append_in(alias, indexes, pendings, created_at, outcomes):
         in_lock_order = sorted(located.items(), key=lambda item: item[1].pk)
         try:
             committed = _append_together(alias, in_lock_order, pendings, created_at)
-        except (OperationalError, InterfaceError):
-            raise
-        except DatabaseError:
-            # Not an outage: one push's write failed (values the database refused, a check the codecs do not
-            # know of; a table gone missing). Each is tried alone, so that only that push fails and the others
-            # are stored.
+        except DatabaseError as error:
+            if _is_outage(alias, error):
+                raise
+            # One push's write failed on a working connection (values the database refused, a check the codecs
+            # do not know of; a table gone missing; a lock or statement timeout): each is tried alone, so that
+            # only that push fails and the others are stored.
             committed = {}
             for index, location in in_lock_order:
                 try:
                     committed.update(_append_together(alias, [(index, location)], pendings, created_at))
                 except DataError as refused:
                     committed[index] = UnstorableBatch(f"Push rejected: the database cannot store it ({refused})")
-                except (OperationalError, InterfaceError):
-                    raise
                 except DatabaseError as failed:
+                    if _is_outage(alias, failed):
+                        raise
                     committed[index] = failed
         for index, outcome in committed.items():
             if outcome is None:
                 _locations.pop(pendings[index].store_id)
             else:
                 outcomes[index] = outcome
+
+
+def _is_outage(alias, error):
+    """Whether ``error`` means database ``alias`` could not be reached (its callers read back what was stored),
+    rather than that one statement failed on a connection that still works.
+
+    PostgreSQL reports lock and statement timeouts and deadlocks as OperationalError, like a lost
+    connection: the connection tells them apart. On SQLite every OperationalError counts as an outage.
+    """
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    connection = connections[alias]
+    return connection.vendor != "postgresql" or not connection.is_usable()
 
 
 def _append_together(alias, in_lock_order, pendings, created_at):
@@ -1037,22 +1050,26 @@ def read_page(store_id, after, limit, create=False, max_bytes=READ_PAGE_BYTES):
         return Page(events=[], head=0, backend_id=None)
     head, backend_id = stored
     events, size = [], 0
-    with connections[location.database].cursor() as cursor:
-        # The upper bound is the last seqNum the page can hold (seqNums are contiguous), not only the head: on
-        # a table PostgreSQL has not analyzed yet, a range up to the head is planned as a scan of every event
-        # left, sorted for each page, which made a long backlog's reads grow with its square.
-        cursor.execute(_select_sql(cursor.db, location.table_name), [after, min(head, after + limit), limit])
-        # Rows are taken as they come and the rest is left unread once the page is full (SQLite steps
-        # its statement row by row; psycopg builds rows only as they are fetched).
-        while size < max_bytes:
-            rows = cursor.fetchmany(_FETCH_ROWS)
-            if not rows:
-                break
-            for row in rows:
-                events.append(StoredEvent._make(row))
-                size += len(row[3] or "")
-                if size >= max_bytes:
+    # The range ends at the last seqNum the page can hold (seqNums are contiguous), not only at the head: on a
+    # table PostgreSQL has not analyzed yet, a range up to the head is planned as a scan of every event left,
+    # sorted for each page, which made a long backlog's reads grow with its square. A table with a gap (one
+    # adopted as it was found) is read up to the head when the shorter range finds nothing.
+    for upper in dict.fromkeys((min(head, after + limit), head)):
+        with connections[location.database].cursor() as cursor:
+            cursor.execute(_select_sql(cursor.db, location.table_name), [after, upper, limit])
+            # Rows are taken as they come and the rest is left unread once the page is full (SQLite steps
+            # its statement row by row; psycopg builds rows only as they are fetched).
+            while size < max_bytes:
+                rows = cursor.fetchmany(_FETCH_ROWS)
+                if not rows:
                     break
+                for row in rows:
+                    events.append(StoredEvent._make(row))
+                    size += len(row[3] or "")
+                    if size >= max_bytes:
+                        break
+        if events:
+            break
     return Page(events=events, head=head, backend_id=backend_id)
 
 

@@ -162,9 +162,24 @@ def _inserting_transactions(store_ids):
         }
 
 
-async def test_pushes_waiting_for_a_connection_are_committed_together(store_id):
+@pytest.fixture
+def group_sizes(monkeypatch):
+    """How many statements each run of the event loop's connections carried, in order."""
+    sizes = []
+    execute_together = pgloop._execute_together
+
+    async def recorded(connection, statements):
+        sizes.append(len(statements))
+        return await execute_together(connection, statements)
+
+    monkeypatch.setattr(pgloop, "_execute_together", recorded)
+    return sizes
+
+
+async def test_pushes_waiting_for_a_connection_are_committed_together(store_id, group_sizes):
     """Pushes that find every connection busy go in one transaction: fewer commits than pushes, each
     acknowledged with what it stored."""
+    assert db.database_threads() < 20
     store_ids = await _known_stores(store_id, 20)
     # Bound on the client in a group: text that must be quoted (or would be a placeholder) is stored as sent.
     texts = ['{"text":"it\'s \\"quoted\\" \\\\ %s %(x)s"}', '{"text":"\'); DROP TABLE x; --"}', '{"text":"ünï ✓"}']
@@ -191,9 +206,10 @@ async def test_pushes_waiting_for_a_connection_are_committed_together(store_id):
         ]
     # The first pushes take every connection alone; all the others wait, and go in one transaction.
     assert len(_inserting_transactions(store_ids)) <= db.database_threads() + 1
+    assert max(group_sizes) > 1
 
 
-async def test_a_push_that_fails_in_a_group_fails_alone(store_id):
+async def test_a_push_that_fails_in_a_group_fails_alone(store_id, group_sizes):
     """A push whose statement fails rolls its group back; every other push of the group is still stored."""
     store_ids = await _known_stores(store_id, 20)
     broken = store_ids[-1]
@@ -202,13 +218,14 @@ async def test_a_push_that_fails_in_a_group_fails_alone(store_id):
     outcomes = await asyncio.gather(
         *(eventlog.commit(each, batch(2, 2, each)) for each in store_ids), return_exceptions=True
     )
+    assert max(group_sizes) > 1
     assert isinstance(outcomes[-1], eventlog.StoreUnavailable)
     assert not any(isinstance(outcome, BaseException) for outcome in outcomes[:-1])
     for each in store_ids[:-1]:
         assert await _stored(each) == [(1, "c"), (2, each)]
 
 
-async def test_stale_pushes_in_a_group_are_refused_and_the_others_stored(store_id):
+async def test_stale_pushes_in_a_group_are_refused_and_the_others_stored(store_id, group_sizes):
     """A group's compare-and-set is per push: one on a stale parent is refused, as alone."""
     store_ids = await _known_stores(store_id, 20)
     stale = store_ids[-1]
@@ -216,6 +233,37 @@ async def test_stale_pushes_in_a_group_are_refused_and_the_others_stored(store_i
     outcomes = await asyncio.gather(
         *(eventlog.commit(each, batch(2, 2, each)) for each in store_ids), return_exceptions=True
     )
+    assert max(group_sizes) > 1
     assert isinstance(outcomes[-1], storage.ParentMismatch)
     assert not any(isinstance(outcome, BaseException) for outcome in outcomes[:-1])
     assert await _stored(stale) == [(1, "c"), (2, "first")]
+
+
+async def test_a_lock_timeout_in_a_group_fails_that_push_alone(store_id, group_sizes, monkeypatch):
+    """A push whose store row another transaction holds times out on its lock (``lock_timeout``): its group is
+    rolled back on a connection that still works, and every other push of the group is stored, none of them
+    counted as meeting an unavailable database."""
+    from prometheus_client import REGISTRY
+
+    def database_outages():
+        return REGISTRY.get_sample_value("livesync_unavailable_total", {"service": "database"}) or 0
+
+    store_ids = await _known_stores(store_id, 20)
+    held = store_ids[-1]
+    options = {**connection.settings_dict["OPTIONS"], "options": "-c lock_timeout=300"}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    outages_before = database_outages()
+    with connect_to_test_database() as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM syncapp_store WHERE store_id = %s FOR UPDATE", [held])
+        outcomes = await asyncio.gather(
+            *(eventlog.commit(each, batch(2, 2, each)) for each in store_ids), return_exceptions=True
+        )
+        other.execute("ROLLBACK")
+    assert max(group_sizes) > 1
+    assert isinstance(outcomes[-1], eventlog.StoreUnavailable)
+    assert not any(isinstance(outcome, BaseException) for outcome in outcomes[:-1]), outcomes
+    # The held push's own two attempts (its first, and the one after reading back) are the only outages.
+    assert database_outages() - outages_before <= 2
+    for each in store_ids[:-1]:
+        assert await _stored(each) == [(1, "c"), (2, each)]
