@@ -177,10 +177,10 @@ class _Pool:
             try:
                 async with self._connection() as connection:
                     with _as_django_errors:
-                        cursor = await connection.execute(statement.sql, statement.parameters)
-                if cursor.rowcount:
+                        (inserted,) = await _execute_together(connection, [statement])
+                if inserted:
                     metrics.COMMIT_GROUP_PUSHES.observe(1)
-                return cursor.rowcount
+                return inserted
             finally:
                 self._busy -= 1
                 self._next_group()

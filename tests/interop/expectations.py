@@ -19,14 +19,18 @@ def assert_synced(store, head):
     assert progress == {"upstreamHead": head, "pending": 0, "sessionHead": head, "sessionPending": 0}
 
 
+def _converge_workload():
+    """What both ``converge`` scenarios commit, as ``(todo id, completed, deleted)``: per client 50 todos, every
+    5th completed, every 10th deleted."""
+    for client in ("client-a", "client-b", "client-c"):
+        for n in range(50):
+            yield f"{client}-{n:02d}", n % 5 == 4, n % 10 == 9
+
+
 def converge_workload_todos():
-    """What both ``converge`` scenarios commit: per client 50 todos, every 5th completed, every 10th deleted."""
+    """The todos a store shows once it has applied the whole ``converge`` workload."""
     return sorted(
-        (
-            todo(f"{client}-{n:02d}", completed=n % 5 == 4, deleted=n % 10 == 9)
-            for client in ("client-a", "client-b", "client-c")
-            for n in range(50)
-        ),
+        (todo(todo_id, completed=completed, deleted=deleted) for todo_id, completed, deleted in _converge_workload()),
         key=lambda row: row["id"],
     )
 
@@ -34,14 +38,9 @@ def converge_workload_todos():
 def converge_workload_events():
     """What both ``converge`` scenarios push, as ``Counter`` of ``(event name, todo id)``: 195 events."""
     return collections.Counter(
-        (name, f"{client}-{n:02d}")
-        for client in ("client-a", "client-b", "client-c")
-        for n in range(50)
-        for name, pushed in (
-            ("v1.TodoCreated", True),
-            ("v1.TodoCompleted", n % 5 == 4),
-            ("v1.TodoDeleted", n % 10 == 9),
-        )
+        (name, todo_id)
+        for todo_id, completed, deleted in _converge_workload()
+        for name, pushed in (("v1.TodoCreated", True), ("v1.TodoCompleted", completed), ("v1.TodoDeleted", deleted))
         if pushed
     )
 
