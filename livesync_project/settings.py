@@ -98,16 +98,26 @@ for _database in DATABASES.values():
         _database["OPTIONS"] = {**SQLITE_OPTIONS, **_database.get("OPTIONS", {})}
 
 REDIS_URL = os.environ.get("REDIS_URL")
-# Longer than channels_redis's 5 s blocking read, which redis-py's default
-# timeout would otherwise cut as a failure every time a process is idle.
-REDIS_SOCKET_TIMEOUT = 10
 # channels_redis's two layers. "pubsub" (the default) costs one PUBLISH per push and half the server CPU
 # of "core", which keeps groups in Redis (about 16 commands per push); livesync's hub bounds the pub/sub
 # layer's queue and detects its outages itself (syncapp/hub.py). See the README's "Channel layers".
 DEFAULT_REDIS_CHANNEL_LAYER = "pubsub"
 REDIS_CHANNEL_LAYERS = {
-    "pubsub": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {}},
-    "core": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"capacity": 1000}},
+    # No socket timeout (redis-py's default is 5 s): livesync bounds each of its calls to Redis itself. On
+    # Python 3.11 redis-py writes each command under a task of its own when one is set, and sockets joining at
+    # once then wait in line for one another's subscribe: the 50th of 50 waited 0.5 s.
+    "pubsub": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {},
+        "HOST": {"socket_timeout": None},
+    },
+    # Longer than this layer's 5 s blocking read, which a shorter timeout would cut as a failure every time a
+    # process is idle.
+    "core": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"capacity": 1000},
+        "HOST": {"socket_timeout": 10},
+    },
 }
 
 
@@ -116,7 +126,7 @@ def redis_channel_layer(url, kind=DEFAULT_REDIS_CHANNEL_LAYER):
     if kind not in REDIS_CHANNEL_LAYERS:
         raise ImproperlyConfigured(f"LIVESYNC_CHANNEL_LAYER must be one of {', '.join(REDIS_CHANNEL_LAYERS)}")
     layer = REDIS_CHANNEL_LAYERS[kind]
-    hosts = [{"address": url, "socket_timeout": REDIS_SOCKET_TIMEOUT}]
+    hosts = [{"address": url, **layer["HOST"]}]
     return {"BACKEND": layer["BACKEND"], "CONFIG": {"hosts": hosts, **layer["CONFIG"]}}
 
 

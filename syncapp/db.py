@@ -172,27 +172,38 @@ class Background:
     takes more than one pool thread from the pushes, however often it is asked
     for, and gives it back between runs. A run's failure is logged and ends the
     runs; the next request starts them again.
+
+    With ``quiet_seconds``, each run starts only once that long has passed
+    without a request, or ``longest_wait_seconds`` after it could have started
+    if requests never pause: upkeep that a burst of work asks for waits for the
+    burst to end instead of competing with it for the database, and under
+    steady load it takes one run per ``longest_wait_seconds``.
     """
 
-    def __init__(self, func):
+    def __init__(self, func, quiet_seconds=0.0, longest_wait_seconds=0.0):
         self.func = func
-        # Per event loop (tests run several): whether a run is going on, and whether another was asked for.
+        self.quiet_seconds = quiet_seconds
+        self.longest_wait_seconds = longest_wait_seconds
+        # Per event loop (tests run several): whether runs are going on, whether another was asked for, and
+        # when the last request came.
         self._states = weakref.WeakKeyDictionary()
 
     def request(self):
         loop = asyncio.get_running_loop()
-        state = self._states.setdefault(loop, {"running": False, "again": False})
+        state = self._states.setdefault(loop, {"running": False, "again": False, "requested_at": 0.0})
+        state["requested_at"] = loop.time()
         if state["running"]:
             state["again"] = True
             return
         state["running"] = True
-        task = loop.create_task(self._runs(state))
+        task = loop.create_task(self._runs(loop, state))
         _background_tasks.add(task)
         task.add_done_callback(_background_tasks.discard)
 
-    async def _runs(self, state):
+    async def _runs(self, loop, state):
         try:
             while True:
+                await self._settle(loop, state)
                 state["again"] = False
                 try:
                     more = await run(self.func)
@@ -203,6 +214,16 @@ class Background:
                     return
         finally:
             state["running"] = False
+
+    async def _settle(self, loop, state):
+        """Wait until requests have paused for ``quiet_seconds``, or for ``longest_wait_seconds`` at most."""
+        deadline = loop.time() + self.longest_wait_seconds
+        while True:
+            now = loop.time()
+            wait = min(state["requested_at"] + self.quiet_seconds, deadline) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
 
 
 # Running Background tasks (the event loop keeps only weak references to tasks).

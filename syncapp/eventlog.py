@@ -49,8 +49,16 @@ def _append_group(pendings):
 _append_gathered = db.Gathered(_append_group, concurrency=_commits_at_once)
 
 
-# New stores' spare tables (syncapp.spares) are made again in the background, off every push's path.
-_refill_spares = db.Background(storage.refill_spares)
+# New stores' spare tables (syncapp.spares) are made again in the background, off every push's path, once
+# pushes pause for a moment (each push asks while spares are wanted), or a few seconds later at most: a burst
+# of new stores renames spares without competing with their replacements' CREATE TABLEs for the database.
+SPARES_REFILL_QUIET_SECONDS = 0.5
+SPARES_REFILL_LONGEST_WAIT_SECONDS = 5.0
+_refill_spares = db.Background(
+    storage.refill_spares,
+    quiet_seconds=SPARES_REFILL_QUIET_SECONDS,
+    longest_wait_seconds=SPARES_REFILL_LONGEST_WAIT_SECONDS,
+)
 
 
 async def _append(pending):

@@ -28,7 +28,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
-from . import conf, db, messages, metrics, presence, storage
+from . import conf, db, layer_redis, messages, metrics, presence, publisher, storage
 
 logger = logging.getLogger("syncapp")
 
@@ -36,6 +36,8 @@ _hubs = weakref.WeakKeyDictionary()
 
 # Store messages waiting to go out through the channel layer, per process.
 OUTGOING_LIMIT = 10_000
+# Store messages sent together at most (one Redis pipeline on the pub/sub layer; see syncapp.publisher).
+PUBLISH_BATCH = 100
 # Store messages waiting for this hub in a layer that does not bound its queues (the pub/sub layer): past
 # this, they are dropped and the stores' sockets catch up from the database at the next head check.
 INBOUND_LIMIT = 10_000
@@ -61,20 +63,25 @@ def get_hub():
     return hub
 
 
-async def _twice(call, *args):
-    """``await call(*args)``, tried once more at once if it fails.
+async def _twice(call, *args, bounded=True):
+    """``await call(*args)``, tried once more at once if it fails; each try ``bounded`` in time.
 
     A Redis outage leaves dead connections in the client's pool; the first use
     of each after Redis returns fails (and discards it). That is no new outage,
-    and the message it carried must not be lost.
+    and the message it carried must not be lost. A Redis that stops answering
+    without closing its connections (a network that drops packets) fails the
+    call after ``layer_redis.TIMEOUT_SECONDS``, as an outage.
     """
+    timeout = layer_redis.TIMEOUT_SECONDS if bounded else None
     try:
-        return await call(*args)
+        async with asyncio.timeout(timeout):
+            return await call(*args)
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - the second attempt's failure is the one that counts
         _unless_cancelled()
-        return await call(*args)
+        async with asyncio.timeout(timeout):
+            return await call(*args)
 
 
 def _unbounded_queue(layer, channel_name):
@@ -122,6 +129,7 @@ class Hub:
         self.shares_presence = presence.available()
         self._presence_published = False
         self._outgoing = asyncio.Queue()
+        self._publisher = publisher.for_layer(self.layer)
         # The pub/sub layer's own queue of messages for this hub, which that layer does not bound.
         self._inbound = None
         self._tasks = []
@@ -175,12 +183,20 @@ class Hub:
                 self._outgoing.put_nowait(message)
 
     async def _send_loop(self):
+        """Send the outgoing messages in order, all those waiting at once (up to PUBLISH_BATCH).
+
+        A batch whose sending failed is sent once more: messages sent twice are
+        dropped by the sequencers of the sockets that had them.
+        """
         while True:
-            message = await self._outgoing.get()
+            batch = [await self._outgoing.get()]
+            while len(batch) < PUBLISH_BATCH and not self._outgoing.empty():
+                batch.append(self._outgoing.get_nowait())
             if self.layer_down:
                 continue
+            addressed = [(messages.group_name(message["store_id"]), message) for message in batch]
             try:
-                await _twice(self.layer.group_send, messages.group_name(message["store_id"]), message)
+                await _twice(self._publisher.publish, addressed)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
 
@@ -219,7 +235,8 @@ class Hub:
 
     async def _open_channel(self):
         """The hub's own channel (the pub/sub layer subscribes to it in Redis, so this can fail)."""
-        self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
+        async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
+            self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
         self._inbound = _unbounded_queue(self.layer, self.channel_name)
         self._channel_open.set()
 
@@ -250,7 +267,8 @@ class Hub:
         """
         if self.channel_name is None:
             await self._open_channel()
-        await self.layer.send(self.channel_name, {"type": PROBE})
+        async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
+            await self.layer.send(self.channel_name, {"type": PROBE})
         for store_id in list(self.members):
             await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
         self.layer_down = False
@@ -260,7 +278,7 @@ class Hub:
         await self._channel_open.wait()
         while True:
             try:
-                message = await _twice(self.layer.receive, self.channel_name)
+                message = await _twice(self.layer.receive, self.channel_name, bounded=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage

@@ -10,18 +10,13 @@ With the in-memory layer there is one process, and its hub knows the count.
 """
 
 import asyncio
-import weakref
 
-from channels_redis.utils import create_pool, decode_hosts
 from django.conf import settings
 
-from . import conf
+from . import conf, layer_redis
 
 KEY_PREFIX = "livesync:sockets:"
 REDIS_LAYERS = ("channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer")
-
-# Redis connections belong to one event loop (tests run several): a pool per loop.
-_pools = weakref.WeakKeyDictionary()
 
 
 def ttl():
@@ -35,21 +30,11 @@ def available():
     return layer.get("BACKEND") in REDIS_LAYERS
 
 
-def _client():
-    import redis.asyncio as redis
-
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if pool is None:
-        hosts = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts") or [("localhost", 6379)]
-        pool = _pools[loop] = create_pool(decode_hosts(hosts)[0])
-    return redis.Redis(connection_pool=pool)
-
-
 async def publish(process_id, counts):
     """Record this process's ``{store_id: sockets}`` (an empty one removes its key at once)."""
     key = KEY_PREFIX + process_id
-    async with _client().pipeline(transaction=True) as pipeline:
+    pipeline = layer_redis.client().pipeline(transaction=True)
+    async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS), pipeline:
         pipeline.delete(key)
         if counts:
             pipeline.hset(key, mapping=counts)
@@ -59,12 +44,13 @@ async def publish(process_id, counts):
 
 async def socket_counts(store_ids):
     """Sockets per store of ``store_ids`` over every live process, in their order."""
-    client = _client()
-    keys = [key async for key in client.scan_iter(match=KEY_PREFIX + "*", count=1000)]
-    if not keys or not store_ids:
-        return [0] * len(store_ids)
-    async with client.pipeline(transaction=False) as pipeline:
-        for key in keys:
-            pipeline.hmget(key, store_ids)
-        per_process = await pipeline.execute()
+    async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
+        client = layer_redis.client()
+        keys = [key async for key in client.scan_iter(match=KEY_PREFIX + "*", count=1000)]
+        if not keys or not store_ids:
+            return [0] * len(store_ids)
+        async with client.pipeline(transaction=False) as pipeline:
+            for key in keys:
+                pipeline.hmget(key, store_ids)
+            per_process = await pipeline.execute()
     return [sum(int(counts[index] or 0) for counts in per_process) for index in range(len(store_ids))]

@@ -279,17 +279,30 @@ def refill_spares():
     except KeyError:
         return False
     try:
-        prefix = _spare_prefix(alias)
-        missing = spares.shortfall(alias, prefix)
-        for _ in range(min(missing, SPARES_PER_REFILL)):
-            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                _run_create_table(cursor, spares.new_name(prefix), keep_model=False)
+        missing = _make_spares(alias, SPARES_PER_REFILL)
     except BaseException:
         _spares_wanted.add(alias)
         raise
     if missing > SPARES_PER_REFILL:
         _spares_wanted.add(alias)
     return spares_wanted()
+
+
+def make_spares(alias):
+    """Make every spare table store database ``alias`` lacks, at once (``migrate`` does, see ``syncapp.apps``)."""
+    if spares.enabled(alias):
+        _make_spares(alias, None)
+
+
+def _make_spares(alias, most):
+    """Make the spares ``alias`` lacks, at most ``most`` (None: all), each in a transaction of its own; return
+    how many it lacked."""
+    prefix = _spare_prefix(alias)
+    missing = spares.shortfall(alias, prefix)
+    for _ in range(missing if most is None else min(missing, most)):
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            _run_create_table(cursor, spares.new_name(prefix), keep_model=False)
+    return missing
 
 
 def _run_drop_table(cursor, table_name):

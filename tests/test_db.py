@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -75,3 +76,30 @@ async def test_up_to_concurrency_calls_run_at_once_before_calls_are_gathered():
     release.set()
     assert await asyncio.gather(*calls) == [0, 1, 2, 3, 4]
     assert started[2:] == [[2, 3, 4]]
+
+
+async def test_background_work_asked_for_during_a_burst_waits_for_the_burst_to_pause():
+    runs = []
+    background = db.Background(lambda: runs.append(time.monotonic()), quiet_seconds=0.3, longest_wait_seconds=10)
+    loop = asyncio.get_running_loop()
+    for _ in range(10):
+        background.request()
+        await asyncio.sleep(0.05)
+    last_request = loop.time()
+    assert runs == []
+    while not runs and loop.time() < last_request + 5:
+        await asyncio.sleep(0.02)
+    assert len(runs) == 1
+    assert runs[0] >= last_request + 0.25
+
+
+async def test_background_work_asked_for_without_pause_runs_after_the_longest_wait():
+    runs = []
+    background = db.Background(lambda: runs.append(True), quiet_seconds=0.3, longest_wait_seconds=0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not runs and loop.time() < started + 5:
+        background.request()
+        await asyncio.sleep(0.05)
+    assert runs, "requests that never paused kept the work from ever running"
+    assert loop.time() - started < 1.5

@@ -11,6 +11,7 @@ from channels.layers import channel_layers
 
 from livesync_project.settings import redis_channel_layer
 from syncapp import hub as hub_module
+from syncapp import layer_redis
 from tests.support.proxy import TcpProxy
 from tests.support.services import REDIS_URL, require_redis
 
@@ -120,5 +121,61 @@ async def test_a_hub_started_while_redis_is_down_serves_sockets_and_subscribes_o
             if await until(lambda: len(member.messages) > 1, timeout=0.2):
                 break
         assert member.messages[-1]["last"] == 2, "no broadcast reached the hub once Redis was back"
+    finally:
+        await hub.stop()
+
+
+async def test_messages_published_while_redis_answers_go_together_and_reach_another_process_in_order(
+    pubsub_hub, store_id
+):
+    """A burst of pushes reaches another process's sockets whole and in order, in fewer round trips than pushes."""
+    hub, _ = pubsub_hub
+    other_process = hub_module.Hub()
+    local, remote = Recorder(), Recorder()
+    await hub.join(store_id, local)
+    await other_process.join(store_id, remote)
+    batches = []
+    publish = hub._publisher.publish
+
+    async def recorded(addressed):
+        batches.append(len(addressed))
+        await publish(addressed)
+
+    hub._publisher.publish = recorded
+    try:
+        for seq_num in range(1, 201):
+            await hub.publish(store_id, {"type": "livesync.events", "first": seq_num, "last": seq_num})
+        assert [message["last"] for message in local.messages] == list(range(1, 201))
+        assert await until(lambda: len(remote.messages) >= 200), f"{len(remote.messages)} of 200 arrived"
+        assert [message["last"] for message in remote.messages] == list(range(1, 201))
+        assert sum(batches) == 200
+        assert len(batches) < 200, "every message went in a round trip of its own"
+    finally:
+        await other_process.stop()
+        await hub.stop()
+
+
+async def test_a_redis_that_stops_answering_is_an_outage_within_the_layer_timeout(
+    pubsub_hub, monkeypatch, caplog, store_id
+):
+    """Packets dropped without a reset (no socket timeout on the layer's connections): no call hangs."""
+    hub, proxy = pubsub_hub
+    monkeypatch.setattr(layer_redis, "TIMEOUT_SECONDS", 0.3)
+    member = Recorder()
+    await hub.join(store_id, member)
+    try:
+        proxy.stall()
+        await hub.publish(store_id, {"type": "livesync.events", "first": 1, "last": 1})
+        assert [message["last"] for message in member.messages] == [1], "local sockets must be served meanwhile"
+        assert await until(lambda: hub.layer_down, timeout=3), "a publish to a silent Redis hung"
+        assert sum("channel layer unreachable" in r.getMessage() for r in caplog.records) == 1
+        other = Recorder()
+        await asyncio.wait_for(hub.join(f"{store_id}.other", other), 1)
+        assert hub.socket_count(f"{store_id}.other") == 1
+        with pytest.raises(TimeoutError):
+            await hub._rejoin()
+        proxy.restore()
+        assert await rejoin(hub), "the hub did not come back once Redis answered"
+        assert not hub.layer_down
     finally:
         await hub.stop()

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from syncapp import db, eventlog, spares, storage
@@ -199,4 +200,22 @@ def test_no_spares_are_kept_when_turned_off(store_id, spare_tables):
     assert _events(store_id) == [(1, "c")]
     assert not storage.spares_wanted()
     storage.refill_spares()
+    assert _spare_oids() == set()
+
+
+def test_migrate_makes_the_spares_so_a_new_deployments_first_stores_take_them(store_id, spare_tables, settings):
+    spare_tables(0)
+    settings.LIVESYNC = {**settings.LIVESYNC, "SPARE_TABLES": 3}
+    call_command("migrate", verbosity=0)
+    spare_oids = _spare_oids()
+    assert len(spare_oids) == 3
+    storage.append(store_id, batch(1, 1), no_args)
+    assert _table_oid(store_id) in spare_oids
+
+
+def test_flush_makes_no_spares(spare_tables, settings):
+    """``flush`` sends migrate's signal too; emptying the tables is all it is asked to do."""
+    spare_tables(0)
+    settings.LIVESYNC = {**settings.LIVESYNC, "SPARE_TABLES": 3}
+    call_command("flush", interactive=False, verbosity=0)
     assert _spare_oids() == set()

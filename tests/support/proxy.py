@@ -8,10 +8,13 @@ and it keeps forwarding while a test's own loop is busy::
         ...
         postgres.cut()      # every open connection is reset, new ones are refused
         postgres.restore()  # new connections are forwarded again (on the same port)
+        postgres.stall()    # connections stay open and are accepted, but nothing is forwarded any more
 
 ``cut()`` closes the listening socket (a client's connect fails at once with "connection refused", as with a
 stopped service) and aborts every forwarded connection in both directions (the peers see a reset). The proxy
-keeps its port across cuts, so the URLs handed out stay valid.
+keeps its port across cuts, so the URLs handed out stay valid. ``stall()`` is the other way a network fails:
+packets dropped without a word, so that a peer waits for an answer that never comes; ``restore()`` then resets
+the stalled connections (their peers would have given up on them) and forwards new ones.
 """
 
 import asyncio
@@ -33,6 +36,7 @@ class TcpProxy:
         self._links = set()
         self._server = None
         self._cut = False
+        self._stalled = False
         self._loop = None
         self._thread = None
 
@@ -91,6 +95,10 @@ class TcpProxy:
         """Accept and forward new connections again, on the same port."""
         self._call(self._restore_now())
 
+    def stall(self):
+        """Forward nothing more on any connection, open or new, until ``restore()``: a peer waits in vain."""
+        self._call(self._stall_now())
+
     def __enter__(self):
         return self.start()
 
@@ -124,10 +132,18 @@ class TcpProxy:
         self._links.clear()
 
     async def _restore_now(self):
+        if self._stalled:
+            self._stalled = False
+            for link in list(self._links):
+                link.abort()
+            self._links.clear()
         if not self._cut:
             return
         self._cut = False
         await self._listen()
+
+    async def _stall_now(self):
+        self._stalled = True
 
     async def _shutdown(self):
         await self._close_listener()
@@ -158,12 +174,15 @@ class TcpProxy:
         self._links.add(link)
         try:
             await asyncio.gather(
-                _pipe(client_reader, upstream_writer),
-                _pipe(upstream_reader, client_writer),
+                _pipe(client_reader, upstream_writer, self._is_stalled),
+                _pipe(upstream_reader, client_writer, self._is_stalled),
             )
         finally:
             self._links.discard(link)
             link.close()
+
+    def _is_stalled(self):
+        return self._stalled
 
 
 class _Link:
@@ -188,12 +207,15 @@ def _abort(writer):
         pass
 
 
-async def _pipe(reader, writer):
+async def _pipe(reader, writer, stalled):
+    """Copy ``reader`` to ``writer``, dropping what arrives while ``stalled()``."""
     try:
         while True:
             data = await reader.read(CHUNK)
             if not data:
                 break
+            if stalled():
+                continue
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError, asyncio.CancelledError):
