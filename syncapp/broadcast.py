@@ -6,11 +6,12 @@ management command — announces it here; each process's hub (``syncapp.hub``)
 hands the messages to its sockets.
 """
 
+import asyncio
 import time
 
 from channels.layers import get_channel_layer
 
-from . import hub
+from . import hub, layer_redis
 from .messages import EVENTS, RESET, group_name
 
 
@@ -49,5 +50,7 @@ async def _publish(store_id, message):
     if process_hub is not None:
         await process_hub.publish(store_id, message)
     else:
-        # Outside a server (the Django admin, a management command): no local sockets to serve.
-        await get_channel_layer().group_send(group_name(store_id), {**message, "store_id": store_id})
+        # Outside a server (the Django admin, a management command): no local sockets to serve. Bounded as
+        # every wait on Redis is (the layer's connections may have no socket timeout).
+        async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
+            await get_channel_layer().group_send(group_name(store_id), {**message, "store_id": store_id})

@@ -1,5 +1,8 @@
 """System checks for a misconfigured ``LIVESYNC`` setting."""
 
+import sys
+
+from channels_redis.utils import create_pool, decode_hosts
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
@@ -19,6 +22,30 @@ def check_channel_layer(app_configs, **kwargs):
             hint="Add CHANNEL_LAYERS = {'default': {'BACKEND': 'channels.layers.InMemoryChannelLayer'}} for one "
             "process, or channels_redis for several (see the README's embedding section).",
             id="syncapp.E008",
+        )
+    ]
+
+
+PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
+
+
+@register(Tags.compatibility)
+def check_pubsub_socket_timeout(app_configs, **kwargs):
+    """On Python 3.11, a socket timeout on the pub/sub layer's hosts makes sockets that join at once wait in
+    line: redis-py writes each command under a task of its own then. livesync bounds its own waits."""
+    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default", {})
+    if sys.version_info >= (3, 12) or layer.get("BACKEND") != PUBSUB_LAYER:
+        return []
+    hosts = decode_hosts(layer.get("CONFIG", {}).get("hosts"))
+    if all(create_pool(host).make_connection().socket_timeout is None for host in hosts):
+        return []
+    return [
+        Warning(
+            "The pub/sub channel layer's Redis connections have a socket timeout (redis-py's default is 5 s): on "
+            "Python 3.11, sockets that connect at once then wait in line for one another's subscribe.",
+            hint='Give each host "socket_timeout": None; livesync bounds its own waits on Redis (see the '
+            'README\'s "Production").',
+            id="syncapp.W003",
         )
     ]
 

@@ -173,11 +173,12 @@ class Background:
     for, and gives it back between runs. A run's failure is logged and ends the
     runs; the next request starts them again.
 
-    With ``quiet_seconds``, each run starts only once that long has passed
-    without a request, or ``longest_wait_seconds`` after it could have started
-    if requests never pause: upkeep that a burst of work asks for waits for the
-    burst to end instead of competing with it for the database, and under
-    steady load it takes one run per ``longest_wait_seconds``.
+    With ``quiet_seconds``, the first run of a series starts only once that
+    long has passed without a request, or ``longest_wait_seconds`` after the
+    request that started the series if requests never pause; the runs after it
+    follow at once until nothing is left to do. Upkeep that a burst of work
+    asks for waits for the burst to end instead of competing with it for the
+    database, and under steady load it is done in full at least that often.
     """
 
     def __init__(self, func, quiet_seconds=0.0, longest_wait_seconds=0.0):
@@ -202,8 +203,8 @@ class Background:
 
     async def _runs(self, loop, state):
         try:
+            await self._settle(loop, state)
             while True:
-                await self._settle(loop, state)
                 state["again"] = False
                 try:
                     more = await run(self.func)

@@ -36,8 +36,11 @@ _hubs = weakref.WeakKeyDictionary()
 
 # Store messages waiting to go out through the channel layer, per process.
 OUTGOING_LIMIT = 10_000
-# Store messages sent together at most (one Redis pipeline on the pub/sub layer; see syncapp.publisher).
+# Store messages sent together at most (one Redis pipeline on the pub/sub layer; see syncapp.publisher), and
+# the frames' bytes past which no more join them: a batch stays well inside Redis's output buffer for each
+# subscriber (32 MB by default) and its time bound.
 PUBLISH_BATCH = 100
+PUBLISH_BATCH_BYTES = 1_000_000
 # Store messages waiting for this hub in a layer that does not bound its queues (the pub/sub layer): past
 # this, they are dropped and the stores' sockets catch up from the database at the next head check.
 INBOUND_LIMIT = 10_000
@@ -82,6 +85,11 @@ async def _twice(call, *args, bounded=True):
         _unless_cancelled()
         async with asyncio.timeout(timeout):
             return await call(*args)
+
+
+def _frame_bytes(message):
+    """The encoded frames a store message carries, in characters (about bytes: they are mostly ASCII JSON)."""
+    return sum(map(len, message.get("v03_frames", ()))) + sum(map(len, message.get("v04_pages", ())))
 
 
 def _unbounded_queue(layer, channel_name):
@@ -129,6 +137,8 @@ class Hub:
         self.shares_presence = presence.available()
         self._presence_published = False
         self._outgoing = asyncio.Queue()
+        # A reset taken from the queue behind other messages, sent in the batch after theirs.
+        self._reset_next = None
         self._publisher = publisher.for_layer(self.layer)
         # The pub/sub layer's own queue of messages for this hub, which that layer does not bound.
         self._inbound = None
@@ -183,15 +193,14 @@ class Hub:
                 self._outgoing.put_nowait(message)
 
     async def _send_loop(self):
-        """Send the outgoing messages in order, all those waiting at once (up to PUBLISH_BATCH).
+        """Send the outgoing messages in order, those waiting together (see ``_next_batch``).
 
-        A batch whose sending failed is sent once more: messages sent twice are
-        dropped by the sequencers of the sockets that had them.
+        A batch whose sending failed is sent once more. Messages sent twice are
+        dropped by the sequencers of the sockets that had them; a reset goes in
+        a batch of its own, so that no events sent again can follow it.
         """
         while True:
-            batch = [await self._outgoing.get()]
-            while len(batch) < PUBLISH_BATCH and not self._outgoing.empty():
-                batch.append(self._outgoing.get_nowait())
+            batch = await self._next_batch()
             if self.layer_down:
                 continue
             addressed = [(messages.group_name(message["store_id"]), message) for message in batch]
@@ -199,6 +208,25 @@ class Hub:
                 await _twice(self._publisher.publish, addressed)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
+
+    async def _next_batch(self):
+        """The next message and those waiting behind it, up to PUBLISH_BATCH messages or PUBLISH_BATCH_BYTES of
+        frames, and never a reset among others: one taken behind others waits for the next batch."""
+        first, self._reset_next = self._reset_next or await self._outgoing.get(), None
+        batch, size = [first], _frame_bytes(first)
+        while (
+            first["type"] != messages.RESET
+            and len(batch) < PUBLISH_BATCH
+            and size < PUBLISH_BATCH_BYTES
+            and not self._outgoing.empty()
+        ):
+            message = self._outgoing.get_nowait()
+            if message["type"] == messages.RESET:
+                self._reset_next = message
+                break
+            batch.append(message)
+            size += _frame_bytes(message)
+        return batch
 
     async def stop(self, timeout=STOP_TIMEOUT_SECONDS):
         """Cancel the hub's loops; returns within ``timeout`` even if a layer call is slow to give up.

@@ -1,4 +1,9 @@
+import sys
+
+import pytest
 from django.core import checks
+
+from livesync_project.settings import redis_channel_layer
 
 
 def ids(settings_override, settings, debug=True):
@@ -69,3 +74,16 @@ def test_no_validator_warning_when_every_endpoint_has_its_own(settings, monkeypa
     assert ids({}, settings, debug=False) == []
     mounts.record("0.3 websocket", None)
     assert ids({}, settings, debug=False) == ["syncapp.W001"]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="Python 3.12's wait_for makes no task of its own")
+def test_a_socket_timeout_on_the_pubsub_layers_redis_warns_on_python_3_11(settings):
+    layer = redis_channel_layer("redis://127.0.0.1:6379/0", "pubsub")
+    settings.CHANNEL_LAYERS = {"default": layer}
+    assert ids({}, settings) == []
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
+    assert ids({}, settings) == ["syncapp.W003"]
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {"hosts": [{"address": "redis://h", "socket_timeout": 3}]}}}
+    assert ids({}, settings) == ["syncapp.W003"]
+    settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/0", "core")}
+    assert ids({}, settings) == []

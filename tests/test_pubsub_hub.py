@@ -155,6 +155,46 @@ async def test_messages_published_while_redis_answers_go_together_and_reach_anot
         await hub.stop()
 
 
+async def test_a_reset_goes_to_redis_alone_and_batches_stop_at_about_a_megabyte_of_frames(pubsub_hub, store_id):
+    """A batch sent twice (its first try failed late) must never put a store's old events after its reset."""
+    hub, _ = pubsub_hub
+    other_process = hub_module.Hub()
+    remote = Recorder()
+    await hub.join(store_id, Recorder())
+    await other_process.join(store_id, remote)
+    batches = []
+    publish = hub._publisher.publish
+
+    async def recorded(addressed):
+        batches.append([(message["type"], message.get("last")) for _, message in addressed])
+        await publish(addressed)
+
+    hub._publisher.publish = recorded
+    frame = "x" * 400_000
+    sent = [
+        {"type": "livesync.events", "first": 1, "last": 1},
+        {"type": "livesync.events", "first": 2, "last": 2},
+        {"type": "livesync.reset"},
+        {"type": "livesync.events", "first": 1, "last": 1, "v03_frames": [frame], "v04_pages": [frame]},
+        {"type": "livesync.events", "first": 2, "last": 2, "v03_frames": [frame]},
+        {"type": "livesync.events", "first": 3, "last": 3},
+    ]
+    try:
+        for message in sent:
+            hub._outgoing.put_nowait({**message, "store_id": store_id, "origin": hub.id})
+        assert await until(lambda: len(remote.messages) >= len(sent)), f"{len(remote.messages)} arrived"
+        assert [(m["type"], m.get("last")) for m in remote.messages] == [(m["type"], m.get("last")) for m in sent]
+        assert batches == [
+            [("livesync.events", 1), ("livesync.events", 2)],
+            [("livesync.reset", None)],
+            [("livesync.events", 1), ("livesync.events", 2)],
+            [("livesync.events", 3)],
+        ]
+    finally:
+        await other_process.stop()
+        await hub.stop()
+
+
 async def test_a_redis_that_stops_answering_is_an_outage_within_the_layer_timeout(
     pubsub_hub, monkeypatch, caplog, store_id
 ):
