@@ -2,12 +2,12 @@
 
 import sys
 
-from channels_redis.utils import create_pool, decode_hosts
+from channels_redis.utils import create_pool
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from . import conf, mounts
+from . import conf, layer_redis, mounts
 
 
 @register(Tags.compatibility)
@@ -26,18 +26,13 @@ def check_channel_layer(app_configs, **kwargs):
     ]
 
 
-PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
-
-
 @register(Tags.compatibility)
 def check_pubsub_socket_timeout(app_configs, **kwargs):
     """On Python 3.11, a socket timeout on the pub/sub layer's hosts makes sockets that join at once wait in
     line: redis-py writes each command under a task of its own then. livesync bounds its own waits."""
-    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default", {})
-    if sys.version_info >= (3, 12) or layer.get("BACKEND") != PUBSUB_LAYER:
+    if sys.version_info >= (3, 12) or layer_redis.default_layer().get("BACKEND") != layer_redis.PUBSUB_LAYER:
         return []
-    hosts = decode_hosts(layer.get("CONFIG", {}).get("hosts"))
-    if all(create_pool(host).make_connection().socket_timeout is None for host in hosts):
+    if all(create_pool(host).make_connection().socket_timeout is None for host in layer_redis.hosts()):
         return []
     return [
         Warning(

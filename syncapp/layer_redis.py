@@ -24,12 +24,20 @@ from redis import asyncio as aioredis
 # counts as failed. Waiting for the next message on a subscription is not bounded: that is what it does.
 TIMEOUT_SECONDS = 10
 
+CORE_LAYER = "channels_redis.core.RedisChannelLayer"
+PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
+
 _pools = weakref.WeakKeyDictionary()
+
+
+def default_layer():
+    """The default channel layer's entry in ``CHANNEL_LAYERS`` (empty when there is none)."""
+    return (getattr(settings, "CHANNEL_LAYERS", None) or {}).get(DEFAULT_CHANNEL_LAYER, {})
 
 
 def layer_config():
     """The ``CONFIG`` of the default channel layer."""
-    return (getattr(settings, "CHANNEL_LAYERS", None) or {}).get(DEFAULT_CHANNEL_LAYER, {}).get("CONFIG", {})
+    return default_layer().get("CONFIG", {})
 
 
 def hosts():

@@ -11,12 +11,10 @@ With the in-memory layer there is one process, and its hub knows the count.
 
 import asyncio
 
-from django.conf import settings
-
 from . import conf, layer_redis
 
 KEY_PREFIX = "livesync:sockets:"
-REDIS_LAYERS = ("channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer")
+REDIS_LAYERS = (layer_redis.CORE_LAYER, layer_redis.PUBSUB_LAYER)
 
 
 def ttl():
@@ -26,8 +24,7 @@ def ttl():
 
 def available():
     """Whether the default channel layer is channels_redis (so that counts can be shared through its Redis)."""
-    layer = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default", {})
-    return layer.get("BACKEND") in REDIS_LAYERS
+    return layer_redis.default_layer().get("BACKEND") in REDIS_LAYERS
 
 
 async def publish(process_id, counts):
