@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from django.db import DatabaseError, OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
 from syncapp import storage, wire
 from syncapp.models import Store
@@ -387,3 +388,15 @@ def test_on_sqlite_seqnum_is_the_tables_rowid_as_in_the_reference(store_id):
         assert cursor.fetchone()[0] == 1  # no separate index for the primary key
         cursor.execute(f'SELECT rowid, "seqNum" FROM "{table}" ORDER BY 1')
         assert cursor.fetchall() == [(1, 1), (2, 2)]
+
+
+def test_a_group_of_new_stores_is_registered_in_one_statement(store_id):
+    """A burst of new stores costs one round trip for their registry rows, not one per store."""
+    names = [f"{store_id}.{number}" for number in range(20)]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = storage.append_many([storage.PendingAppend(name, batch(1, 2), no_args) for name in names])
+    assert all(isinstance(outcome, storage.Appended) for outcome in outcomes)
+    registry_inserts = [q["sql"] for q in queries if q["sql"].startswith(f'INSERT INTO "{Store._meta.db_table}"')]
+    assert len(registry_inserts) == 1
+    assert sorted(Store.objects.filter(store_id__in=names).values_list("store_id", flat=True)) == sorted(names)
+    assert all(storage.read_page(name, 0, 10).head == 2 for name in names)
