@@ -125,10 +125,10 @@ async def test_a_hub_started_while_redis_is_down_serves_sockets_and_subscribes_o
         await hub.stop()
 
 
-async def test_messages_published_while_redis_answers_go_together_and_reach_another_process_in_order(
-    pubsub_hub, store_id
-):
-    """A burst of pushes reaches another process's sockets whole and in order, in fewer round trips than pushes."""
+@pytest.fixture
+async def two_processes(pubsub_hub, store_id):
+    """The pub/sub hub and another process's hub, each with a socket of ``store_id``; every batch the first sends
+    to Redis is recorded as its messages' ``(type, last)``. Yields (hub, local socket, remote socket, batches)."""
     hub, _ = pubsub_hub
     other_process = hub_module.Hub()
     local, remote = Recorder(), Recorder()
@@ -138,38 +138,32 @@ async def test_messages_published_while_redis_answers_go_together_and_reach_anot
     publish = hub._publisher.publish
 
     async def recorded(addressed):
-        batches.append(len(addressed))
-        await publish(addressed)
-
-    hub._publisher.publish = recorded
-    try:
-        for seq_num in range(1, 201):
-            await hub.publish(store_id, {"type": "livesync.events", "first": seq_num, "last": seq_num})
-        assert [message["last"] for message in local.messages] == list(range(1, 201))
-        assert await until(lambda: len(remote.messages) >= 200), f"{len(remote.messages)} of 200 arrived"
-        assert [message["last"] for message in remote.messages] == list(range(1, 201))
-        assert sum(batches) == 200
-        assert len(batches) < 200, "every message went in a round trip of its own"
-    finally:
-        await other_process.stop()
-        await hub.stop()
-
-
-async def test_a_reset_goes_to_redis_alone_and_batches_stop_at_about_a_megabyte_of_frames(pubsub_hub, store_id):
-    """A batch sent twice (its first try failed late) must never put a store's old events after its reset."""
-    hub, _ = pubsub_hub
-    other_process = hub_module.Hub()
-    remote = Recorder()
-    await hub.join(store_id, Recorder())
-    await other_process.join(store_id, remote)
-    batches = []
-    publish = hub._publisher.publish
-
-    async def recorded(addressed):
         batches.append([(message["type"], message.get("last")) for _, message in addressed])
         await publish(addressed)
 
     hub._publisher.publish = recorded
+    yield hub, local, remote, batches
+    await other_process.stop()
+    await hub.stop()
+
+
+async def test_messages_published_while_redis_answers_go_together_and_reach_another_process_in_order(
+    two_processes, store_id
+):
+    """A burst of pushes reaches another process's sockets whole and in order, in fewer round trips than pushes."""
+    hub, local, remote, batches = two_processes
+    for seq_num in range(1, 201):
+        await hub.publish(store_id, {"type": "livesync.events", "first": seq_num, "last": seq_num})
+    assert [message["last"] for message in local.messages] == list(range(1, 201))
+    assert await until(lambda: len(remote.messages) >= 200), f"{len(remote.messages)} of 200 arrived"
+    assert [message["last"] for message in remote.messages] == list(range(1, 201))
+    assert sum(map(len, batches)) == 200
+    assert len(batches) < 200, "every message went in a round trip of its own"
+
+
+async def test_a_reset_goes_to_redis_alone_and_batches_stop_at_about_a_megabyte_of_frames(two_processes, store_id):
+    """A batch sent twice (its first try failed late) must never put a store's old events after its reset."""
+    hub, _, remote, batches = two_processes
     frame = "x" * 400_000
     sent = [
         {"type": "livesync.events", "first": 1, "last": 1},
@@ -179,20 +173,16 @@ async def test_a_reset_goes_to_redis_alone_and_batches_stop_at_about_a_megabyte_
         {"type": "livesync.events", "first": 2, "last": 2, "v03_frames": [frame]},
         {"type": "livesync.events", "first": 3, "last": 3},
     ]
-    try:
-        for message in sent:
-            hub._outgoing.put_nowait({**message, "store_id": store_id, "origin": hub.id})
-        assert await until(lambda: len(remote.messages) >= len(sent)), f"{len(remote.messages)} arrived"
-        assert [(m["type"], m.get("last")) for m in remote.messages] == [(m["type"], m.get("last")) for m in sent]
-        assert batches == [
-            [("livesync.events", 1), ("livesync.events", 2)],
-            [("livesync.reset", None)],
-            [("livesync.events", 1), ("livesync.events", 2)],
-            [("livesync.events", 3)],
-        ]
-    finally:
-        await other_process.stop()
-        await hub.stop()
+    for message in sent:
+        hub._outgoing.put_nowait({**message, "store_id": store_id, "origin": hub.id})
+    assert await until(lambda: len(remote.messages) >= len(sent)), f"{len(remote.messages)} arrived"
+    assert [(m["type"], m.get("last")) for m in remote.messages] == [(m["type"], m.get("last")) for m in sent]
+    assert batches == [
+        [("livesync.events", 1), ("livesync.events", 2)],
+        [("livesync.reset", None)],
+        [("livesync.events", 1), ("livesync.events", 2)],
+        [("livesync.events", 3)],
+    ]
 
 
 async def test_a_redis_that_stops_answering_is_an_outage_within_the_layer_timeout(
