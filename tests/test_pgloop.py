@@ -121,9 +121,13 @@ async def test_connections_follow_conn_max_age(store_id, kept_connections):
 
 @pytest.mark.parametrize("length", [1, 6, 7, 100])
 async def test_every_batch_length_is_stored_exactly(store_id, length):
-    """Short batches go as one parameter per value, longer ones as one array per column: the same rows."""
+    """Short batches go as one parameter per value, longer ones as one JSON array of rows: the same rows."""
     await _known_store(store_id, 1)
-    texts = ['{"text":"quote \\" and backslash \\\\"}', '{"text":"ünïcödé ✓, {braces}, [brackets]"}', None]
+    texts = [
+        '{"text":"quote \\" and backslash \\\\, NUL escaped \\u0000"}',
+        '{"text":"ünïcödé ✓\u2028, {braces}, [brackets], \'$1\' %s"}',
+        None,
+    ]
     pushed = [
         wire.Event(
             name=f"v1.E{n}",
@@ -156,7 +160,7 @@ def _inserting_transactions(store_ids):
             row[0]
             for each in store_ids
             for row in other.execute(
-                f'SELECT xmin::text FROM {connection.ops.quote_name(storage.known_location(each).table_name)} '
+                f"SELECT xmin::text FROM {connection.ops.quote_name(storage.known_location(each).table_name)} "
                 'WHERE "seqNum" > 1'
             )
         }
@@ -193,7 +197,8 @@ async def test_pushes_waiting_for_a_connection_are_committed_together(store_id, 
                 clientId=each,
                 sessionId="s",
             )
-            for seq_num in (2, 3)
+            # Every other push long enough to go as one JSON parameter: both forms join a group.
+            for seq_num in range(2, 4 if n % 2 else 12)
         ]
         for n, each in enumerate(store_ids)
     }
@@ -207,6 +212,33 @@ async def test_pushes_waiting_for_a_connection_are_committed_together(store_id, 
     # The first pushes take every connection alone; all the others wait, and go in one transaction.
     assert len(_inserting_transactions(store_ids)) <= db.database_threads() + 1
     assert max(group_sizes) > 1
+
+
+async def test_pushes_arriving_while_one_runs_wait_for_it_and_go_as_one_group(store_id, group_sizes, monkeypatch):
+    """One statement or group at a time: the first push runs alone, the 19 arriving meanwhile go together
+    once it is done (however slow this machine, with the stall threshold out of reach)."""
+    monkeypatch.setattr(pgloop, "STALLED_GROUP_SECONDS", 60)
+    store_ids = await _known_stores(store_id, 20)
+    await asyncio.gather(*(eventlog.commit(each, batch(2, 2, each)) for each in store_ids))
+    assert group_sizes == [1, 19]
+    assert len(_inserting_transactions(store_ids)) == 2
+
+
+async def test_a_held_up_push_does_not_hold_up_pushes_to_other_stores(store_id):
+    """A push waiting for its store's row (another transaction holds it) runs past STALLED_GROUP_SECONDS: a
+    push to another store then takes another connection, and is acknowledged while the first still waits."""
+    held, free = await _known_stores(store_id, 2)
+    with connect_to_test_database() as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM syncapp_store WHERE store_id = %s FOR UPDATE", [held])
+        held_push = asyncio.ensure_future(eventlog.commit(held, batch(2, 2, held)))
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(eventlog.commit(free, batch(2, 2, free)), timeout=10)
+        assert not held_push.done()
+        assert await _stored(free) == [(1, "c"), (2, free)]
+        other.execute("ROLLBACK")
+    await held_push
+    assert await _stored(held) == [(1, "c"), (2, held)]
 
 
 async def test_a_push_that_fails_in_a_group_fails_alone(store_id, group_sizes):
