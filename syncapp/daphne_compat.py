@@ -164,6 +164,11 @@ def _install_write_now():
             and data
             and self.connected
             and not (self.disconnecting or self._writeDisconnecting or self._writeDisconnected)
+            and not getattr(self, "_aborting", False)
+            # TLS started on this transport encrypts in its own write; a pull producer is asked for more only
+            # by a buffered write's doWrite.
+            and not self.TLS
+            and (self.producer is None or self.streamingProducer)
             and not self._tempDataLen
             and self.offset == len(self.dataBuffer)
         ):

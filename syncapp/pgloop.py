@@ -30,8 +30,9 @@ threads do, 1,000 pushes from 50 stores at once took about 255 commits, most of
 them of one push; one at a time, about 80, and PostgreSQL's share of the CPU
 fell by a quarter. A group held up longer than
 ``STALLED_GROUP_SECONDS`` (a lock, a slow disk) lets the pushes behind it take
-another connection, up to ``db.database_threads()`` at once, so that one
-store's wait never holds up the others'. An error on a
+another connection, up to ``db.database_threads()`` at once: a push waiting for
+its store's row holds up the pushes of its own group, as before, not those
+that come after it. An error on a
 connection that still works (one push's write refused, a lock or statement
 timeout, a deadlock) rolls the whole group back, and each of its pushes is
 then decided on the general path, so one push's fault never fails another's.
@@ -206,23 +207,22 @@ class _Pool:
         return started
 
     def _next_group(self):
-        """Start the pushes waiting now as one group, if nothing runs that started less than
-        STALLED_GROUP_SECONDS ago (and a connection is left); else look again when the youngest has run that
+        """Start the pushes waiting now, GROUP_LIMIT to a group, while nothing runs that started less than
+        STALLED_GROUP_SECONDS ago (and a connection is left); then look again when the youngest has run that
         long."""
-        if not self._waiting or len(self._running_since) >= self._size:
-            return
         loop = asyncio.get_running_loop()
-        stalled_at = max(self._running_since, default=-math.inf) + STALLED_GROUP_SECONDS
-        if stalled_at > loop.time():
-            if self._stall_check is None:
-                self._stall_check = loop.call_at(stalled_at, self._look_again)
-            return
-        group = [self._waiting.popleft() for _ in range(min(GROUP_LIMIT, len(self._waiting)))]
-        started = self._started()
-        task = asyncio.ensure_future(self._run_group(group))
-        _groups.add(task)
-        # A callback, not a finally: a task cancelled before its first step never runs its body.
-        task.add_done_callback(functools.partial(self._group_done, group, started))
+        while self._waiting and len(self._running_since) < self._size:
+            stalled_at = max(self._running_since, default=-math.inf) + STALLED_GROUP_SECONDS
+            if stalled_at > loop.time():
+                if self._stall_check is None:
+                    self._stall_check = loop.call_at(stalled_at, self._look_again)
+                return
+            group = [self._waiting.popleft() for _ in range(min(GROUP_LIMIT, len(self._waiting)))]
+            started = self._started()
+            task = asyncio.ensure_future(self._run_group(group))
+            _groups.add(task)
+            # A callback, not a finally: a task cancelled before its first step never runs its body.
+            task.add_done_callback(functools.partial(self._group_done, group, started))
 
     def _look_again(self):
         self._stall_check = None
@@ -314,6 +314,9 @@ class _Pool:
         connection.pgconn.finish()
 
     def finish(self):
+        if self._stall_check is not None:
+            self._stall_check.cancel()
+            self._stall_check = None
         for connection in self._opened_at:
             connection.pgconn.finish()
         self._opened_at, self._idle = {}, []

@@ -18,13 +18,13 @@ class RecordingReactor:
     def __init__(self):
         self.writers = set()
 
-    def addWriter(self, writer):  # noqa: N802 - Twisted's interface
+    def addWriter(self, writer):
         self.writers.add(writer)
 
-    def removeWriter(self, writer):  # noqa: N802 - Twisted's interface
+    def removeWriter(self, writer):
         self.writers.discard(writer)
 
-    def addReader(self, reader):  # noqa: N802 - Twisted's interface
+    def addReader(self, reader):
         pass
 
 

@@ -181,7 +181,7 @@ def group_sizes(monkeypatch):
 
 
 async def test_pushes_waiting_for_a_connection_are_committed_together(store_id, group_sizes):
-    """Pushes that find every connection busy go in one transaction: fewer commits than pushes, each
+    """Pushes that arrive while another runs go in one transaction: fewer commits than pushes, each
     acknowledged with what it stored."""
     assert db.database_threads() < 20
     store_ids = await _known_stores(store_id, 20)
@@ -239,6 +239,33 @@ async def test_a_held_up_push_does_not_hold_up_pushes_to_other_stores(store_id):
         other.execute("ROLLBACK")
     await held_push
     assert await _stored(held) == [(1, "c"), (2, held)]
+
+
+async def test_pushes_past_a_held_up_group_go_on_however_many_wait(store_id, monkeypatch):
+    """More pushes wait than one group takes, behind a held-up group, and the group they would follow is held
+    up too (it carries a push waiting for its store's row): the rest still take another connection and are
+    acknowledged meanwhile."""
+    monkeypatch.setattr(pgloop, "GROUP_LIMIT", 5)
+    held, *others = await _known_stores(store_id, 10)
+    with connect_to_test_database() as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM syncapp_store WHERE store_id = %s FOR UPDATE", [held])
+        first = asyncio.ensure_future(eventlog.commit(held, batch(2, 2, held)))
+        await asyncio.sleep(0.2)
+        # Past the first's stall: the second starts at once, and everything after it waits behind it.
+        stale = [asyncio.ensure_future(eventlog.commit(held, batch(2, 2, f"again-{n}"))) for n in range(2)]
+        # The next group: the third push to the held store and four others; then a group of the last five.
+        behind = [asyncio.ensure_future(eventlog.commit(each, batch(2, 2, each))) for each in others]
+        done, _ = await asyncio.wait(behind[4:], timeout=10)
+        assert len(done) == 5
+        assert not first.done() and not any(push.done() for push in stale)
+        other.execute("ROLLBACK")
+    await asyncio.gather(first, *behind)
+    for push in stale:
+        with pytest.raises(storage.ParentMismatch):
+            await push
+    for each in others:
+        assert await _stored(each) == [(1, "c"), (2, each)]
 
 
 async def test_a_push_that_fails_in_a_group_fails_alone(store_id, group_sizes):
