@@ -27,8 +27,8 @@ writes sent at once.
 5. Twisted sends nothing when asked to: ``write`` appends to the connection's
    buffer and registers the socket for writing, and the reactor's next turn
    sends the buffer and unregisters it. On daphne's asyncio reactor that is two
-   ``epoll_ctl`` calls and a reactor dispatch for every frame: a quarter of
-   daphne's CPU when one push fans out to 200 sockets. A write to a
+   ``epoll_ctl`` calls and a reactor dispatch for every frame: about a fifth
+   of daphne's CPU when one push fans out to 200 sockets. A write to a
    connection with nothing waiting before it is sent at once; what the socket
    does not take is buffered as before, so the order of bytes, the write-buffer
    view (3.) and a client that stops reading behave as they did.

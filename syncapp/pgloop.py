@@ -20,24 +20,25 @@ on the server in unnamed statements (nothing prepared: connection poolers are
 fine). A connection that failed is dropped, and the next push opens a new one.
 
 Group commit: one statement or group runs at a time per database and event
-loop. Pushes that arrive meanwhile wait, and all of them go together once it
-is done (up to GROUP_LIMIT), as one query string bound on the client, which PostgreSQL runs as one
-transaction: one round trip and one commit (one fsync) for the group, where
-each push alone cost one of each, and the event loop's share of a push
-(psycopg sending, waking up on the answer) is paid once per group. None is
-acknowledged before that commit. Running up to four at a time, as the database
-threads do, 1,000 pushes from 50 stores at once took about 255 commits, most of
-them of one push; one at a time, about 80, and PostgreSQL's share of the CPU
-fell by a quarter. A group held up longer than
+loop. Pushes that arrive meanwhile wait, and go together once it is done (up
+to GROUP_LIMIT in a group), as one query string bound on the client, which
+PostgreSQL runs as one transaction: one round trip and one commit (one fsync)
+for the group, where each push alone cost one of each, and the event loop's
+share of a push (psycopg sending, waking up on the answer) is paid once per
+group. None is acknowledged before that commit. Running up to four at a time,
+as the database threads do, 1,000 pushes from 50 stores at once took about 255
+commits, most of them of one push; one at a time, about 80, and PostgreSQL's
+share of the CPU fell by a quarter. A group held up longer than
 ``STALLED_GROUP_SECONDS`` (a lock, a slow disk) lets the pushes behind it take
-another connection, up to ``db.database_threads()`` at once: a push waiting for
-its store's row holds up the pushes of its own group, as before, not those
-that come after it. An error on a
-connection that still works (one push's write refused, a lock or statement
-timeout, a deadlock) rolls the whole group back, and each of its pushes is
-then decided on the general path, so one push's fault never fails another's.
-A broken connection fails every push of the group as an outage: the commit
-may have happened, and each push reads back what was stored.
+another connection, up to ``db.database_threads()`` at once: a push waiting
+for its store's row holds up the pushes of its own group, as before, not those
+that come after it.
+
+An error on a connection that still works (one push's write refused, a lock
+or statement timeout, a deadlock) rolls the whole group back, and each of its
+pushes is then decided on the general path, so one push's fault never fails
+another's. A broken connection fails every push of the group as an outage:
+the commit may have happened, and each push reads back what was stored.
 """
 
 import asyncio

@@ -877,8 +877,9 @@ def alone_statement(location, pending, created_at, now=None):
     goes as one: a JSON array of its rows, written by msgspec in C, which
     PostgreSQL unpacks (``jsonb_array_elements``). As parameters of their own,
     a 100-event push's 700 values cost psycopg 1 ms to convert (it caches the
-    conversion of a statement of at most 50); as seven arrays, 0.6 ms. Both
-    forms are plain text, so any statement can join a group bound on the
+    conversion of a statement of at most 50); as seven binary arrays, the
+    client spent 0.65-0.85 ms on each such statement, as JSON 0.37-0.46 ms.
+    Both forms are plain text, so any statement can join a group bound on the
     client (``syncapp.pgloop``).
     """
     batch = pending.batch

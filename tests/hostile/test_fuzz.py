@@ -182,7 +182,7 @@ async def test_fuzzed_frames_close_no_socket_and_change_no_log(server, store_id)
     rng = random.Random(SEED)
     writer = await SyncSocket("writer", store_url(server.url, store_id)).open()
     assert (await writer.push(events(1, HEAD))).acked
-    # The pusher's own events come back after its PushAck, in a frame of their own.
+    # The pusher's own events come back after its PushAck, not necessarily in the same read.
     assert await writer.wait_for_cursor(HEAD, timeout=10)
     before = writer.seq_nums()
 
