@@ -818,9 +818,12 @@ def _append_together(alias, in_lock_order, pendings, created_at):
     """Append the located pushes in one transaction of database ``alias``: ``{index: Appended, PushRejected
     or None}``, None where the store's location was stale (it is looked up again)."""
     connection = connections[alias]
-    if len(in_lock_order) == 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+    if len(in_lock_order) == 1 and not connection.in_atomic_block:
         index, location = in_lock_order[0]
-        appended = _append_alone(location, pendings[index], created_at)
+        if connection.vendor == "postgresql":
+            appended = _append_alone(location, pendings[index], created_at)
+        else:
+            appended = _append_alone_sqlite(location, pendings[index], created_at)
         if appended is not None:
             return {index: appended}
     committed = {}
@@ -860,6 +863,52 @@ def _append_alone(location, pending, created_at):
         cursor.execute(statement.sql, statement.parameters)
         inserted = cursor.rowcount
     return Appended(created_at, location.backend_id) if inserted == len(pending.batch) else None
+
+
+def _append_alone_sqlite(location, pending, created_at):
+    """A lone push that extends the head, on SQLite: the compare-and-set and the insert in one transaction run
+    on the driver's connection itself; None, with nothing written, for anything else.
+
+    Django's ``atomic()`` and cursor wrappers are the general path's, where a
+    push may meet a retry or a stale parent; for the push a store sees most,
+    their Python cost the database thread more than the statements did. The
+    thread holds the GIL for all of it while the event loop waits for its turn:
+    a batch-1 push through them took about 0.27 ms more, end to end, than the
+    same statements run here. The transaction takes the write lock at once
+    (``BEGIN IMMEDIATE``) and commits with the connection's own settings
+    (``synchronous=FULL``), so the push is durable when this returns, as on the
+    general path.
+    """
+    batch = pending.batch
+    if chain_break(batch) is not None:
+        return None
+    connection = connections[location.database]
+    connection.ensure_connection()
+    driver = connection.connection
+    rows = _rows(pending, created_at)
+    with connection.wrap_database_errors:
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            moved = driver.execute(
+                _sqlite_placeholders(_move_head_sql(location.database, pending.generation)),
+                _move_head_parameters(location, pending, batch[0].parentSeqNum),
+            ).rowcount
+            if moved == 1:
+                driver.executemany(_sqlite_placeholders(_insert_sql(connection, location.table_name)), rows)
+        except BaseException:
+            driver.execute("ROLLBACK")
+            raise
+        if moved != 1:
+            driver.execute("ROLLBACK")
+            return None
+        driver.execute("COMMIT")
+    return Appended(created_at, location.backend_id)
+
+
+def _sqlite_placeholders(sql):
+    """``sql`` with the driver's placeholders, as Django's SQLite cursor converts it (``%s`` -> ``?``); the
+    names and values in livesync's statements hold no ``%``."""
+    return sql.replace("%s", "?")
 
 
 class AloneStatement(NamedTuple):

@@ -250,8 +250,9 @@ def test_a_read_of_large_events_holds_about_its_byte_budget_and_the_rest_follows
 
 
 def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id):
-    """One round trip per push where the database allows it (PostgreSQL): the head and the rows move together,
-    committed by the statement itself, and a stale or retried push still takes the checked path."""
+    """One round trip per push where the database allows it (PostgreSQL), one transaction on the driver's own
+    connection on SQLite: the head and the rows move together and are committed, and a stale or retried push
+    still takes the checked path."""
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
 
@@ -275,6 +276,25 @@ def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id):
         storage.append(store_id, batch(2, 2, "stale"), no_args)
     assert storage.append(store_id, batch(4, 5), no_args).already_stored == 1
     assert [e.seq_num for e in storage.read_page(store_id, 0, 10).events] == [1, 2, 3, 4, 5]
+
+
+def test_a_lone_push_whose_rows_cannot_be_inserted_moves_no_head(store_id):
+    """The compare-and-set and the insert commit together or not at all: a row already in the table (put
+    there by hand) fails the insert, and the head stays where it was, on the connection that pushed too."""
+    storage.append(store_id, batch(1, 1), no_args)
+    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'INSERT INTO {table} ("seqNum", "parentSeqNum", "name", "createdAt", "clientId", "sessionId") '
+            "VALUES (2, 1, 'v1.ByHand', '2026-01-01T00:00:00.000Z', 'hand', 'hand')"
+        )
+    with pytest.raises(DatabaseError):
+        storage.append(store_id, batch(2, 2, "pusher"), no_args)
+    assert storage.head(store_id) == 1
+    assert Store.objects.get(store_id=store_id).head == 1
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT "clientId" FROM {table} ORDER BY "seqNum"')
+        assert [client for (client,) in cursor.fetchall()] == ["c", "hand"]
 
 
 def test_a_long_push_is_stored_whole(store_id):
