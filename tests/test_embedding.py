@@ -1,9 +1,14 @@
-"""livesync inside a host project: the host's URLs stay its own, and 0.4 requests are taken only on the sync mount."""
+"""livesync inside a host project: the host's URLs stay its own, 0.4 requests are taken only on the sync mount, and
+the host's middleware sees what the sockets send."""
 
 import pytest
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
+from channels.sessions import InstanceSessionWrapper
 from channels.testing import ApplicationCommunicator
 
-from syncapp.routing import TransportRouter
+from syncapp.routing import TransportRouter, websocket_urlpatterns
+from tests.support.v03_client import Client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,3 +76,39 @@ async def test_a_router_without_a_prefix_takes_0_4_requests_on_any_path_as_the_r
     assert await http_status(router, "/any/path", "storeId=s&transport=http") == 200
     assert await http_status(router, "/any/path", "storeId=s") == 204
     assert host.paths == ["/any/path"]
+
+
+class SendRecorder:
+    """A host's own middleware: records the type of every message the app inside it sends."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.sent = []
+
+    async def __call__(self, scope, receive, send):
+        async def recording_send(message):
+            self.sent.append(message["type"])
+            await send(message)
+
+        return await self.inner(scope, receive, recording_send)
+
+
+async def test_frames_pass_the_hosts_own_middleware_and_skip_only_the_session_middlewares_send(store_id, monkeypatch):
+    """Channels' session middleware acts on HTTP responses only; frames skip its ``send`` (see
+    ``websocket.frame_sender``), and a middleware of the host's still sees every frame."""
+    session_sends = []
+    session_send = InstanceSessionWrapper.send
+
+    async def counted_send(self, message):
+        session_sends.append(message["type"])
+        await session_send(self, message)
+
+    monkeypatch.setattr(InstanceSessionWrapper, "send", counted_send)
+    host = SendRecorder(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+    client = Client(store_id, app=host)
+    assert (await client.connect())[0]
+    await client.send('{"_tag":"WSMessage.Ping","requestId":"ping"}')
+    assert (await client.recv())["_tag"] == "WSMessage.Pong"
+    await client.communicator.disconnect()
+    assert host.sent == ["websocket.accept", "websocket.send"]
+    assert session_sends == ["websocket.accept"]
