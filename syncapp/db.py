@@ -11,7 +11,9 @@ On SQLite the pool has one thread unless configured otherwise. SQLite takes one
 writer at a time anyway, and every new store's ``CREATE TABLE`` makes each
 *other* connection re-read the whole schema before its next statement, which
 with one table per store grows with the number of stores (190 ms per re-read
-at 10,000 tables): with one connection there is nothing to re-read.
+at 10,000 tables): with one connection there is nothing to re-read. That
+thread's connection is lent to the event loop for a lone push while the
+thread is idle (``idle_connection``, ``syncapp.sqliteloop``).
 """
 
 import asyncio
@@ -38,6 +40,42 @@ def _get_executor():
             if _executor is None:
                 _executor = ThreadPoolExecutor(max_workers=database_threads(), thread_name_prefix="livesync-db")
     return _executor
+
+
+# alias -> the connection (Django's wrapper) of the pool's thread, when the pool has one thread.
+_thread_connections = {}
+# Pool calls submitted and not finished: while there are any, the pool's thread may be using its connections.
+_calls_unfinished = 0
+_calls_lock = threading.Lock()
+
+
+def _note_connections():
+    # Run on the pool's thread after each call: the store databases' connections it used last (Django's are
+    # per thread), which idle_connection lends while the thread has nothing to do.
+    if database_threads() == 1:
+        for alias in conf.store_databases():
+            _thread_connections[alias] = connections[alias]
+
+
+def idle_connection(alias):
+    """The pool's thread's own driver connection to ``alias`` while that thread has nothing to do; else None.
+
+    For a caller on the event loop that is done with it before it returns
+    (before any other pool call can be made), and leaves it as it found it:
+    open, in autocommit, outside any transaction. None when the pool has more
+    than one thread, a call is running or waiting, or the thread's connection
+    is not open or is in a transaction.
+    """
+    with _calls_lock:
+        if _calls_unfinished:
+            return None
+    wrapper = _thread_connections.get(alias)
+    if wrapper is None:
+        return None
+    driver = wrapper.connection
+    if driver is None or wrapper.in_atomic_block or not wrapper.autocommit or driver.in_transaction:
+        return None
+    return driver
 
 
 # Threads when DATABASE_THREADS is None and the database is not SQLite.
@@ -97,15 +135,31 @@ class _Waiting:
 
 
 def _submit(loop, call):
+    global _calls_unfinished
     waiting = _Waiting()
 
     def taken():
         waiting.over()
-        return call()
+        try:
+            return call()
+        finally:
+            _note_connections()
 
-    future = loop.run_in_executor(_get_executor(), taken)
+    with _calls_lock:
+        _calls_unfinished += 1
+    # What run_in_executor does, with the call counted until it has finished (or was cancelled unstarted),
+    # before the event loop hears of it.
+    work = _get_executor().submit(taken)
+    work.add_done_callback(_call_finished)
+    future = asyncio.wrap_future(work, loop=loop)
     future.add_done_callback(waiting.over)
     return future
+
+
+def _call_finished(_work):
+    global _calls_unfinished
+    with _calls_lock:
+        _calls_unfinished -= 1
 
 
 class Gathered:

@@ -14,7 +14,7 @@ from functools import cached_property
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import broadcast, conf, db, metrics, pgloop, signals, storage, wire
+from . import broadcast, conf, db, metrics, pgloop, signals, sqliteloop, storage, wire
 from .lru import BoundedCache
 from .v03 import codec as v03_codec
 from .v04 import codec as v04_codec
@@ -62,9 +62,12 @@ _refill_spares = db.Background(
 
 
 async def _append(pending):
-    """A push to a store this process knows, on PostgreSQL, in one statement on the event loop; any other
-    on the database threads, gathered."""
+    """A push to a store this process knows, on PostgreSQL in one statement on the event loop, on SQLite in one
+    transaction on the event loop when it is alone and the database thread idle; any other on the database
+    threads, gathered."""
     appended = await pgloop.append_alone(pending)
+    if appended is None:
+        appended = await sqliteloop.append_alone(pending)
     if appended is not None:
         return appended
     try:

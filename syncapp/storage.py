@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import re
 import secrets
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -91,6 +92,12 @@ def _local_writer(alias):
     connection = connections[alias]
     if connection.vendor != "sqlite" or connection.in_atomic_block:
         return contextlib.nullcontext()
+    return _sqlite_writers[alias]
+
+
+def sqlite_writer_lock(alias):
+    """The lock a thread of this process holds while it writes to SQLite database ``alias`` (see
+    ``_local_writer``)."""
     return _sqlite_writers[alias]
 
 
@@ -648,7 +655,7 @@ CLIENT_GENERATION_FIELDS = {V03: "last_v03_client_at", V04: "last_v04_client_at"
 def _move_head_sql(alias, generation):
     """A push's compare-and-set of the head; it also stamps the pusher's protocol ``generation`` (if given)
     as last seen, which then costs no statement of its own."""
-    quote = connections[alias].ops.quote_name
+    quote = _operations(alias).quote_name
     columns = ["head", "updated_at"] + ([CLIENT_GENERATION_FIELDS[generation]] if generation else [])
     return "UPDATE {table} SET {assignments} WHERE {pk} = %s AND {head} = %s AND {backend_id} = %s".format(
         table=quote(Store._meta.db_table),
@@ -674,8 +681,8 @@ def _move_head_parameters(location, pending, parent, now=None):
 EVENT_COLUMNS = ("seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId")
 
 
-def _insert_sql(connection, table_name):
-    quote = connection.ops.quote_name
+def _insert_sql(operations, table_name):
+    quote = operations.quote_name
     return "INSERT INTO {} ({}) VALUES ({})".format(
         quote(table_name), ", ".join(quote(c) for c in EVENT_COLUMNS), ", ".join(["%s"] * len(EVENT_COLUMNS))
     )
@@ -866,8 +873,17 @@ def _append_alone(location, pending, created_at):
 
 
 def _append_alone_sqlite(location, pending, created_at):
+    """A lone push that extends the head, on SQLite: ``append_alone_sqlite`` on this thread's connection."""
+    connection = connections[location.database]
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return append_alone_sqlite(connection.connection, location, pending, created_at)
+
+
+def append_alone_sqlite(driver, location, pending, created_at, wait_for_lock=True):
     """A lone push that extends the head, on SQLite: the compare-and-set and the insert in one transaction run
-    on the driver's connection itself; None, with nothing written, for anything else.
+    on ``driver`` (sqlite3's own connection); None, with nothing written, for anything else, and, unless
+    ``wait_for_lock``, when another connection holds the database's write lock.
 
     Django's ``atomic()`` and cursor wrappers are the general path's, where a
     push may meet a retry or a stale parent; for the push a store sees most,
@@ -877,32 +893,59 @@ def _append_alone_sqlite(location, pending, created_at):
     same statements run here. The transaction takes the write lock at once
     (``BEGIN IMMEDIATE``) and commits with the connection's own settings
     (``synchronous=FULL``), so the push is durable when this returns, as on the
-    general path.
+    general path. ``syncapp.sqliteloop`` runs it on the event loop.
     """
     batch = pending.batch
     if chain_break(batch) is not None:
         return None
-    connection = connections[location.database]
-    connection.ensure_connection()
-    driver = connection.connection
+    alias = location.database
     rows = _rows(pending, created_at)
-    with connection.wrap_database_errors:
-        driver.execute("BEGIN IMMEDIATE")
-        try:
-            moved = driver.execute(
-                _sqlite_placeholders(_move_head_sql(location.database, pending.generation)),
-                _move_head_parameters(location, pending, batch[0].parentSeqNum),
-            ).rowcount
-            if moved == 1:
-                driver.executemany(_sqlite_placeholders(_insert_sql(connection, location.table_name)), rows)
-        except BaseException:
-            driver.execute("ROLLBACK")
-            raise
-        if moved != 1:
-            driver.execute("ROLLBACK")
-            return None
-        driver.execute("COMMIT")
+    now = _operations(alias).adapt_datetimefield_value(datetime.now(timezone.utc))
+    if not _begin_immediate(driver, wait_for_lock):
+        return None
+    try:
+        moved = driver.execute(
+            _sqlite_placeholders(_move_head_sql(alias, pending.generation)),
+            _move_head_parameters(location, pending, batch[0].parentSeqNum, now),
+        ).rowcount
+        if moved == 1:
+            driver.executemany(_sqlite_placeholders(_insert_sql(_operations(alias), location.table_name)), rows)
+    except BaseException:
+        driver.execute("ROLLBACK")
+        raise
+    if moved != 1:
+        driver.execute("ROLLBACK")
+        return None
+    driver.execute("COMMIT")
     return Appended(created_at, location.backend_id)
+
+
+def _begin_immediate(driver, wait_for_lock):
+    """Begin a write transaction on ``driver``; False, with none begun, if the write lock is taken and
+    ``wait_for_lock`` is false (the connection's busy timeout is set aside for that one statement)."""
+    if wait_for_lock:
+        driver.execute("BEGIN IMMEDIATE")
+        return True
+    (busy_timeout,) = driver.execute("PRAGMA busy_timeout").fetchone()
+    driver.execute("PRAGMA busy_timeout = 0")
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False
+        raise
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
+    return True
+
+
+@functools.cache
+def _operations(alias):
+    """Database ``alias``'s DatabaseOperations (quoting names, adapting values), which never connect.
+
+    Cached: on an event loop each task would otherwise build a connection wrapper of its own to ask.
+    """
+    return connections[alias].ops
 
 
 def _sqlite_placeholders(sql):
@@ -1029,7 +1072,7 @@ def _append_at(cursor, location, pending, created_at):
         if skipped == len(rows):
             return Appended(created_at, location.backend_id, skipped)
     # Plain SQL on the hot path: one statement, no model instance per event.
-    cursor.executemany(_insert_sql(cursor.db, location.table_name), rows[skipped:])
+    cursor.executemany(_insert_sql(cursor.db.ops, location.table_name), rows[skipped:])
     return Appended(created_at, location.backend_id, skipped)
 
 
