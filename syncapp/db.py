@@ -13,10 +13,11 @@ writer at a time anyway, and every new store's ``CREATE TABLE`` makes each
 with one table per store grows with the number of stores (190 ms per re-read
 at 10,000 tables): with one connection there is nothing to re-read. That
 thread's connection is lent to the event loop for a lone push while the
-thread is idle (``idle_connection``, ``syncapp.sqliteloop``).
+thread is idle (``lent_connection``, ``syncapp.sqliteloop``).
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -34,48 +35,63 @@ _executor_lock = threading.Lock()
 
 
 def _get_executor():
-    global _executor
+    global _executor, _lends_connections
     if _executor is None:
         with _executor_lock:
             if _executor is None:
-                _executor = ThreadPoolExecutor(max_workers=database_threads(), thread_name_prefix="livesync-db")
+                threads = database_threads()
+                _lends_connections = threads == 1
+                _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="livesync-db")
     return _executor
 
 
+# Whether the pool has one thread, whose connections lent_connection may lend (set with the pool).
+_lends_connections = False
 # alias -> the connection (Django's wrapper) of the pool's thread, when the pool has one thread.
 _thread_connections = {}
-# Pool calls submitted and not finished: while there are any, the pool's thread may be using its connections.
-_calls_unfinished = 0
-_calls_lock = threading.Lock()
+# Held by the pool's one thread for each call, and by whoever borrows its connections (lent_connection):
+# a call submitted from any thread or event loop meanwhile waits for the connection to come back.
+_lending_lock = threading.Lock()
 
 
 def _note_connections():
     # Run on the pool's thread after each call: the store databases' connections it used last (Django's are
-    # per thread), which idle_connection lends while the thread has nothing to do.
-    if database_threads() == 1:
+    # per thread), which lent_connection lends while the thread has nothing to do.
+    if _lends_connections:
         for alias in conf.store_databases():
             _thread_connections[alias] = connections[alias]
 
 
-def idle_connection(alias):
-    """The pool's thread's own driver connection to ``alias`` while that thread has nothing to do; else None.
+def _close_abandoned_transactions():
+    # A lent connection left in a transaction that could be neither committed nor rolled back is closed
+    # before its thread uses it again: it would read its own uncommitted rows back as stored.
+    for wrapper in _thread_connections.values():
+        driver = wrapper.connection
+        if driver is not None and not wrapper.in_atomic_block and getattr(driver, "in_transaction", False):
+            wrapper.close()
 
-    For a caller on the event loop that is done with it before it returns
-    (before any other pool call can be made), and leaves it as it found it:
-    open, in autocommit, outside any transaction. None when the pool has more
-    than one thread, a call is running or waiting, or the thread's connection
-    is not open or is in a transaction.
+
+@contextlib.contextmanager
+def lent_connection(alias):
+    """The pool's thread's own driver connection to ``alias``, lent for the block while that thread has
+    nothing to do; None when it cannot be lent.
+
+    For code on the event loop that leaves it as it found it: open, in
+    autocommit, outside any transaction. The pool's thread starts no call
+    while it is lent. None when the pool has more than one thread, a call is
+    running, or the thread's connection is not open or is in a transaction.
     """
-    with _calls_lock:
-        if _calls_unfinished:
-            return None
-    wrapper = _thread_connections.get(alias)
-    if wrapper is None:
-        return None
-    driver = wrapper.connection
-    if driver is None or wrapper.in_atomic_block or not wrapper.autocommit or driver.in_transaction:
-        return None
-    return driver
+    if not _lends_connections or not _lending_lock.acquire(blocking=False):
+        yield None
+        return
+    try:
+        wrapper = _thread_connections.get(alias)
+        driver = None if wrapper is None else wrapper.connection
+        if driver is None or wrapper.in_atomic_block or not wrapper.autocommit or driver.in_transaction:
+            driver = None
+        yield driver
+    finally:
+        _lending_lock.release()
 
 
 # Threads when DATABASE_THREADS is None and the database is not SQLite.
@@ -135,31 +151,20 @@ class _Waiting:
 
 
 def _submit(loop, call):
-    global _calls_unfinished
     waiting = _Waiting()
 
     def taken():
         waiting.over()
-        try:
-            return call()
-        finally:
-            _note_connections()
+        with _lending_lock if _lends_connections else contextlib.nullcontext():
+            _close_abandoned_transactions()
+            try:
+                return call()
+            finally:
+                _note_connections()
 
-    with _calls_lock:
-        _calls_unfinished += 1
-    # What run_in_executor does, with the call counted until it has finished (or was cancelled unstarted),
-    # before the event loop hears of it.
-    work = _get_executor().submit(taken)
-    work.add_done_callback(_call_finished)
-    future = asyncio.wrap_future(work, loop=loop)
+    future = loop.run_in_executor(_get_executor(), taken)
     future.add_done_callback(waiting.over)
     return future
-
-
-def _call_finished(_work):
-    global _calls_unfinished
-    with _calls_lock:
-        _calls_unfinished -= 1
 
 
 class Gathered:

@@ -12,19 +12,22 @@ push's commit is as durable as on the thread (``synchronous=FULL``) before
 it returns.
 
 When: a push waits for the end of the event loop's turn. If it is the turn's
-only push, the thread is idle, no other thread of the process is writing,
-and commits here have been quick, it is committed here; otherwise every push
-of the turn goes to the thread, where pushes that arrive together are
-committed together (``db.Gathered``), so under load nothing changes. Anything
-the transaction cannot decide alone (a stale parent, a retry, a broken chain,
-a reset meanwhile) moved nothing, and takes the general path.
+only push, of at most ``storage.ALONE_MAX_EVENTS`` events, the thread is idle
+(no call running; it starts none while its connection is lent), no
+other thread of the process is writing, and commits here have been quick, it
+is committed here; otherwise every push of the turn goes to the thread, where
+pushes that arrive together are committed together (``db.Gathered``), so
+under load nothing changes. Anything the transaction cannot decide alone (a
+stale parent, a retry, a broken chain, a reset meanwhile) moved nothing, and
+takes the general path.
 
-The event loop waits for the commit, ``fsync`` included (about 0.1 ms on this
-machine's disk). It never waits for a lock: the transaction begins without a
-busy timeout, and a database another connection is writing to sends the push
-to the thread, which waits for it as before. A commit here that took longer
-than SLOW_COMMIT_SECONDS (a slow disk, a WAL checkpoint) sends the pushes of
-the next SLOW_COMMIT_BACKOFF_SECONDS to the thread.
+The event loop waits for the commit, ``fsync`` included (40-50 µs on this
+machine's disk). It never waits for a lock: the transaction runs without a
+busy timeout, and a lock held by another connection rolls it back and sends
+the push to the thread, which waits for it as before. A commit here that
+took longer than SLOW_COMMIT_SECONDS on average (a slow disk; a stall such
+as the schema read again at once, after another connection created a table)
+sends the pushes of the next SLOW_COMMIT_BACKOFF_SECONDS to the thread.
 
 Errors are Django's, as from a Django cursor: the caller reads back what an
 error may have left stored, whichever path met it.
@@ -42,10 +45,13 @@ from django.db.utils import DatabaseErrorWrapper
 
 from . import db, metrics, storage
 
-# A commit on the event loop that takes longer sends the pushes of the next SLOW_COMMIT_BACKOFF_SECONDS to the
-# database thread, where the event loop does not wait for it.
-SLOW_COMMIT_SECONDS = 0.002
+# Commits on the event loop that take longer than this on average (a moving average over about the last
+# ten, so that an occasional WAL checkpoint does not count, and a stall of tens of ms does at once) send the
+# pushes of the next SLOW_COMMIT_BACKOFF_SECONDS to the database thread, where the event loop does not wait.
+SLOW_COMMIT_SECONDS = 0.001
 SLOW_COMMIT_BACKOFF_SECONDS = 10.0
+# The weight of the latest commit in the moving average.
+SLOW_COMMIT_WEIGHT = 0.1
 
 # sqlite3's errors as Django's, as a Django cursor raises them (DatabaseErrorWrapper needs only the driver).
 _as_django_errors = DatabaseErrorWrapper(types.SimpleNamespace(Database=sqlite3, errors_occurred=False))
@@ -54,6 +60,8 @@ _as_django_errors = DatabaseErrorWrapper(types.SimpleNamespace(Database=sqlite3,
 _turns = weakref.WeakKeyDictionary()
 # alias -> the event loop's time until which its pushes go to the database thread.
 _thread_until = {}
+# alias -> the moving average of its commits' durations on the event loop, in seconds.
+_commit_seconds = {}
 
 
 @functools.cache
@@ -107,22 +115,30 @@ def _end_of_turn(loop, alias):
 
 def _commit_here(loop, alias, pending, location):
     """``storage.append_alone_sqlite`` on the database thread's connection, if it is free; else None."""
-    if loop.time() < _thread_until.get(alias, 0.0):
-        return None
-    driver = db.idle_connection(alias)
-    if driver is None:
+    if len(pending.batch) > storage.ALONE_MAX_EVENTS or loop.time() < _thread_until.get(alias, 0.0):
         return None
     writer = storage.sqlite_writer_lock(alias)
-    if not writer.acquire(blocking=False):
-        return None
-    started = time.perf_counter()
-    try:
-        with _as_django_errors:
-            appended = storage.append_alone_sqlite(driver, location, pending, storage.now_iso(), wait_for_lock=False)
-    finally:
-        writer.release()
-        if time.perf_counter() - started > SLOW_COMMIT_SECONDS:
-            _thread_until[alias] = loop.time() + SLOW_COMMIT_BACKOFF_SECONDS
+    with db.lent_connection(alias) as driver:
+        if driver is None or not writer.acquire(blocking=False):
+            return None
+        started = time.perf_counter()
+        try:
+            with _as_django_errors:
+                appended = storage.append_alone_sqlite(
+                    driver, location, pending, storage.now_iso(), wait_for_lock=False
+                )
+        finally:
+            writer.release()
+            _note_commit_time(loop, alias, time.perf_counter() - started)
     if appended is not None:
         metrics.COMMIT_GROUP_PUSHES.observe(1)
     return appended
+
+
+def _note_commit_time(loop, alias, seconds):
+    average = (1 - SLOW_COMMIT_WEIGHT) * _commit_seconds.get(alias, 0.0) + SLOW_COMMIT_WEIGHT * seconds
+    if average > SLOW_COMMIT_SECONDS:
+        _thread_until[alias] = loop.time() + SLOW_COMMIT_BACKOFF_SECONDS
+        # After the pause the disk is measured afresh: a slow one sends the pushes back within a few commits.
+        average = 0.0
+    _commit_seconds[alias] = average

@@ -827,9 +827,10 @@ def _append_together(alias, in_lock_order, pendings, created_at):
     connection = connections[alias]
     if len(in_lock_order) == 1 and not connection.in_atomic_block:
         index, location = in_lock_order[0]
+        appended = None
         if connection.vendor == "postgresql":
             appended = _append_alone(location, pendings[index], created_at)
-        else:
+        elif connection.vendor == "sqlite":
             appended = _append_alone_sqlite(location, pendings[index], created_at)
         if appended is not None:
             return {index: appended}
@@ -876,14 +877,20 @@ def _append_alone_sqlite(location, pending, created_at):
     """A lone push that extends the head, on SQLite: ``append_alone_sqlite`` on this thread's connection."""
     connection = connections[location.database]
     connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return append_alone_sqlite(connection.connection, location, pending, created_at)
+    try:
+        with connection.wrap_database_errors:
+            return append_alone_sqlite(connection.connection, location, pending, created_at)
+    finally:
+        if connection.connection.in_transaction:
+            # Neither committed nor rolled back: a connection kept with that transaction would read its own
+            # uncommitted rows back as stored.
+            connection.close()
 
 
 def append_alone_sqlite(driver, location, pending, created_at, wait_for_lock=True):
     """A lone push that extends the head, on SQLite: the compare-and-set and the insert in one transaction run
     on ``driver`` (sqlite3's own connection); None, with nothing written, for anything else, and, unless
-    ``wait_for_lock``, when another connection holds the database's write lock.
+    ``wait_for_lock``, when a lock held by another connection stood in its way.
 
     Django's ``atomic()`` and cursor wrappers are the general path's, where a
     push may meet a retry or a stale parent; for the push a store sees most,
@@ -893,7 +900,15 @@ def append_alone_sqlite(driver, location, pending, created_at, wait_for_lock=Tru
     same statements run here. The transaction takes the write lock at once
     (``BEGIN IMMEDIATE``) and commits with the connection's own settings
     (``synchronous=FULL``), so the push is durable when this returns, as on the
-    general path. ``syncapp.sqliteloop`` runs it on the event loop.
+    general path. Whatever fails, the transaction is rolled back before this
+    raises; a caller finding ``driver.in_transaction`` still true afterwards
+    (the rollback failed too) must not use the connection again.
+
+    Without ``wait_for_lock`` the connection's busy timeout is set aside for
+    the transaction: in WAL mode only ``BEGIN`` can meet another writer's lock,
+    in rollback-journal mode ``COMMIT`` can meet readers too, and either way
+    the push is rolled back and None returned at once. ``syncapp.sqliteloop``
+    runs it so on the event loop.
     """
     batch = pending.batch
     if chain_break(batch) is not None:
@@ -901,42 +916,48 @@ def append_alone_sqlite(driver, location, pending, created_at, wait_for_lock=Tru
     alias = location.database
     rows = _rows(pending, created_at)
     now = _operations(alias).adapt_datetimefield_value(datetime.now(timezone.utc))
-    if not _begin_immediate(driver, wait_for_lock):
-        return None
-    try:
-        moved = driver.execute(
-            _sqlite_placeholders(_move_head_sql(alias, pending.generation)),
-            _move_head_parameters(location, pending, batch[0].parentSeqNum, now),
-        ).rowcount
-        if moved == 1:
+    with _busy_timeout_set_aside(driver, not wait_for_lock):
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            moved = driver.execute(
+                _sqlite_placeholders(_move_head_sql(alias, pending.generation)),
+                _move_head_parameters(location, pending, batch[0].parentSeqNum, now),
+            ).rowcount
+            if moved != 1:
+                driver.execute("ROLLBACK")
+                return None
             driver.executemany(_sqlite_placeholders(_insert_sql(_operations(alias), location.table_name)), rows)
-    except BaseException:
-        driver.execute("ROLLBACK")
-        raise
-    if moved != 1:
-        driver.execute("ROLLBACK")
-        return None
-    driver.execute("COMMIT")
+            driver.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            _roll_back(driver)
+            if not wait_for_lock and error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise
+        except BaseException:
+            _roll_back(driver)
+            raise
     return Appended(created_at, location.backend_id)
 
 
-def _begin_immediate(driver, wait_for_lock):
-    """Begin a write transaction on ``driver``; False, with none begun, if the write lock is taken and
-    ``wait_for_lock`` is false (the connection's busy timeout is set aside for that one statement)."""
-    if wait_for_lock:
-        driver.execute("BEGIN IMMEDIATE")
-        return True
+@contextlib.contextmanager
+def _busy_timeout_set_aside(driver, set_aside):
+    """Within the block, ``driver`` meets a lock with an error at once instead of waiting (when ``set_aside``)."""
+    if not set_aside:
+        yield
+        return
     (busy_timeout,) = driver.execute("PRAGMA busy_timeout").fetchone()
     driver.execute("PRAGMA busy_timeout = 0")
     try:
-        driver.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return False
-        raise
+        yield
     finally:
         driver.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
-    return True
+
+
+def _roll_back(driver):
+    """End the transaction a failed statement left open, if it did (SQLite may have ended it already)."""
+    if driver.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            driver.execute("ROLLBACK")
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -29,6 +30,33 @@ async def kept_connection():
     yield
     settings["CONN_MAX_AGE"] = saved
     await db.run(connections.close_all)
+
+
+@pytest.fixture(autouse=True)
+def quick_commits_so_far(monkeypatch):
+    """No slow commit of an earlier test sends this test's pushes to the thread."""
+    monkeypatch.setattr(sqliteloop, "_thread_until", {})
+    monkeypatch.setattr(sqliteloop, "_commit_seconds", {})
+
+
+@pytest.fixture
+def loop_attempts(monkeypatch):
+    """What each transaction tried on the event loop came to: Appended, None (declined) or the exception."""
+    outcomes = []
+    append_alone_sqlite = storage.append_alone_sqlite
+
+    def recorded(driver, location, pending, created_at, wait_for_lock=True):
+        try:
+            outcome = append_alone_sqlite(driver, location, pending, created_at, wait_for_lock)
+        except Exception as error:
+            outcomes.append(type(error).__name__)
+            raise
+        if not wait_for_lock:
+            outcomes.append(outcome if outcome is None else "appended")
+        return outcome
+
+    monkeypatch.setattr(storage, "append_alone_sqlite", recorded)
+    return outcomes
 
 
 @pytest.fixture
@@ -69,12 +97,13 @@ async def _busy_timeout_of_the_thread():
     return await db.run(busy_timeout)
 
 
-async def test_a_lone_push_to_a_known_store_is_committed_on_the_event_loop(store_id, thread_calls):
+async def test_a_lone_push_to_a_known_store_is_committed_on_the_event_loop(store_id, thread_calls, loop_attempts):
     await _known_store(store_id, 2)
     thread_calls.clear()
     appended = await eventlog.commit(store_id, batch(3, 4, "loop"))
     assert appended.already_stored == 0
     assert thread_calls == []
+    assert loop_attempts == ["appended"]
     # Committed before the push returned: another connection sees the rows.
     assert _rows_seen_by_another_connection(store_id) == [(1, "c"), (2, "c"), (3, "loop"), (4, "loop")]
     assert await db.run(storage.head, store_id) == 4
@@ -106,7 +135,9 @@ async def test_pushes_the_transaction_cannot_take_are_decided_as_before(store_id
     assert _rows_seen_by_another_connection(store_id) == [(1, "c"), (2, "c"), (3, "c"), (4, "new")]
 
 
-async def test_a_push_meeting_another_writer_waits_on_the_thread_not_on_the_event_loop(store_id, thread_calls):
+async def test_a_push_meeting_another_writer_waits_on_the_thread_not_on_the_event_loop(
+    store_id, thread_calls, loop_attempts
+):
     """Another connection holds SQLite's write lock: the event loop goes on, the push waits for the lock on the
     database thread and is committed once it is free, and the thread's busy timeout is as it was."""
     await _known_store(store_id, 1)
@@ -124,6 +155,7 @@ async def test_a_push_meeting_another_writer_waits_on_the_thread_not_on_the_even
         await asyncio.wait_for(push, 10)
     finally:
         writer.close()
+    assert loop_attempts == [None]
     assert thread_calls == [[store_id]]
     assert _rows_seen_by_another_connection(store_id) == [(1, "c"), (2, "waited")]
     assert await _busy_timeout_of_the_thread() == busy_timeout
@@ -132,6 +164,7 @@ async def test_a_push_meeting_another_writer_waits_on_the_thread_not_on_the_even
 async def test_a_slow_commit_sends_the_next_pushes_to_the_thread(store_id, thread_calls, monkeypatch):
     monkeypatch.setattr(sqliteloop, "SLOW_COMMIT_SECONDS", 0.0)
     monkeypatch.setattr(sqliteloop, "_thread_until", {})
+    monkeypatch.setattr(sqliteloop, "_commit_seconds", {})
     await _known_store(store_id, 1)
     thread_calls.clear()
     await eventlog.commit(store_id, batch(2, 2, "on the loop"))
@@ -141,7 +174,19 @@ async def test_a_slow_commit_sends_the_next_pushes_to_the_thread(store_id, threa
     assert _rows_seen_by_another_connection(store_id) == [(1, "c"), (2, "on the loop"), (3, "on the thread")]
 
 
-async def test_a_push_whose_rows_cannot_be_inserted_moves_no_head_and_leaves_the_connection_usable(store_id):
+async def test_an_occasional_slow_commit_does_not_count_and_a_stall_does():
+    """The 2-5 ms of a WAL checkpoint now and then keeps pushes on the event loop; a 50 ms stall does not."""
+    loop = asyncio.get_running_loop()
+    for seconds in [0.0001] * 10 + [0.005] + [0.0001] * 10 + [0.005]:
+        sqliteloop._note_commit_time(loop, "default", seconds)
+    assert "default" not in sqliteloop._thread_until
+    sqliteloop._note_commit_time(loop, "default", 0.05)
+    assert sqliteloop._thread_until["default"] > loop.time()
+
+
+async def test_a_push_whose_rows_cannot_be_inserted_moves_no_head_and_leaves_the_connection_usable(
+    store_id, thread_calls, loop_attempts
+):
     await _known_store(store_id, 1)
     table = connection.ops.quote_name(storage.known_location(store_id).table_name)
     other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
@@ -152,9 +197,103 @@ async def test_a_push_whose_rows_cannot_be_inserted_moves_no_head_and_leaves_the
         )
     finally:
         other.close()
+    thread_calls.clear()
     with pytest.raises(eventlog.StoreUnavailable):
         await eventlog.commit(store_id, batch(2, 2, "pusher"))
+    assert loop_attempts == ["IntegrityError"]
+    assert thread_calls == []
     assert await db.run(storage.head, store_id) == 1
     await _known_store(f"{store_id}.next", 1)
     await eventlog.commit(f"{store_id}.next", batch(2, 2, "next"))
     assert _rows_seen_by_another_connection(f"{store_id}.next") == [(1, "c"), (2, "next")]
+
+
+async def test_a_push_while_the_thread_is_busy_waits_for_it(store_id, thread_calls, loop_attempts):
+    """A call running on the database thread (a long read, say): the push is not committed past it."""
+    await _known_store(store_id, 1)
+    thread_calls.clear()
+    release = threading.Event()
+    running = asyncio.ensure_future(db.run(release.wait, 10))
+    await asyncio.sleep(0.05)
+    push = asyncio.ensure_future(eventlog.commit(store_id, batch(2, 2, "after")))
+    await asyncio.sleep(0.05)
+    assert not push.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(running, push), 10)
+    assert loop_attempts == []
+    assert thread_calls == [[store_id]]
+
+
+async def test_a_push_while_another_thread_writes_waits_for_it(store_id, thread_calls, loop_attempts):
+    """Another thread of the process holds the writer lock (a management command, the admin): the push goes to
+    the database thread, which waits for the lock."""
+    await _known_store(store_id, 1)
+    thread_calls.clear()
+    taken, release = threading.Event(), threading.Event()
+
+    def write_elsewhere():
+        with storage.sqlite_writer_lock("default"):
+            taken.set()
+            release.wait(10)
+
+    elsewhere = threading.Thread(target=write_elsewhere)
+    elsewhere.start()
+    try:
+        taken.wait(5)
+        push = asyncio.ensure_future(eventlog.commit(store_id, batch(2, 2, "after")))
+        await asyncio.sleep(0.1)
+        assert not push.done()
+    finally:
+        release.set()
+        elsewhere.join(5)
+    await asyncio.wait_for(push, 10)
+    assert loop_attempts == []
+    assert thread_calls == [[store_id]]
+    assert _rows_seen_by_another_connection(store_id) == [(1, "c"), (2, "after")]
+
+
+def _copy_in_rollback_journal_mode(path):
+    """The test database copied to ``path``, in rollback-journal mode, where a COMMIT waits for readers."""
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM INTO %s", [str(path)])
+    copy = sqlite3.connect(path, isolation_level=None)
+    copy.execute("PRAGMA journal_mode = DELETE")
+    return copy
+
+
+def _head_in(database, store_id):
+    return database.execute("SELECT head FROM syncapp_store WHERE store_id = ?", [store_id]).fetchone()[0]
+
+
+def test_a_commit_that_fails_is_rolled_back_and_a_lock_in_the_way_declines_at_once(store_id, tmp_path):
+    """A reader holds the copy's shared lock, so COMMIT cannot finish. Without waiting for locks the push is
+    rolled back and declined at once; waiting, it fails when the busy timeout ends, rolled back too. Either
+    way the connection is left outside any transaction, with its own busy timeout, and usable."""
+    storage.append(store_id, batch(1, 1), no_args)
+    location = storage.known_location(store_id)
+    driver = _copy_in_rollback_journal_mode(tmp_path / "copy.sqlite3")
+    reader = sqlite3.connect(tmp_path / "copy.sqlite3", isolation_level=None)
+    try:
+        driver.execute("PRAGMA busy_timeout = 50")
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM syncapp_store").fetchone()
+        pending = storage.PendingAppend(store_id, batch(2, 2), no_args)
+
+        started = time.monotonic()
+        assert storage.append_alone_sqlite(driver, location, pending, storage.now_iso(), wait_for_lock=False) is None
+        assert time.monotonic() - started < 0.05
+        assert not driver.in_transaction
+
+        with pytest.raises(sqlite3.OperationalError):
+            storage.append_alone_sqlite(driver, location, pending, storage.now_iso())
+        assert not driver.in_transaction
+        assert driver.execute("PRAGMA busy_timeout").fetchone()[0] == 50
+        assert _head_in(driver, store_id) == 1
+
+        reader.execute("ROLLBACK")
+        appended = storage.append_alone_sqlite(driver, location, pending, storage.now_iso(), wait_for_lock=False)
+        assert appended is not None
+        assert _head_in(reader, store_id) == 2
+    finally:
+        reader.close()
+        driver.close()

@@ -249,7 +249,7 @@ def test_a_read_of_large_events_holds_about_its_byte_budget_and_the_rest_follows
     assert [e.seq_num for e in storage.read_page(store_id, 0, 1000, max_bytes=1).events] == [1]
 
 
-def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id):
+def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id, monkeypatch):
     """One round trip per push where the database allows it (PostgreSQL), one transaction on the driver's own
     connection on SQLite: the head and the rows move together and are committed, and a stale or retried push
     still takes the checked path."""
@@ -257,11 +257,22 @@ def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id):
     from django.test.utils import CaptureQueriesContext
 
     storage.append(store_id, batch(1, 1), no_args)
+    sqlite_transactions = []
+    append_alone_sqlite = storage.append_alone_sqlite
+
+    def recorded(*args, **kwargs):
+        sqlite_transactions.append(append_alone_sqlite(*args, **kwargs))
+        return sqlite_transactions[-1]
+
+    monkeypatch.setattr(storage, "append_alone_sqlite", recorded)
     with CaptureQueriesContext(connection) as queries:
         appended = storage.append(store_id, batch(2, 4), no_args)
     writes = [q["sql"] for q in queries.captured_queries if not q["sql"].lstrip().upper().startswith("SELECT")]
     if connection.vendor == "postgresql":
         assert len(writes) == 1 and writes[0].startswith("WITH moved AS"), writes
+    else:
+        # Past Django's cursor: one transaction on the driver's connection, which committed the push.
+        assert writes == [] and sqlite_transactions == [appended]
     assert appended.already_stored == 0
     # Committed: another connection sees the head and the rows.
     other = connections.create_connection("default")
