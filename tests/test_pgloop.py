@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, connections
 
 from syncapp import db, eventlog, pgloop, storage, wire
-from tests.support.chains import batch, no_args
+from tests.support.chains import batch, no_args, push_what_the_fast_path_cannot_take
 from tests.support.databases import connect_to_test_database
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
@@ -72,14 +72,7 @@ async def test_a_push_to_a_known_store_is_committed_before_it_returns(store_id):
 async def test_pushes_the_statement_cannot_take_are_decided_as_before(store_id):
     """A stale parent, a retry of stored events and a broken chain move nothing on the event loop."""
     await _known_store(store_id, 3)
-    with pytest.raises(storage.ParentMismatch):
-        await eventlog.commit(store_id, batch(2, 2, "stale"))
-    retried = await eventlog.commit(store_id, [*batch(3, 3), *batch(4, 4, "new")])
-    assert retried.already_stored == 1
-    broken = batch(5, 6)
-    broken[1] = wire.Event(name="v1.E", seqNum=9, parentSeqNum=5, clientId="c", sessionId="s")
-    with pytest.raises(storage.BrokenChain):
-        await eventlog.commit(store_id, broken)
+    await push_what_the_fast_path_cannot_take(store_id)
     assert await _stored(store_id) == [(1, "c"), (2, "c"), (3, "c"), (4, "new")]
 
 

@@ -8,8 +8,8 @@ import time
 import pytest
 from django.db import connection, connections
 
-from syncapp import db, eventlog, sqliteloop, storage, wire
-from tests.support.chains import batch, no_args
+from syncapp import db, eventlog, sqliteloop, storage
+from tests.support.chains import batch, no_args, push_what_the_fast_path_cannot_take
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -124,14 +124,7 @@ async def test_pushes_of_one_turn_go_to_the_database_thread_and_are_committed_to
 async def test_pushes_the_transaction_cannot_take_are_decided_as_before(store_id):
     """A stale parent, a retry of stored events and a broken chain move nothing on the event loop."""
     await _known_store(store_id, 3)
-    with pytest.raises(storage.ParentMismatch):
-        await eventlog.commit(store_id, batch(2, 2, "stale"))
-    retried = await eventlog.commit(store_id, [*batch(3, 3), *batch(4, 4, "new")])
-    assert retried.already_stored == 1
-    broken = batch(5, 6)
-    broken[1] = wire.Event(name="v1.E", seqNum=9, parentSeqNum=5, clientId="c", sessionId="s")
-    with pytest.raises(storage.BrokenChain):
-        await eventlog.commit(store_id, broken)
+    await push_what_the_fast_path_cannot_take(store_id)
     assert _rows_seen_by_another_connection(store_id) == [(1, "c"), (2, "c"), (3, "c"), (4, "new")]
 
 
