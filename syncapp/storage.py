@@ -877,11 +877,12 @@ def _append_alone_sqlite(location, pending, created_at):
     """A lone push that extends the head, on SQLite: ``append_alone_sqlite`` on this thread's connection."""
     connection = connections[location.database]
     connection.ensure_connection()
+    driver = connection.connection
     try:
         with connection.wrap_database_errors:
-            return append_alone_sqlite(connection.connection, location, pending, created_at)
+            return append_alone_sqlite(driver, location, pending, created_at)
     finally:
-        if connection.connection.in_transaction:
+        if driver.in_transaction:
             # Neither committed nor rolled back: a connection kept with that transaction would read its own
             # uncommitted rows back as stored.
             connection.close()
