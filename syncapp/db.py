@@ -71,6 +71,13 @@ def _close_abandoned_transactions():
             wrapper.close()
 
 
+def may_lend(alias):
+    """Whether ``lent_connection`` could lend ``alias``'s connection at all: the pool has one thread and its
+    connection is open (it is closed between calls when CONN_MAX_AGE is 0). A hint, taken without the lock."""
+    wrapper = _thread_connections.get(alias) if _lends_connections else None
+    return wrapper is not None and wrapper.connection is not None
+
+
 @contextlib.contextmanager
 def lent_connection(alias):
     """The pool's thread's own driver connection to ``alias``, lent for the block while that thread has

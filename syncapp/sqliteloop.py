@@ -76,10 +76,12 @@ def applies_to(alias):
 async def append_alone(pending):
     """``pending`` committed as ``storage.Appended``, or None when it must go to the database thread.
 
-    None also means nothing was written.
+    None also means nothing was written. A push that could not be committed here whatever the turn holds
+    (more than one database thread, or its connection closed between calls: CONN_MAX_AGE 0) does not wait
+    for the turn's end.
     """
     location = storage.known_location(pending.store_id)
-    if location is None or not applies_to(location.database):
+    if location is None or not applies_to(location.database) or not db.may_lend(location.database):
         return None
     if pending.backend_id is not None and pending.backend_id != location.backend_id:
         return None
