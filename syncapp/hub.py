@@ -6,7 +6,9 @@ socket's receive loop. Instead each process has one hub: it joins a store's
 group once (on its own channel) while the store has sockets here, offers each
 store message to those sockets (an idle socket gets it written at once, a busy
 one in its bounded inbox), and delivers its own process's pushes locally
-without a round trip through Redis.
+without a round trip through Redis. On channels_redis's pub/sub layer it sends
+a store's events through Redis only while another process follows the store
+(``syncapp.followers``).
 
 The channel layer may lose messages (both Redis layers drop when a channel is
 full, Redis may be down, a process may die between commit and broadcast), so
@@ -28,7 +30,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
-from . import conf, db, layer_redis, messages, metrics, presence, publisher, storage
+from . import conf, db, followers, layer_redis, messages, metrics, presence, publisher, storage
 
 logger = logging.getLogger("syncapp")
 
@@ -87,6 +89,13 @@ async def _twice(call, *args, bounded=True):
             return await call(*args)
 
 
+def _group_of(message):
+    """The channel-layer group a hub's outgoing message goes to."""
+    if message["type"] == messages.FOLLOW:
+        return messages.FOLLOWS_GROUP
+    return messages.group_name(message["store_id"])
+
+
 def _frame_bytes(message):
     """The encoded frames a store message carries, in characters (about bytes: they are mostly ASCII JSON)."""
     return sum(map(len, message.get("v03_frames", ()))) + sum(map(len, message.get("v04_pages", ())))
@@ -113,9 +122,10 @@ def _unless_cancelled():
 
 
 class Hub:
-    def __init__(self):
+    def __init__(self, layer=None):
+        """A hub on ``layer``, by default the process's default channel layer."""
         self.id = uuid.uuid4().hex
-        self.layer = get_channel_layer()
+        self.layer = layer or get_channel_layer()
         if self.layer is None:
             raise ImproperlyConfigured(
                 "CHANNEL_LAYERS has no 'default' layer: livesync cannot serve sockets (see `manage.py check`)"
@@ -140,6 +150,9 @@ class Hub:
         # A reset taken from the queue behind other messages, sent in the batch after theirs.
         self._reset_next = None
         self._publisher = publisher.for_layer(self.layer)
+        # Whether this hub learns which stores other processes follow, and keeps the others' events off Redis.
+        self._tracks_followers = self.layer_reaches_other_processes and self._publisher.counts_receivers
+        self.followers = followers.Followers()
         # The pub/sub layer's own queue of messages for this hub, which that layer does not bound.
         self._inbound = None
         self._tasks = []
@@ -154,6 +167,7 @@ class Hub:
         members.add(member)
         if len(members) == 1:
             await self._group_add(store_id)
+            self._notify_following(store_id)
 
     def socket_count(self, store_id):
         """Sockets of ``store_id`` served by this process."""
@@ -169,6 +183,7 @@ class Hub:
         del self.members[store_id]
         self.last_seen.pop(store_id, None)
         self.suspect_heads.pop(store_id, None)
+        self.followers.left(store_id)
         if not self.layer_down:
             try:
                 await _twice(self.layer.group_discard, messages.group_name(store_id), self.channel_name)
@@ -181,7 +196,8 @@ class Hub:
         The channel-layer send happens on the hub's own task, in order, so a
         pusher's next frame never waits for Redis. Messages that cannot be sent
         (Redis down, a backlog past OUTGOING_LIMIT) are dropped: other processes'
-        head checks deliver those events from the database instead.
+        head checks deliver those events from the database instead. Events of a
+        store no other process follows are not sent at all (``syncapp.followers``).
         """
         await self._start()
         message = {**message, "store_id": store_id, "origin": self.id}
@@ -189,8 +205,24 @@ class Hub:
             await self._deliver(message)
         finally:
             # Whatever happens to a local socket (or to this task), other processes get the message.
-            if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
-                self._outgoing.put_nowait(message)
+            if message["type"] == messages.EVENTS and self.followers.keeps(store_id):
+                self.followers.kept(store_id, message["last"])
+                metrics.BROADCASTS_KEPT_LOCAL.inc()
+            else:
+                self._send_later(message)
+
+    def _send_later(self, message):
+        """Queue ``message`` for the channel layer, unless it is down or the backlog is full."""
+        if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
+            self._outgoing.put_nowait(message)
+
+    def _notify_following(self, store_id=None):
+        """Tell every hub that this one follows ``store_id`` (None: that it listens for such notices).
+
+        Queued even while the layer counts as down: ``_rejoin`` sends them just before it resumes.
+        """
+        if self._tracks_followers:
+            self._outgoing.put_nowait({"type": messages.FOLLOW, "store_id": store_id, "origin": self.id})
 
     async def _send_loop(self):
         """Send the outgoing messages in order, those waiting together (see ``_next_batch``).
@@ -203,11 +235,21 @@ class Hub:
             batch = await self._next_batch()
             if self.layer_down:
                 continue
-            addressed = [(messages.group_name(message["store_id"]), message) for message in batch]
+            addressed = [(_group_of(message), message) for message in batch]
+            token = self.followers.sending()
             try:
-                await _twice(self._publisher.publish, addressed)
+                receivers = await _twice(self._publisher.publish, addressed)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
+                continue
+            if self._tracks_followers:
+                self._count_followers(batch, receivers, token)
+
+    def _count_followers(self, batch, receivers, token):
+        for message, count in zip(batch, receivers, strict=True):
+            if message["type"] in (messages.EVENTS, messages.HEAD):
+                store_id = message["store_id"]
+                self.followers.reached(store_id, count, token, follows_here=store_id in self.members)
 
     async def _next_batch(self):
         """The next message and those waiting behind it, up to PUBLISH_BATCH messages or PUBLISH_BATCH_BYTES of
@@ -251,6 +293,7 @@ class Hub:
                 return
             try:
                 await self._open_channel()
+                await self._listen_for_notices()
             except Exception as exc:  # noqa: BLE001 - Redis down at start: the pub/sub layer cannot subscribe
                 # Sockets are served from the database until it returns; _rejoin opens the channel then.
                 self._layer_failed(exc)
@@ -268,6 +311,12 @@ class Hub:
         self._inbound = _unbounded_queue(self.layer, self.channel_name)
         self._channel_open.set()
 
+    async def _listen_for_notices(self):
+        """Join the group of follow notices; the hub trusts no count until its own notice comes back."""
+        if self._tracks_followers:
+            await _twice(self.layer.group_add, messages.FOLLOWS_GROUP, self.channel_name)
+            self._notify_following()
+
     async def _group_add(self, store_id):
         if self.layer_down:
             return
@@ -277,6 +326,9 @@ class Hub:
             self._layer_failed(exc)
 
     def _layer_failed(self, exc):
+        # Notices sent meanwhile are lost, and Redis may forget this process's subscriptions: nothing is kept
+        # off it until the hub hears its own notice again. The head checks deliver what was kept.
+        self.followers.forget()
         if not self.layer_down:
             metrics.UNAVAILABLE.labels("channel_layer").inc()
             logger.error(
@@ -299,6 +351,9 @@ class Hub:
             await self.layer.send(self.channel_name, {"type": PROBE})
         for store_id in list(self.members):
             await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
+        await self._listen_for_notices()
+        for store_id in self.members:
+            self._notify_following(store_id)
         self.layer_down = False
         logger.warning("channel layer reachable again: broadcasts resumed")
 
@@ -316,9 +371,30 @@ class Hub:
                 continue
             if message["type"] == PROBE:
                 self.probe_unanswered = None
+            elif message["type"] == messages.FOLLOW:
+                self._noticed(message)
             elif message.get("origin") != self.id:
                 await self._deliver(message)
+            elif message.get("store_id") in self.members:
+                self.followers.heard_own(message["store_id"])
             self._bound_inbound_backlog()
+
+    def _noticed(self, notice):
+        """A hub follows a store, or listens for notices: this one's own first notice makes it listen too."""
+        store_id = notice["store_id"]
+        if notice["origin"] == self.id:
+            if store_id is None:
+                self.followers.listening = True
+            return
+        if store_id is None:
+            return
+        kept = self.followers.noticed(store_id)
+        if kept:
+            self._announce_head(store_id, kept)
+
+    def _announce_head(self, store_id, head):
+        """Tell other processes' sockets of ``store_id`` to catch up to ``head`` from storage."""
+        self._send_later({"type": messages.HEAD, "store_id": store_id, "head": head, "origin": self.id})
 
     async def _deliver(self, message):
         store_id = message.get("store_id")
@@ -347,6 +423,9 @@ class Hub:
             elif self._inbound is not None:
                 await self._probe()
             await self._publish_presence()
+            # A follower whose notice was lost learns of the events kept from it, and this hub of the follower.
+            for store_id, head in self.followers.unannounced().items():
+                self._announce_head(store_id, head)
             if not self.members:
                 continue
             try:
@@ -406,6 +485,10 @@ class Hub:
         while not queue.empty():
             queue.get_nowait()
         self.repairs_wanted.update(self.members)
+        # Follow notices may have been among them: whoever may follow a store kept here gets a nudge.
+        for store_id, kept in self.followers.forget().items():
+            self._announce_head(store_id, kept)
+        self._notify_following()
         logger.warning(
             "dropped %s store messages waiting for this process: its sockets catch up from the database", dropped
         )

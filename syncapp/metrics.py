@@ -68,6 +68,11 @@ FANOUT_SECONDS = _family(
     ["path"],
     buckets=LATENCY_BUCKETS,
 )
+BROADCASTS_KEPT_LOCAL = _family(
+    Counter,
+    "livesync_broadcasts_kept_local_total",
+    "Pushes' broadcasts not sent through the channel layer, because no other process follows their store.",
+)
 REPAIRS = _family(
     Counter,
     "livesync_repairs_total",

@@ -36,6 +36,9 @@ def for_layer(layer):
 class LayerPublisher:
     """One ``group_send`` per message, in order."""
 
+    # group_send does not say who received a message (see syncapp.followers).
+    counts_receivers = False
+
     def __init__(self, layer):
         self.layer = layer
 
@@ -48,13 +51,18 @@ class LayerPublisher:
 class PipelinedPublisher:
     """``(group, message)`` pairs published to the layer's one Redis host in one pipeline, in order."""
 
+    counts_receivers = True
+
     def __init__(self, layer, prefix):
         self.layer = layer
         self.prefix = prefix
 
     async def publish(self, messages):
-        """Publish all ``messages`` in one round trip; raises if Redis fails (some may have been published)."""
+        """Publish all ``messages`` in one round trip; returns how many subscribers each reached.
+
+        Raises if Redis fails (some may have been published).
+        """
         async with layer_redis.client().pipeline(transaction=False) as pipeline:
             for group, message in messages:
                 pipeline.publish(f"{self.prefix}__group__{group}", self.layer.serialize(message))
-            await pipeline.execute()
+            return await pipeline.execute()

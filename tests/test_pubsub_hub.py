@@ -125,23 +125,37 @@ async def test_a_hub_started_while_redis_is_down_serves_sockets_and_subscribes_o
         await hub.stop()
 
 
+def recording(publish, batches):
+    """``publish``, recording each batch's store messages as ``(type, last)`` in ``batches`` (follow notices not)."""
+
+    async def recorded(addressed):
+        sent = [(message["type"], message.get("last")) for _, message in addressed]
+        sent = [(kind, last) for kind, last in sent if kind != hub_module.messages.FOLLOW]
+        if sent:
+            batches.append(sent)
+        return await publish(addressed)
+
+    return recorded
+
+
+def another_process():
+    """A hub with a channel layer of its own: its own connections to Redis, as in another process."""
+    return hub_module.Hub(channel_layers.make_backend("default"))
+
+
 @pytest.fixture
 async def two_processes(pubsub_hub, store_id):
     """The pub/sub hub and another process's hub, each with a socket of ``store_id``; every batch the first sends
     to Redis is recorded as its messages' ``(type, last)``. Yields (hub, local socket, remote socket, batches)."""
     hub, _ = pubsub_hub
-    other_process = hub_module.Hub()
+    other_process = another_process()
     local, remote = Recorder(), Recorder()
     await hub.join(store_id, local)
     await other_process.join(store_id, remote)
     batches = []
     publish = hub._publisher.publish
 
-    async def recorded(addressed):
-        batches.append([(message["type"], message.get("last")) for _, message in addressed])
-        await publish(addressed)
-
-    hub._publisher.publish = recorded
+    hub._publisher.publish = recording(publish, batches)
     yield hub, local, remote, batches
     await other_process.stop()
     await hub.stop()
@@ -208,4 +222,125 @@ async def test_a_redis_that_stops_answering_is_an_outage_within_the_layer_timeou
         assert await rejoin(hub), "the hub did not come back once Redis answered"
         assert not hub.layer_down
     finally:
+        await hub.stop()
+
+
+def events(seq_num):
+    return {"type": "livesync.events", "first": seq_num, "last": seq_num}
+
+
+async def keep_to_itself(hub, store_id, batches):
+    """Publish events of ``store_id`` until the hub keeps them off Redis; returns the last seqNum published."""
+    assert await until(lambda: hub.followers.listening), "the hub's own follow notice did not come back"
+    seq_num = 0
+    while not hub.followers.keeps(store_id) and seq_num < 50:
+        seq_num += 1
+        await hub.publish(store_id, events(seq_num))
+        await until(lambda: hub._outgoing.empty() and sum(map(len, batches)) >= seq_num, timeout=1)
+    assert hub.followers.keeps(store_id), f"{seq_num} events of a store followed only here all went to Redis"
+    return seq_num
+
+
+async def test_a_store_no_other_process_follows_stays_off_redis_until_another_process_follows_it(pubsub_hub, store_id):
+    """Its events reach the local socket only; the first follower elsewhere gets a head nudge, then every event."""
+    hub, _ = pubsub_hub
+    local, remote, batches = Recorder(), Recorder(), []
+    hub._publisher.publish = recording(hub._publisher.publish, batches)
+    await hub.join(store_id, local)
+    other_process = another_process()
+    try:
+        published = await keep_to_itself(hub, store_id, batches)
+        for seq_num in range(published + 1, published + 6):
+            await hub.publish(store_id, events(seq_num))
+        assert [message["last"] for message in local.messages] == list(range(1, published + 6))
+        assert sum(map(len, batches)) == published, "events of a store followed only here went to Redis"
+
+        await other_process.join(store_id, remote)
+        assert await until(lambda: remote.messages), "the events kept off Redis were never announced"
+        assert remote.messages[0]["type"] == "livesync.head" and remote.messages[0]["head"] == published + 5
+        await hub.publish(store_id, events(published + 6))
+        assert await until(lambda: len(remote.messages) >= 2), "an event after the other process followed was lost"
+        assert remote.messages[1]["type"] == "livesync.events" and remote.messages[1]["last"] == published + 6
+        assert not hub.followers.keeps(store_id)
+    finally:
+        await other_process.stop()
+        await hub.stop()
+
+
+async def test_a_store_followed_in_another_process_before_this_hub_started_goes_to_redis(pubsub_hub, store_id):
+    """No notice told this hub of that follower: the subscriber count Redis answers with does."""
+    hub, _ = pubsub_hub
+    local, remote, batches = Recorder(), Recorder(), []
+    other_process = another_process()
+    await other_process.join(store_id, remote)
+    assert await until(lambda: other_process._outgoing.empty())
+    await asyncio.sleep(0.2)  # its follow notice went out before this hub listens
+    hub._publisher.publish = recording(hub._publisher.publish, batches)
+    await hub.join(store_id, local)
+    try:
+        assert await until(lambda: hub.followers.listening), "the hub's own follow notice did not come back"
+        assert not hub.followers._in_grace, "the hub heard of the other process's following after all"
+        for seq_num in range(1, 21):
+            await hub.publish(store_id, events(seq_num))
+            await until(lambda: hub._outgoing.empty() and sum(map(len, batches)) >= seq_num, timeout=1)
+        assert await until(lambda: len(remote.messages) >= 20), f"{len(remote.messages)} of 20 arrived"
+        assert [message["last"] for message in remote.messages] == list(range(1, 21))
+        assert not hub.followers.keeps(store_id)
+    finally:
+        await other_process.stop()
+        await hub.stop()
+
+
+async def test_a_hub_that_may_have_missed_follow_notices_announces_what_it_kept_and_publishes_again(
+    pubsub_hub, monkeypatch, store_id
+):
+    """Its backlog dropped, or the layer down: a follow notice may be among what it never heard."""
+    hub, proxy = pubsub_hub
+    monkeypatch.setattr(hub_module, "INBOUND_LIMIT", 5)
+    local, batches = Recorder(), []
+    hub._publisher.publish = recording(hub._publisher.publish, batches)
+    await hub.join(store_id, local)
+    try:
+        published = await keep_to_itself(hub, store_id, batches)
+        await hub.publish(store_id, events(published + 1))
+        for index in range(20):
+            hub._inbound.put_nowait({"type": "livesync.events", "first": index, "last": index, "store_id": "other"})
+        hub._bound_inbound_backlog()
+        assert not hub.followers.keeps(store_id)
+        assert await until(lambda: ("livesync.head", None) in batches[-1]), "the kept events were not announced"
+        await hub.publish(store_id, events(published + 2))
+        assert await until(lambda: ("livesync.events", published + 2) in batches[-1]), "the next event stayed local"
+
+        await keep_to_itself(hub, store_id, batches)
+        proxy.cut()
+        hub._layer_failed("cut")
+        assert not hub.followers.keeps(store_id) and not hub.followers.listening
+    finally:
+        await hub.stop()
+
+
+async def test_a_follower_whose_notice_never_came_gets_the_kept_events_at_the_next_head_check(
+    pubsub_hub, settings, store_id
+):
+    """A lost notice, or a process of an older livesync that sends none: the kept head goes through Redis once per
+    head check, and the count Redis answers with tells the hub of the follower."""
+    hub, _ = pubsub_hub
+    settings.LIVESYNC = {"HEAD_CHECK_INTERVAL": 0.3}
+    local, remote, batches = Recorder(), Recorder(), []
+    hub._publisher.publish = recording(hub._publisher.publish, batches)
+    await hub.join(store_id, local)
+    silent_process = another_process()
+    silent_process._tracks_followers = False
+    try:
+        published = await keep_to_itself(hub, store_id, batches)
+        await hub.publish(store_id, events(published + 1))
+        await silent_process.join(store_id, remote)
+        assert await until(lambda: remote.messages), "the kept head was not announced"
+        assert remote.messages[0]["type"] == "livesync.head" and remote.messages[0]["head"] == published + 1
+        assert await until(lambda: not hub.followers.keeps(store_id)), "the announcement's count was not heeded"
+        await hub.publish(store_id, events(published + 2))
+        assert await until(lambda: len(remote.messages) >= 2), "the next event stayed off Redis"
+        assert remote.messages[1]["last"] == published + 2
+    finally:
+        await silent_process.stop()
         await hub.stop()

@@ -1,0 +1,125 @@
+"""Which stores no other process follows: the hub keeps those stores' pushes off Redis.
+
+A store's sockets often all sit in the process its pushes reach: one daphne
+process, or a user's one or two devices in a cluster. Every message the hub
+published for such a store went to Redis only to come back to the hub and be
+dropped as its own; on PostgreSQL + Redis that was a fifth of the event loop's
+busy time in a profile of batch-1 pushes. Redis already counts who hears a
+message: ``PUBLISH`` answers with the number of subscribers it reached. When
+that number says no other process follows a store, the hub keeps the store's
+next events to its own sockets, until another process says it follows the
+store too.
+
+That word is a follow notice, sent to every hub through one group
+(``messages.FOLLOWS_GROUP``) after a hub subscribes to a store's group. A hub
+that hears it publishes that store's events again, and first a head nudge for
+the events it kept meanwhile, so that the new follower's sockets repair
+themselves from storage at once rather than at the next head check.
+
+A count is trusted only when nothing can hide a follower from it:
+
+- not before the hub heard its own first notice back, because until then it
+  could miss other processes' notices;
+- for a store of this process's own sockets, not before one of its own
+  messages came back through the store's group, because until then the one
+  subscriber Redis counted may be another process rather than this one;
+- not from a reply to a message sent before a notice was heard;
+- not for ``GRACE_SECONDS`` after a notice about the store: the other process
+  subscribed before sending it, but over another connection, so Redis may not
+  have processed the subscription yet.
+
+A subscription Redis has still not processed after the grace misses the
+store's events until the next head check, as after any message the channel
+layer loses. So does a follower whose notice was lost (the pub/sub layer
+reconnects on its own and drops what was published meanwhile) or never sent
+(a process of an older livesync during a rolling upgrade): once per head
+check, the hub sends each store it kept events of a head nudge through Redis,
+and that publish's count tells it about such a follower.
+"""
+
+import time
+
+from cachetools import LRUCache, TTLCache
+
+# Stores whose events this process keeps to itself, at most (those pushed to least recently are published again).
+KEPT_STORES_LIMIT = 10_000
+# How long after a follow notice the counts of that store's publishes are not trusted.
+GRACE_SECONDS = 1.0
+# Stores in their grace at once, at most: far more notices per GRACE_SECONDS than any cluster sends.
+GRACE_STORES_LIMIT = 100_000
+
+
+class Followers:
+    """One hub's knowledge of which stores no other process follows."""
+
+    def __init__(self, clock=time.monotonic):
+        # store_id -> the last event kept off Redis (0 while none was).
+        self._kept = LRUCache(KEPT_STORES_LIMIT)
+        # store_id -> the last event kept off Redis since the last head check.
+        self._unannounced = {}
+        self._in_grace = TTLCache(GRACE_STORES_LIMIT, GRACE_SECONDS, timer=clock)
+        # Stores of this process's sockets whose subscription Redis has proven by sending an own message back.
+        self._heard_own = set()
+        # Notices heard; a reply to a publish sent before the latest one is not trusted.
+        self._notices_heard = 0
+        self.listening = False
+
+    def keeps(self, store_id):
+        """Whether ``store_id``'s events stay off the channel layer."""
+        return store_id in self._kept
+
+    def kept(self, store_id, last):
+        """Events up to ``last`` of ``store_id`` were delivered here only."""
+        self._kept[store_id] = self._unannounced[store_id] = max(last, self._kept[store_id])
+
+    def unannounced(self):
+        """``{store_id: last event}`` of the stores that kept events since the last call."""
+        unannounced, self._unannounced = self._unannounced, {}
+        return unannounced
+
+    def sending(self):
+        """Before a publish: the token its reply is judged with (see ``reached``)."""
+        return self._notices_heard
+
+    def reached(self, store_id, receivers, token, follows_here):
+        """A publish of ``store_id``'s events or head, sent at ``token``, reached ``receivers`` subscribers.
+
+        ``follows_here``: this process has sockets of the store, so one of the
+        subscribers should be its own.
+        """
+        if not self.listening or token != self._notices_heard or store_id in self._in_grace:
+            return
+        if follows_here and store_id not in self._heard_own:
+            return
+        if receivers <= (1 if follows_here else 0):
+            self._kept.setdefault(store_id, 0)
+        else:
+            self._kept.pop(store_id, None)
+
+    def heard_own(self, store_id):
+        """An own message of ``store_id`` came back through the store's group."""
+        self._heard_own.add(store_id)
+
+    def left(self, store_id):
+        """This process's last socket of ``store_id`` left: its subscription ends."""
+        self._heard_own.discard(store_id)
+
+    def noticed(self, store_id):
+        """Another process follows ``store_id`` from now on; returns the last event kept from it (0: none)."""
+        self._notices_heard += 1
+        self._in_grace[store_id] = True
+        self._unannounced.pop(store_id, None)
+        return self._kept.pop(store_id, 0)
+
+    def forget(self):
+        """Notices may have been lost: keep nothing until the hub hears its own again; returns what was kept.
+
+        ``{store_id: last event kept}``, for the stores that kept any.
+        """
+        kept = {store_id: last for store_id, last in self._kept.items() if last}
+        self._kept.clear()
+        self._unannounced.clear()
+        self._heard_own.clear()
+        self._notices_heard += 1
+        self.listening = False
+        return kept
