@@ -166,6 +166,7 @@ class Hub:
         members = self.members.setdefault(store_id, set())
         members.add(member)
         if len(members) == 1:
+            self.followers.joined(store_id)
             await self._group_add(store_id)
             self._notify_following(store_id)
 
@@ -200,7 +201,7 @@ class Hub:
         store no other process follows are not sent at all (``syncapp.followers``).
         """
         await self._start()
-        message = {**message, "store_id": store_id, "origin": self.id}
+        message = {**message, "store_id": store_id, "origin": self.id, "joins": self.followers.joins}
         try:
             await self._deliver(message)
         finally:
@@ -209,6 +210,8 @@ class Hub:
                 self.followers.kept(store_id, message["last"])
                 metrics.BROADCASTS_KEPT_LOCAL.inc()
             else:
+                if message["type"] == messages.RESET:
+                    self.followers.reset(store_id)
                 self._send_later(message)
 
     def _send_later(self, message):
@@ -236,20 +239,29 @@ class Hub:
             if self.layer_down:
                 continue
             addressed = [(_group_of(message), message) for message in batch]
-            token = self.followers.sending()
+            sent_at = self.followers.sending()
             try:
                 receivers = await _twice(self._publisher.publish, addressed)
             except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
                 self._layer_failed(exc)
                 continue
             if self._tracks_followers:
-                self._count_followers(batch, receivers, token)
+                self._count_followers(batch, receivers, sent_at)
 
-    def _count_followers(self, batch, receivers, token):
-        for message, count in zip(batch, receivers, strict=True):
-            if message["type"] in (messages.EVENTS, messages.HEAD):
-                store_id = message["store_id"]
-                self.followers.reached(store_id, count, token, follows_here=store_id in self.members)
+    def _count_followers(self, batch, receivers, sent_at):
+        """Learn from what each message reached which stores another process follows (``syncapp.followers``)."""
+        try:
+            for message, count in zip(batch, receivers, strict=True):
+                if message["type"] in (messages.EVENTS, messages.HEAD):
+                    store_id = message["store_id"]
+                    kept = self.followers.reached(store_id, count, sent_at, follows_here=store_id in self.members)
+                    if kept:
+                        self._announce_head(store_id, kept)
+        except Exception:
+            # Counting must never stop this process's broadcasts: without it, every store's go to Redis.
+            logger.exception("could not count the subscribers of published store messages")
+            for store_id, kept in self.followers.forget().items():
+                self._announce_head(store_id, kept)
 
     async def _next_batch(self):
         """The next message and those waiting behind it, up to PUBLISH_BATCH messages or PUBLISH_BATCH_BYTES of
@@ -349,8 +361,12 @@ class Hub:
             await self._open_channel()
         async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
             await self.layer.send(self.channel_name, {"type": PROBE})
-        for store_id in list(self.members):
-            await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
+        # Sockets that join meanwhile are subscribed too: _group_add skips them while the layer counts as down.
+        subscribed = set()
+        while unsubscribed := self.members.keys() - subscribed:
+            for store_id in unsubscribed:
+                await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
+            subscribed |= unsubscribed
         await self._listen_for_notices()
         for store_id in self.members:
             self._notify_following(store_id)
@@ -376,7 +392,7 @@ class Hub:
             elif message.get("origin") != self.id:
                 await self._deliver(message)
             elif message.get("store_id") in self.members:
-                self.followers.heard_own(message["store_id"])
+                self.followers.heard_own(message["store_id"], message.get("joins", -1))
             self._bound_inbound_backlog()
 
     def _noticed(self, notice):
@@ -394,7 +410,8 @@ class Hub:
 
     def _announce_head(self, store_id, head):
         """Tell other processes' sockets of ``store_id`` to catch up to ``head`` from storage."""
-        self._send_later({"type": messages.HEAD, "store_id": store_id, "head": head, "origin": self.id})
+        message = {"type": messages.HEAD, "store_id": store_id, "head": head, "origin": self.id}
+        self._send_later({**message, "joins": self.followers.joins})
 
     async def _deliver(self, message):
         store_id = message.get("store_id")
