@@ -361,13 +361,13 @@ class Hub:
             await self._open_channel()
         async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
             await self.layer.send(self.channel_name, {"type": PROBE})
+        await self._listen_for_notices()
         # Sockets that join meanwhile are subscribed too: _group_add skips them while the layer counts as down.
         subscribed = set()
         while unsubscribed := self.members.keys() - subscribed:
             for store_id in unsubscribed:
                 await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
             subscribed |= unsubscribed
-        await self._listen_for_notices()
         for store_id in self.members:
             self._notify_following(store_id)
         self.layer_down = False

@@ -350,3 +350,37 @@ async def test_a_follower_whose_notice_never_came_gets_the_kept_events_at_the_ne
     finally:
         await silent_process.stop()
         await hub.stop()
+
+
+async def test_a_socket_that_joins_while_the_hub_rejoins_after_an_outage_is_subscribed_too(
+    pubsub_hub, monkeypatch, store_id
+):
+    hub, proxy = pubsub_hub
+    first, joining = Recorder(), Recorder()
+    await hub.join(store_id, first)
+    other_process = another_process()
+    group_add, joins = hub.layer.group_add, []
+
+    async def group_add_while_another_socket_joins(group, channel):
+        if group == hub_module.messages.group_name(store_id) and not joins:
+            joins.append(asyncio.ensure_future(hub.join(f"{store_id}-joining", joining)))
+            await asyncio.sleep(0)
+        return await group_add(group, channel)
+
+    try:
+        proxy.cut()
+        hub._layer_failed("cut")
+        proxy.restore()
+        monkeypatch.setattr(hub.layer, "group_add", group_add_while_another_socket_joins)
+        assert await rejoin(hub), "the hub did not subscribe once Redis answered"
+        assert joins and joins[0].done()
+        # As in another process: its own connections, while this hub's reconnect after the outage.
+        message = {"type": "livesync.events", "first": 1, "last": 1, "store_id": f"{store_id}-joining"}
+        for _ in range(50):
+            await other_process.layer.group_send(hub_module.messages.group_name(f"{store_id}-joining"), message)
+            if await until(lambda: joining.messages, timeout=0.2):
+                break
+        assert joining.messages, "the store joined during the rejoin was never subscribed"
+    finally:
+        await other_process.stop()
+        await hub.stop()
