@@ -167,13 +167,23 @@ async def test_a_slow_commit_sends_the_next_pushes_to_the_thread(store_id, threa
     assert _rows_seen_by_another_connection(store_id) == [(1, "c"), (2, "on the loop"), (3, "on the thread")]
 
 
-async def test_an_occasional_slow_commit_does_not_count_and_a_stall_does():
-    """The 2-5 ms of a WAL checkpoint now and then keeps pushes on the event loop; a 50 ms stall does not."""
+async def test_an_occasional_stall_does_not_count_and_stalls_in_a_row_or_a_slow_disk_do():
+    """A WAL checkpoint now and then (16 ms here) keeps pushes on the event loop; three 50 ms stalls in a row do
+    not, nor does a disk that takes 2 ms for every commit."""
     loop = asyncio.get_running_loop()
-    for seconds in [0.0001] * 10 + [0.005] + [0.0001] * 10 + [0.005]:
+    quiet = [0.0001] * 30
+    for seconds in quiet + [0.016] + quiet + [0.05] + quiet + [0.05, 0.05]:
         sqliteloop._note_commit_time(loop, "default", seconds)
     assert "default" not in sqliteloop._thread_until
     sqliteloop._note_commit_time(loop, "default", 0.05)
+    assert sqliteloop._thread_until["default"] > loop.time()
+
+    sqliteloop._thread_until.clear()
+    for _ in range(5):
+        sqliteloop._note_commit_time(loop, "default", 0.002)
+    assert "default" not in sqliteloop._thread_until
+    for _ in range(5):
+        sqliteloop._note_commit_time(loop, "default", 0.002)
     assert sqliteloop._thread_until["default"] > loop.time()
 
 
