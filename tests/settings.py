@@ -11,13 +11,19 @@ import tempfile
 import dj_database_url
 
 from livesync_project.settings import *  # noqa: F403
-from livesync_project.settings import DEFAULT_REDIS_CHANNEL_LAYER, SQLITE_OPTIONS, redis_channel_layer
+from livesync_project.settings import (
+    DEFAULT_REDIS_CHANNEL_LAYER,
+    POSTGRES_OPTIONS,
+    SQLITE_OPTIONS,
+    redis_channel_layer,
+)
 from tests.support.services import POSTGRES_URL, REDIS_URL
 
 BACKEND = os.environ.get("LIVESYNC_TEST_BACKEND", "sqlite")
 
 if BACKEND == "postgres":
     DATABASES = {"default": dj_database_url.parse(POSTGRES_URL, conn_max_age=0)}
+    DATABASES["default"]["OPTIONS"] = POSTGRES_OPTIONS
     # One test database per run, so concurrent runs on one machine never collide.
     DATABASES["default"]["TEST"] = {"NAME": f"test_livesync_{os.getpid()}"}
     # A second database to spread stores over (tests/test_store_databases.py); unused by the others.

@@ -112,6 +112,25 @@ async def test_connections_follow_conn_max_age(store_id, kept_connections):
     assert await _other_sessions() - before == set()
 
 
+@pytest.mark.parametrize("threshold, prepared", [(None, False), (2, True)])
+async def test_push_statements_are_prepared_as_the_databases_options_say(
+    store_id, kept_connections, monkeypatch, threshold, prepared
+):
+    """Django's ``OPTIONS["prepare_threshold"]``: unset, nothing is prepared (any connection pooler accepts that);
+    a threshold prepares a store's push statement once it ran that often on a connection."""
+    monkeypatch.setitem(connections.settings["default"]["OPTIONS"], "prepare_threshold", threshold)
+    await pgloop.close()
+    await _known_store(store_id, 1)
+    for seq_num in (2, 3, 4):
+        await eventlog.commit(store_id, batch(seq_num, seq_num))
+    (event_loop_connection,) = pgloop._pool("default")._idle
+    cursor = await event_loop_connection.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+    statements = [row[0] for row in await cursor.fetchall()]
+    table = storage.known_location(store_id).table_name
+    assert any(table in statement for statement in statements) is prepared, statements
+    assert await _stored(store_id) == [(1, "c"), (2, "c"), (3, "c"), (4, "c")]
+
+
 @pytest.mark.parametrize("length", [1, 6, 7, 100])
 async def test_every_batch_length_is_stored_exactly(store_id, length):
     """Short batches go as one parameter per value, longer ones as one JSON array of rows: the same rows."""
