@@ -112,6 +112,25 @@ async def test_connections_follow_conn_max_age(store_id, kept_connections):
     assert await _other_sessions() - before == set()
 
 
+async def test_a_push_whose_rows_cannot_be_inserted_fails_alone_and_the_next_push_is_stored(store_id, kept_connections):
+    """A row put in the table by hand fails the push's insert: no head moves, and the next push on the event
+    loop (on a new connection: one that met an error is never used again) is stored."""
+    await _known_store(store_id, 1)
+    await _known_store(f"{store_id}.next", 1)
+    await eventlog.commit(f"{store_id}.next", batch(2, 2))
+    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    with connect_to_test_database() as other:
+        other.execute(
+            f'INSERT INTO {table} ("seqNum", "parentSeqNum", "name", "createdAt", "clientId", "sessionId") '
+            "VALUES (2, 1, 'v1.ByHand', '2026-01-01T00:00:00.000Z', 'hand', 'hand')"
+        )
+    with pytest.raises(eventlog.StoreUnavailable):
+        await eventlog.commit(store_id, batch(2, 2, "pusher"))
+    assert await db.run(storage.head, store_id) == 1
+    await eventlog.commit(f"{store_id}.next", batch(3, 3, "next"))
+    assert await _stored(f"{store_id}.next") == [(1, "c"), (2, "c"), (3, "next")]
+
+
 @pytest.mark.parametrize("threshold, prepared", [(None, False), (2, True)])
 async def test_push_statements_are_prepared_as_the_databases_options_say(
     store_id, kept_connections, monkeypatch, threshold, prepared
