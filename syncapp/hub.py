@@ -410,8 +410,15 @@ class Hub:
 
     def _announce_head(self, store_id, head):
         """Tell other processes' sockets of ``store_id`` to catch up to ``head`` from storage."""
-        message = {"type": messages.HEAD, "store_id": store_id, "head": head, "origin": self.id}
-        self._send_later({**message, "joins": self.followers.joins})
+        self._send_later(
+            {
+                "type": messages.HEAD,
+                "store_id": store_id,
+                "head": head,
+                "origin": self.id,
+                "joins": self.followers.joins,
+            }
+        )
 
     async def _deliver(self, message):
         store_id = message.get("store_id")

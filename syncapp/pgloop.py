@@ -17,11 +17,12 @@ way whichever path met it.
 
 Connections: opened with the database's Django settings, binding parameters
 on the server. Statements are prepared as the database's
-``OPTIONS["prepare_threshold"]`` says, as on Django's own connections: by
-default never, which any connection pooler accepts; a threshold (psycopg's
-default is 5) spares PostgreSQL the parsing and planning of a store's push
-statement once it ran that often, about a fifth of a batch-1 push's time
-here. A connection that failed is dropped, and the next push opens a new one.
+``OPTIONS["prepare_threshold"]`` says (Django hands it to psycopg for its own
+connections too): by default never, which any connection pooler accepts; a
+threshold (psycopg's default is 5) spares PostgreSQL the parsing and planning
+of a store's push statement once it ran that often, about a quarter of a
+batch-1 push's time here. A connection that failed is dropped, and the next
+push opens a new one.
 
 Group commit: one statement or group runs at a time per database and event
 loop. Pushes that arrive meanwhile wait, and go together once it is done (up
