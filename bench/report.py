@@ -305,7 +305,7 @@ def ceilings_table(limits, push_results, targets):
     else:
         rows += [
             [
-                "PostgreSQL, one connection, synchronous_commit=on: 1-row commits/s",
+                "PostgreSQL, one connection, synchronous_commit=on: self-committing 1-row INSERTs/s",
                 _fmt("{:,.0f}", postgres["commits_per_s"]),
             ],
             ["PostgreSQL, one connection: events/s in 100-row commits", _fmt("{:,.0f}", postgres["events_per_s_100"])],

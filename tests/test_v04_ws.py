@@ -6,7 +6,7 @@ import json
 import pytest
 from django.test import override_settings
 
-from syncapp import db, storage
+from syncapp import db, eventlog, storage
 from syncapp.models import Store
 from syncapp.wire import Event
 from tests.support.v03_client import Client
@@ -252,6 +252,29 @@ async def test_the_store_records_each_protocol_generation_its_clients_speak(rpc,
             break
         await asyncio.sleep(0.1)
     assert v04_seen is not None and v04_seen >= v03_seen
+
+
+async def test_a_client_that_pushes_right_after_connecting_is_recorded_by_its_push_alone(
+    connect, store_id, monkeypatch
+):
+    monkeypatch.setattr(eventlog, "CLIENT_NOTE_DELAY_SECONDS", 0.2)
+    recorded_on_connect = []
+    record = storage.note_client
+    monkeypatch.setattr(storage, "note_client", lambda *key: recorded_on_connect.append(key) or record(*key))
+    classic = await connect()
+    await classic.push("classic-1", events(1, 1, client_id="classic"))
+    assert (await classic.recv())["_tag"] == "WSMessage.PushAck"
+    await asyncio.sleep(0.5)
+    assert recorded_on_connect == []
+    v03_seen, v04_seen = await generations_seen(store_id)
+    assert v03_seen is not None and v04_seen is None
+    # A client that does not push is recorded once the delay is over.
+    await connect(f"{store_id}-reader")
+    for _ in range(50):
+        if recorded_on_connect:
+            break
+        await asyncio.sleep(0.1)
+    assert recorded_on_connect == [(f"{store_id}-reader", "0.3")]
 
 
 async def test_reset_gives_a_new_backend_id_and_closes_0_4_sockets(rpc, connect, store_id):
