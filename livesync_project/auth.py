@@ -3,8 +3,11 @@
 import os
 
 
-def validate_payload(payload, context):
-    """Reject the connection unless ``payload.authToken`` equals LIVESYNC_AUTH_TOKEN."""
+async def validate_payload(payload, context):
+    """Reject the connection unless ``payload.authToken`` equals LIVESYNC_AUTH_TOKEN.
+
+    A coroutine: it does no I/O, and a plain function hook runs on a thread, one trip per connection.
+    """
     expected = os.environ.get("LIVESYNC_AUTH_TOKEN")
     if not isinstance(payload, dict) or payload.get("authToken") != expected:
         raise ValueError("Invalid auth token")
