@@ -260,8 +260,7 @@ class Hub:
         except Exception:
             # Counting must never stop this process's broadcasts: without it, every store's go to Redis.
             logger.exception("could not count the subscribers of published store messages")
-            for store_id, kept in self.followers.forget().items():
-                self._announce_head(store_id, kept)
+            self._forget_followers()
 
     async def _next_batch(self):
         """The next message and those waiting behind it, up to PUBLISH_BATCH messages or PUBLISH_BATCH_BYTES of
@@ -408,6 +407,11 @@ class Hub:
         if kept:
             self._announce_head(store_id, kept)
 
+    def _forget_followers(self):
+        """Keep no store's events off Redis until this hub hears its own notice again; announce what it kept."""
+        for store_id, kept in self.followers.forget().items():
+            self._announce_head(store_id, kept)
+
     def _announce_head(self, store_id, head):
         """Tell other processes' sockets of ``store_id`` to catch up to ``head`` from storage."""
         self._send_later(
@@ -510,8 +514,7 @@ class Hub:
             queue.get_nowait()
         self.repairs_wanted.update(self.members)
         # Follow notices may have been among them: whoever may follow a store kept here gets a nudge.
-        for store_id, kept in self.followers.forget().items():
-            self._announce_head(store_id, kept)
+        self._forget_followers()
         self._notify_following()
         logger.warning(
             "dropped %s store messages waiting for this process: its sockets catch up from the database", dropped
