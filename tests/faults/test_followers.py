@@ -3,8 +3,9 @@
 Two real daphne processes on PostgreSQL + Redis. While the store's sockets
 all sit in the first process, its hub sends their events through Redis no
 more (``syncapp.followers``). A socket of the store in the second process
-then gets every later event as it is committed: through Redis, not from a
-head check a second later.
+then gets every later event as it is committed: the events kept before the
+second process's follow notice arrived as a head nudge, the later ones
+through Redis, none from a head check a second later.
 """
 
 import asyncio
@@ -21,6 +22,8 @@ ALONE_PUSHES = 20
 FOLLOWED_PUSHES = 10
 # Far below the head check's 1 to 2 s (HEAD_CHECK_INTERVAL 1 s), far above a trip through Redis.
 PROMPT_SECONDS = 0.5
+# Far above a follow notice's trip through Redis, far below the head check's interval.
+NOTICE_SECONDS = 0.2
 
 
 def kept_local(node):
@@ -51,8 +54,13 @@ async def test_pushes_stay_off_redis_until_another_process_follows_and_then_reac
 
     (follower,) = await open_sockets([("follower", b.url(store_id))])
     assert follower.seq_nums() == list(range(1, pushed + 1))
-    kept_before = kept_local(a)
     acked_at = {}
+    # Pushed at once: those the first process keeps before the follow notice reaches it come as a head nudge.
+    for _ in range(FOLLOWED_PUSHES):
+        outcome = await push()
+        acked_at[pushed] = outcome.answered_at
+    await asyncio.sleep(NOTICE_SECONDS)
+    kept_before = kept_local(a)
     for _ in range(FOLLOWED_PUSHES):
         outcome = await push()
         acked_at[pushed] = outcome.answered_at
