@@ -18,6 +18,7 @@ import logging
 import time
 from typing import NamedTuple
 
+import msgspec
 from django.db import DatabaseError
 
 from . import eventlog, metrics, pages, storage
@@ -172,9 +173,11 @@ def _metric_outcome(outcome):
 
 
 class Run(NamedTuple):
-    """One frame's worth of a read: encoded items, the last seqNum read so far, events left to the head."""
+    """One frame's worth of a read: its events encoded as a JSON array, how many, the last seqNum read so far,
+    events left to the head."""
 
-    items: list
+    batch: msgspec.Raw
+    count: int
     last: int
     remaining: int
     backend_id: str | None
@@ -188,8 +191,8 @@ class PullFailed(Exception):
         self.outcome = outcome
 
 
-async def runs(store_id, after, encode_item, max_events, create=False, expected_backend_id=None):
-    """The store's events after ``after``, encoded by ``encode_item``, in runs of one frame each.
+async def runs(store_id, after, make_item, max_events, create=False, expected_backend_id=None):
+    """The store's events after ``after``, as batch items made by ``make_item``, in runs of one frame each.
 
     Runs hold at most ``max_events`` and about ``pages.MAX_PAGE_BYTES``; the
     first storage page is yielded even when empty (one empty run: it carries
@@ -204,27 +207,27 @@ async def runs(store_id, after, encode_item, max_events, create=False, expected_
             if expected_backend_id is not None and page.backend_id != expected_backend_id:
                 raise storage.BackendIdMismatch(page.backend_id, expected_backend_id)
             expected_backend_id = None
-            items = [encode_item(eventlog.wire_event(stored), stored.created_at) for stored in page.events]
+            items = [make_item(eventlog.wire_event(stored), stored.created_at) for stored in page.events]
             sent = 0
-            for run in pages.split(items, max_events):
-                sent += len(run)
-                if run:
+            for count, batch in pages.encoded_runs(items, max_events):
+                sent += count
+                if count:
                     after = page.events[sent - 1].seq_num
-                yield Run(run, after, max(0, page.head - after), page.backend_id)
+                yield Run(batch, count, after, max(0, page.head - after), page.backend_id)
     except DatabaseError as error:
         raise eventlog.StoreUnavailable("Pull failed: the database is unavailable") from error
 
 
-async def pull(context, message, after, encode_item, max_events, create=False, expected_backend_id=None):
+async def pull(context, message, after, make_item, max_events, create=False, expected_backend_id=None):
     """``runs`` for a client's pull: the ON_PULL hook first; PullFailed with the outcome to answer."""
     try:
         await run_hook("ON_PULL", message, context)
     except HookRejected as exc:
         raise PullFailed(Rejected(str(exc))) from None
     try:
-        async for run in runs(context.store_id, after, encode_item, max_events, create, expected_backend_id):
-            metrics.PULL_EVENTS.labels(context.generation).inc(len(run.items))
-            metrics.PULL_BYTES.labels(context.generation).inc(sum(map(len, run.items)))
+        async for run in runs(context.store_id, after, make_item, max_events, create, expected_backend_id):
+            metrics.PULL_EVENTS.labels(context.generation).inc(run.count)
+            metrics.PULL_BYTES.labels(context.generation).inc(len(run.batch))
             yield run
     except storage.BackendIdMismatch as mismatch:
         raise PullFailed(ForeignBackend(mismatch.expected, mismatch.received)) from None

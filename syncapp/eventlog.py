@@ -144,8 +144,7 @@ class Announcement:
 
     @cached_property
     def v04_pages(self):
-        items = [v04_codec.encode_item(event, self.appended.created_at) for event in self.batch]
-        return v04_codec.live_pages(items, self.appended.backend_id)
+        return v04_codec.live_pages(self.batch, self.appended.created_at, self.appended.backend_id)
 
 
 async def announce(store_id, announcement, origin_socket=None):

@@ -43,19 +43,23 @@ class AdminInfoReq(msgspec.Struct, tag_field="_tag", tag="WSMessage.AdminInfoReq
 ClientMessage = Union[PullReq, PushReq, Ping, AdminResetRoomReq, AdminInfoReq]
 
 # Server -> client
+#
+# A pull makes a batch item, and its metadata, per event. Holding only strings, numbers and each other, they
+# can be in no reference cycle: ``gc=False`` keeps them out of the garbage collector, whose collections
+# they would otherwise set off many times per long pull (msgspec already leaves structs of strings untracked).
 
 
 class CreatedAt(msgspec.Struct):
     createdAt: str
 
 
-class Some(msgspec.Struct, tag_field="_tag", tag="Some"):
+class Some(msgspec.Struct, tag_field="_tag", tag="Some", gc=False):
     """Effect Schema's encoded ``Option.some``; metadata is always present here."""
 
     value: CreatedAt
 
 
-class PullResItem(msgspec.Struct):
+class PullResItem(msgspec.Struct, gc=False):
     eventEncoded: Event
     metadata: Some
 
@@ -66,7 +70,7 @@ class PullResRequestId(msgspec.Struct):
 
 
 class PullRes(msgspec.Struct, tag_field="_tag", tag="WSMessage.PullRes"):
-    batch: list[PullResItem]
+    batch: msgspec.Raw  # a JSON array of PullResItem
     requestId: PullResRequestId
     remaining: int
 
@@ -145,21 +149,21 @@ def encode(message):
     return _encoder.encode(message).decode()
 
 
-def encode_item(event, created_at):
-    """One ``PullRes`` batch item, encoded once (its size decides how frames are cut)."""
-    return msgspec.Raw(_encoder.encode(PullResItem(eventEncoded=event, metadata=Some(CreatedAt(created_at)))))
+def pull_item(event, created_at):
+    """One ``PullRes`` batch item (``syncapp.pages`` encodes a frame's items together)."""
+    return PullResItem(eventEncoded=event, metadata=Some(CreatedAt(created_at)))
 
 
-def pull_res(items, context, request_id, remaining):
-    """A ``WSMessage.PullRes`` frame for ``items``, batch items encoded by ``encode_item``."""
-    return PullRes(batch=items, requestId=PullResRequestId(context=context, requestId=request_id), remaining=remaining)
+def pull_res(batch, context, request_id, remaining):
+    """A ``WSMessage.PullRes`` frame around ``batch``, its items already encoded (``pages.encoded_runs``)."""
+    return PullRes(batch=batch, requestId=PullResRequestId(context=context, requestId=request_id), remaining=remaining)
 
 
 def push_frames(batch, created_at, request_id):
     """The ``context: "push"`` PullRes frames announcing a committed ``batch``: one, unless it is too large
     for one frame (see ``syncapp.pages``)."""
-    items = [encode_item(event, created_at) for event in batch]
-    return [pull_res(run, "push", request_id, 0) for run in pages.split(items)]
+    items = [pull_item(event, created_at) for event in batch]
+    return [pull_res(run, "push", request_id, 0) for _, run in pages.encoded_runs(items)]
 
 
 def durable_object_info(store_id):

@@ -64,7 +64,7 @@ class V03Consumer(StoreSocketConsumer):
         await self.send_message(codec.Pong())
 
     async def _pull(self, message):
-        runs = core.pull(self.context, message, message.cursor or 0, codec.encode_item, conf.get("PULL_CHUNK_SIZE"))
+        runs = core.pull(self.context, message, message.cursor or 0, codec.pull_item, conf.get("PULL_CHUNK_SIZE"))
         try:
             await self.subscriber.stream(self._frames(runs, "pull", message.requestId))
         except core.PullFailed as failed:
@@ -78,13 +78,13 @@ class V03Consumer(StoreSocketConsumer):
         by bytes too (``syncapp.pages``).
         """
         async for run in runs:
-            if run.items or context == "pull":
-                frame = codec.pull_res(run.items, context, request_id, run.remaining)
+            if run.count or context == "pull":
+                frame = codec.pull_res(run.batch, context, request_id, run.remaining)
                 await observe("ON_PULL_RES", frame, self.context)
                 yield codec.encode(frame), run.last
 
     def _catch_up(self, after, request_id):
-        runs = core.runs(self.store_id, after, codec.encode_item, conf.get("PULL_CHUNK_SIZE"))
+        runs = core.runs(self.store_id, after, codec.pull_item, conf.get("PULL_CHUNK_SIZE"))
         return self._frames(runs, "push", request_id)
 
     async def _push(self, message):

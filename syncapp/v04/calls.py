@@ -73,13 +73,13 @@ def pull_frames(context, request_id, payload):
     incarnation of the store fails with ``BackendIdMismatchError``.
     """
     after, expected_backend_id = cursor_of(payload)
-    runs = core.pull(context, payload, after, codec.encode_item, codec.MAX_PAGE_EVENTS, True, expected_backend_id)
+    runs = core.pull(context, payload, after, codec.pull_item, codec.MAX_PAGE_EVENTS, True, expected_backend_id)
     return frames(runs, request_id, context)
 
 
 async def frames(runs, request_id, context):
     """``(Chunk frame, last seqNum)`` per run: pages of ``MoreKnown {remaining}`` until the last, ``NoMore``."""
     async for run in runs:
-        response = codec.pull_response(run.items, run.backend_id, run.remaining)
+        response = codec.pull_response(run.batch, run.backend_id, run.remaining)
         await observe("ON_PULL_RES", response, context)
         yield codec.chunk(request_id, [response]), run.last

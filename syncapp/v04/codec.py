@@ -194,15 +194,16 @@ class UnknownError(msgspec.Struct):
     tag: str = msgspec.field(default="UnknownError", name="_tag")
 
 
+# gc=False: as for the 0.3 batch items (see syncapp.v03.codec).
 class SyncMetadata(msgspec.Struct, tag_field="_tag", tag="SyncMessage.SyncMetadata"):
     createdAt: str
 
 
-class SomeMetadata(msgspec.Struct, tag_field="_tag", tag="Some"):
+class SomeMetadata(msgspec.Struct, tag_field="_tag", tag="Some", gc=False):
     value: SyncMetadata
 
 
-class PullItem(msgspec.Struct):
+class PullItem(msgspec.Struct, gc=False):
     eventEncoded: Event
     metadata: SomeMetadata
 
@@ -216,7 +217,7 @@ class MoreKnown(msgspec.Struct, tag_field="_tag", tag="MoreKnown"):
 
 
 class PullResponse(msgspec.Struct):
-    batch: list[msgspec.Raw]
+    batch: msgspec.Raw  # a JSON array of PullItem
     pageInfo: NoMore | MoreKnown
     backendId: str
 
@@ -334,24 +335,19 @@ def interrupted(request_id):
     return Exit(requestId=request_id, exit=Failure(cause=InterruptCause(fiberId=NoneOption())))
 
 
-def encode_item(event, created_at):
-    """One pull-response batch item, encoded once."""
-    return msgspec.Raw(
-        _encoder.encode(PullItem(eventEncoded=event, metadata=SomeMetadata(SyncMetadata(createdAt=created_at))))
-    )
+def pull_item(event, created_at):
+    """One pull-response batch item (``syncapp.pages`` encodes a page's items together)."""
+    return PullItem(eventEncoded=event, metadata=SomeMetadata(SyncMetadata(createdAt=created_at)))
 
 
-def split_items(items):
-    """Cut encoded items into page-sized runs: at most MAX_PAGE_EVENTS and about pages.MAX_PAGE_BYTES each."""
-    return pages.split(items, MAX_PAGE_EVENTS)
-
-
-def pull_response(items, backend_id, remaining):
-    """One encoded PullResponse: ``MoreKnown{remaining}`` while events remain, else ``NoMore``."""
+def pull_response(batch, backend_id, remaining):
+    """One encoded PullResponse around ``batch``, its items already encoded (``pages.encoded_runs``):
+    ``MoreKnown{remaining}`` while events remain, else ``NoMore``."""
     page_info = MoreKnown(remaining=remaining) if remaining > 0 else NoMore()
-    return msgspec.Raw(_encoder.encode(PullResponse(batch=items, pageInfo=page_info, backendId=backend_id)))
+    return msgspec.Raw(_encoder.encode(PullResponse(batch=batch, pageInfo=page_info, backendId=backend_id)))
 
 
-def live_pages(items, backend_id):
-    """The ``NoMore`` PullResponses a live subscriber receives for one committed batch."""
-    return [pull_response(run, backend_id, 0) for run in split_items(items)]
+def live_pages(batch, created_at, backend_id):
+    """The ``NoMore`` PullResponses a live subscriber receives for one committed ``batch``."""
+    items = [pull_item(event, created_at) for event in batch]
+    return [pull_response(run, backend_id, 0) for _, run in pages.encoded_runs(items, MAX_PAGE_EVENTS)]

@@ -118,7 +118,7 @@ class V04WsConsumer(StoreSocketConsumer):
 
     def _catch_up(self, request_id):
         def catch_up(after, _broadcast_request_id):
-            runs = core.runs(self.store_id, after, codec.encode_item, codec.MAX_PAGE_EVENTS)
+            runs = core.runs(self.store_id, after, codec.pull_item, codec.MAX_PAGE_EVENTS)
             return calls.frames(runs, request_id, self.context)
 
         return catch_up
