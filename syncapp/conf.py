@@ -111,6 +111,10 @@ DEFAULTS = {
     # Pushes one connection may make per second, on average (bursts up to twice
     # that); a push beyond is refused and writes nothing. None: no limit.
     "MAX_PUSHES_PER_SECOND": None,
+    # Whether, under daphne, the objects alive when the server starts serving are
+    # collected once and frozen (``gc.freeze``), so that the garbage collector's
+    # full collections walk only objects allocated since (see syncapp.daphne_compat).
+    "FREEZE_STARTUP_OBJECTS": True,
 }
 
 HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")

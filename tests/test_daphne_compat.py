@@ -1,15 +1,19 @@
-"""Writes to a connection daphne serves are sent at once when nothing waits before them (``syncapp.daphne_compat``).
+"""What ``syncapp.daphne_compat`` changes in daphne: writes to a connection are sent at once when nothing waits
+before them, and the objects alive at start are frozen out of full garbage collections unless turned off.
 
-Each test wraps one end of a real loopback TCP connection in Twisted's own
+Each write test wraps one end of a real loopback TCP connection in Twisted's own
 ``tcp.Server``, as daphne's listening port does, with a reactor that only
 records which connections asked to be written later.
 """
 
+import gc
 import socket
 
 import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
+
+from syncapp.daphne_compat import freeze_startup_objects
 
 
 class RecordingReactor:
@@ -80,3 +84,15 @@ def test_what_the_socket_does_not_take_waits_and_later_writes_keep_their_order(s
     assert bytes(received) == expected
     assert reactor.writers == set()
 
+
+def test_freezing_the_startup_objects_can_be_turned_off(settings):
+    assert gc.get_freeze_count() == 0
+    settings.LIVESYNC = {"FREEZE_STARTUP_OBJECTS": False}
+    freeze_startup_objects()
+    assert gc.get_freeze_count() == 0
+    settings.LIVESYNC = {}
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -153,3 +154,18 @@ def test_the_readme_lists_every_environment_variable_the_example_project_reads()
     table = table.split("\n\n", 2)[1]
     listed = set(re.findall(r"`([A-Z_]+)`", table))
     assert read - {"DJANGO_SETTINGS_MODULE"} <= listed, read - listed
+
+
+async def test_the_objects_alive_at_start_are_left_out_of_full_garbage_collections(tmp_path):
+    """A full collection walks only what the server allocated after it started serving (a long pull's
+    objects), not the 100,000 and more that Django, Channels and Twisted hold from the start."""
+    settings = {"DATABASE_URL": sqlite_database(tmp_path), "LIVESYNC_LOG_LEVEL": "DEBUG"}
+    frozen = []
+    with DaphneServer(tmp_path / "daphne.log", settings):
+        for _ in range(50):
+            log = (tmp_path / "daphne.log").read_text()
+            frozen = re.findall(r"froze the (\d+) objects alive at start", log)
+            if frozen:
+                break
+            await asyncio.sleep(0.1)
+    assert len(frozen) == 1 and int(frozen[0]) > 50_000, frozen
