@@ -337,8 +337,9 @@ def ceilings_table(limits, push_results, targets):
         text += "\n\nbatch-1 push as a share of the lower of (echo, the backend's commit rate); target >= 50%\n"
         text += (
             "(sequential bound: a client that waits for each ack waits for a round trip and a commit one after the\n"
-            "other, so no server acks more than 1 / (1/echo + 1/commit rate) pushes/s; 50% of the lower ceiling is\n"
-            "within that bound only while the commit rate is at least the echo's)\n"
+            "other, about 1 / (1/echo + 1/commit rate) pushes/s at most, so 50% of the lower ceiling is within\n"
+            "reach only while the commit rate is at least the echo's; the ceilings are timed at another moment of\n"
+            "the run than the pushes, so a share of the bound over 100% means the machine was faster then)\n"
         )
         text += _table(
             ["server", "push events/s", "lower ceiling", "share", "verdict", "sequential bound", "share of bound"],
@@ -348,7 +349,8 @@ def ceilings_table(limits, push_results, targets):
 
 
 def sequential_bound(limits, backend):
-    """Acked pushes/s a client waiting for each ack can get at best: one echo round trip, then one commit."""
+    """About the acked pushes/s a client waiting for each ack can get at best: one echo round trip, then one
+    commit, at the moment the ceilings were timed."""
     return 1 / (1 / limits["echo"]["per_s"] + 1 / limits[backend]["commits_per_s"])
 
 

@@ -33,7 +33,7 @@ writes sent at once and a garbage collector that skips what lives from the start
    does not take is buffered as before, so the order of bytes, the write-buffer
    view (3.) and a client that stops reading behave as they did.
 6. A full garbage collection walks every object the process tracks, and a
-   Django project under daphne tracks over 100,000 from its start: 50-85 ms
+   Django project under daphne tracks over 100,000 from its start: 55-70 ms
    per full collection on the bench's machine, during which no socket of the
    process is served. The objects a long pull or a burst of connections
    allocates set one off every few such pulls or bursts. When the reactor
