@@ -14,17 +14,19 @@ REPAIR = "repair"
 
 class Sequencer:
     def __init__(self):
-        # None until the client's position is known: a socket that never pulled
-        # or pushed gets broadcasts as they come, as the reference sends them.
+        # None until the client says where it stands (its first pull or push). A 0.3.1 client that reconnected
+        # (to this process or another) never pulls again, so a batch forwarded before then could start past its
+        # head: the client would take it and skip the events in between for good. Until the position is known,
+        # broadcasts are dropped; the first pull or push then reads what the client lacks from storage.
         self.cursor = None
 
     def on_broadcast(self, first, last):
         """FORWARD, DROP or REPAIR for a broadcast of seqNums ``first``..``last``."""
-        if self.cursor is None or first == self.cursor + 1:
+        if self.cursor is None or last <= self.cursor:
+            return DROP
+        if first == self.cursor + 1:
             self.cursor = last
             return FORWARD
-        if last <= self.cursor:
-            return DROP
         return REPAIR
 
     def client_has(self, seq_num):
@@ -43,6 +45,6 @@ class Sequencer:
         if self.cursor is None or seq_num > self.cursor:
             self.cursor = seq_num
 
-    def forget(self):
-        """The store was reset: the client's position no longer means anything."""
-        self.cursor = None
+    def restart(self):
+        """The store was reset: its log begins again, and the next event this socket gets is its first."""
+        self.cursor = 0

@@ -30,6 +30,8 @@ def url(server, store_id, token=TOKEN):
 
 async def test_push_broadcast_and_pull_over_real_sockets(server):
     async with websockets.connect(url(server, "e2e-store")) as a, websockets.connect(url(server, "e2e-store")) as b:
+        await b.send(json.dumps({"_tag": "WSMessage.PullReq", "requestId": "first-pull"}))
+        assert json.loads(await b.recv())["batch"] == []
         await a.send(json.dumps({"_tag": "WSMessage.PushReq", "requestId": "p1", "batch": events(1, 150)}))
         assert json.loads(await a.recv()) == {"_tag": "WSMessage.PushAck", "requestId": "p1"}
         from_a = await a.recv()
@@ -78,6 +80,8 @@ def test_healthz_of_a_server_whose_redis_is_unreachable_says_so(tmp_path):
 
 async def _push_and_receive_locally(daphne):
     async with websockets.connect(url(daphne, "no-redis")) as a, websockets.connect(url(daphne, "no-redis")) as b:
+        await b.send(json.dumps({"_tag": "WSMessage.PullReq", "requestId": "first-pull"}))
+        assert json.loads(await b.recv())["batch"] == []
         for n in (1, 2, 3):
             await a.send(json.dumps({"_tag": "WSMessage.PushReq", "requestId": f"p{n}", "batch": events(n, n)}))
             assert json.loads(await a.recv())["_tag"] == "WSMessage.PushAck"

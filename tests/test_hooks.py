@@ -7,7 +7,7 @@ import pytest
 from tests.support.v03_client import Client, events
 from tests.support.v04_client import RpcClient, http_call, push_payload, request
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 RESPONSE_HOOKS_FAIL = {"ON_PUSH_RES": "tests.support.hooks.fail", "ON_PULL_RES": "tests.support.hooks.fail"}
 
@@ -16,6 +16,7 @@ async def test_failing_response_hooks_change_nothing_a_0_3_client_sees(settings,
     settings.LIVESYNC = RESPONSE_HOOKS_FAIL
     pusher, other = Client(store_id), Client(store_id)
     assert (await pusher.connect())[0] and (await other.connect())[0]
+    await other.pull_all("first-pull")
     await pusher.push("p", events(1, 2))
     assert await pusher.recv() == {"_tag": "WSMessage.PushAck", "requestId": "p"}
     echo = await pusher.recv()

@@ -1,10 +1,14 @@
 from syncapp.sequencer import DROP, FORWARD, REPAIR, Sequencer
 
 
-def test_unknown_position_forwards_as_the_reference_does():
+def test_nothing_is_forwarded_before_the_client_says_where_it_stands():
+    """A reconnected 0.3.1 client would take any batch as the next one, across a gap."""
     sequencer = Sequencer()
+    assert sequencer.on_broadcast(5, 6) == DROP
+    assert sequencer.on_broadcast(1, 1) == DROP
+    assert sequencer.cursor is None
+    sequencer.client_has(4)
     assert sequencer.on_broadcast(5, 6) == FORWARD
-    assert sequencer.cursor == 6
 
 
 def test_contiguous_forwarded_duplicates_dropped_gaps_repaired():
@@ -18,10 +22,10 @@ def test_contiguous_forwarded_duplicates_dropped_gaps_repaired():
     assert sequencer.cursor == 5
 
 
-def test_client_position_only_moves_forward_until_forgotten():
+def test_client_position_only_moves_forward_until_the_store_restarts():
     sequencer = Sequencer()
     sequencer.client_has(7)
     sequencer.client_has(3)
     assert sequencer.cursor == 7
-    sequencer.forget()
-    assert sequencer.cursor is None
+    sequencer.restart()
+    assert sequencer.on_broadcast(1, 2) == FORWARD

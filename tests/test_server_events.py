@@ -106,6 +106,7 @@ def test_dates_are_encoded_as_the_client_schema_expects():
 
 async def test_sockets_of_both_generations_receive_a_commit_as_a_push(connect, store_id):
     v03 = await connect()
+    await v03.pull_all("first-pull")
     v04 = RpcClient(store_id)
     assert (await v04.connect())[0]
     try:
@@ -125,6 +126,7 @@ async def test_sockets_of_both_generations_receive_a_commit_as_a_push(connect, s
 
 async def test_in_a_transaction_the_commit_is_announced_only_once_it_commits(connect, store_id, received):
     reader = await connect()
+    await reader.pull_all("first-pull")
     inside, release = threading.Event(), threading.Event()
     seen_inside = []
 

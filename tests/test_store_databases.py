@@ -115,6 +115,7 @@ def test_reset_and_delete_act_in_the_stores_own_database(spread, store_id):
 async def test_sockets_of_a_store_in_the_second_database_sync(spread, connect, store_id):
     (store,) = store_ids_in("stores_b", store_id)
     pusher, reader = await connect(store), await connect(store)
+    await reader.pull_all("first-pull")
     await pusher.push("push-1", events(1, 2))
     assert await pusher.recv_text() == '{"_tag":"WSMessage.PushAck","requestId":"push-1"}'
     broadcast = await reader.recv()

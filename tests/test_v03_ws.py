@@ -16,6 +16,24 @@ from tests.support.v03_client import Client, event, events, seq_nums
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 
+async def assert_nothing_more(client):
+    """Nothing but what the test received was sent to ``client``: the socket handles its frames and the store's
+    messages in order, so a Ping sent now is answered after anything already on its way (a late duplicate too),
+    however slow the machine."""
+    await client.send({"_tag": "WSMessage.Ping", "requestId": "ping"})
+    assert await client.recv() == {"_tag": "WSMessage.Pong", "requestId": "ping"}, "a frame no one expected"
+
+
+async def frames_until_answer(client, request_id, limit=20):
+    """The frames ``client`` receives up to and including the PushAck or Error that answers ``request_id``."""
+    frames = []
+    while len(frames) < limit:
+        frames.append(await client.recv())
+        if frames[-1]["_tag"] in ("WSMessage.PushAck", "WSMessage.Error") and frames[-1]["requestId"] == request_id:
+            return frames
+    raise AssertionError(f"no answer to {request_id} among {frames}")
+
+
 async def test_ping_answers_pong(connect):
     client = await connect()
     await client.send('{"_tag":"WSMessage.Ping","requestId":"ping"}')
@@ -34,7 +52,7 @@ async def test_pull_of_an_empty_store_gets_one_empty_chunk(connect):
     assert await client.recv_text() == (
         '{"_tag":"WSMessage.PullRes","batch":[],"requestId":{"context":"pull","requestId":"pull-1"},"remaining":0}'
     )
-    assert await client.nothing()
+    await assert_nothing_more(client)
 
 
 async def test_push_is_acked_then_broadcast_to_the_pusher(connect):
@@ -50,15 +68,46 @@ async def test_push_is_acked_then_broadcast_to_the_pusher(connect):
     assert all(item["metadata"]["_tag"] == "Some" for item in broadcast["batch"])
 
 
-async def test_broadcast_reaches_sockets_that_never_pulled_and_not_other_stores(connect):
+async def test_broadcast_reaches_sockets_that_pulled_and_not_other_stores(connect):
     pusher = await connect()
     listener = await connect()
+    await listener.pull_all("pull-listener")
     other_store = await connect("another-store-entirely")
+    await other_store.pull_all("pull-other")
     await pusher.push("push-A", events(1, 2))
     await pusher.recv()
     pusher_copy = await pusher.recv_text()
     assert await listener.recv_text() == pusher_copy
-    assert await other_store.nothing()
+    await other_store.send({"_tag": "WSMessage.Ping", "requestId": "ping"})
+    assert (await other_store.recv())["_tag"] == "WSMessage.Pong"
+
+
+async def test_a_socket_gets_no_batch_before_it_says_where_its_client_stands(connect):
+    """A reconnected 0.3.1 client sends no PullReq: a batch it got first would make it skip what it missed.
+
+    The socket gets nothing until its first push, which says where the client
+    stands (its parent): then every event after that parent, in order, once.
+    """
+    writer = await connect()
+    await writer.push("missed", events(1, 3))
+    await writer.recv()
+    await writer.recv()
+    returning = await connect()
+    await writer.push("live", [event(4)])
+    await writer.recv()
+    await writer.recv()
+    # The socket handles its frames and the store's messages in order: the Pong comes after anything sent for e4.
+    await returning.send({"_tag": "WSMessage.Ping", "requestId": "ping"})
+    assert (await returning.recv())["_tag"] == "WSMessage.Pong"
+
+    await returning.push("stale", [event(2, client_id="returning")])
+    healing = await returning.recv()
+    assert healing["requestId"] == {"context": "push", "requestId": "stale"}
+    assert seq_nums(healing) == [2, 3, 4]
+    assert (await returning.recv())["message"] == "Invalid parent event number. Received e1 but expected e4"
+    await writer.push("after", [event(5)])
+    await writer.recv()
+    assert seq_nums(await returning.recv()) == [5]
 
 
 async def test_pull_returns_stored_events_with_their_push_time(connect):
@@ -142,7 +191,7 @@ async def test_empty_push_is_acked_at_once(connect):
     client = await connect()
     await client.push("push-empty", [])
     assert await client.recv_text() == '{"_tag":"WSMessage.PushAck","requestId":"push-empty"}'
-    assert await client.nothing()
+    await assert_nothing_more(client)
 
 
 async def test_event_without_args_is_echoed_without_and_pulled_with_null(connect):
@@ -178,10 +227,9 @@ async def test_concurrent_pushes_on_one_parent_one_wins(connect):
     await asyncio.gather(a.push("push-A", [event(1, client_id="A")]), b.push("push-B", [event(1, client_id="B")]))
     replies = {}
     for client in (a, b):
-        frames = []
-        while not await client.nothing(0.5):
-            frames.append(await client.recv())
-        replies[client] = frames
+        # The winner: its PushAck and its own broadcast; the loser: the event it lacks, then the rejection.
+        replies[client] = [await client.recv(), await client.recv()]
+        await assert_nothing_more(client)
     acks = [c for c, frames in replies.items() if any(f["_tag"] == "WSMessage.PushAck" for f in frames)]
     errors = [f for frames in replies.values() for f in frames if f["_tag"] == "WSMessage.Error"]
     assert len(acks) == 1
@@ -208,7 +256,7 @@ async def test_stale_push_first_receives_the_events_it_lacks(connect):
     await returning.push("rebased", [event(6, client_id="returning")])
     assert (await returning.recv())["_tag"] == "WSMessage.PushAck"
     assert seq_nums(await returning.recv()) == [6]
-    assert await returning.nothing()
+    await assert_nothing_more(returning)
 
 
 async def test_a_socket_never_gets_an_event_twice_after_healing(connect):
@@ -220,12 +268,11 @@ async def test_a_socket_never_gets_an_event_twice_after_healing(connect):
     assert (await a.recv())["_tag"] == "WSMessage.PushAck"
     # Whether b handles a's broadcast or its own stale push first, it gets e1 and e2 once.
     await b.push("push-b", [event(1, client_id="b")])
-    received = []
-    while not await b.nothing(0.5):
-        frame = await b.recv()
-        if frame["_tag"] == "WSMessage.PullRes":
-            received += seq_nums(frame)
+    frames = await frames_until_answer(b, "push-b")
+    assert frames[-1]["message"] == "Invalid parent event number. Received e0 but expected e2"
+    received = [n for frame in frames if frame["_tag"] == "WSMessage.PullRes" for n in seq_nums(frame)]
     assert received == [1, 2]
+    await assert_nothing_more(b)
 
 
 async def test_broadcasts_during_a_pull_are_neither_lost_nor_duplicated(connect):
@@ -240,9 +287,10 @@ async def test_broadcasts_during_a_pull_are_neither_lost_nor_duplicated(connect)
         assert (await writer.recv())["_tag"] == "WSMessage.PushAck"
         await writer.recv()
     received = []
-    while not await reader.nothing(0.5):
+    while len(received) < 310:
         received += seq_nums(await reader.recv())
     assert received == list(range(1, 311))
+    await assert_nothing_more(reader)
 
 
 async def test_gap_in_broadcasts_is_repaired_from_the_database(connect, store_id):
@@ -256,7 +304,7 @@ async def test_gap_in_broadcasts_is_repaired_from_the_database(connect, store_id
     repaired = await reader.recv()
     assert seq_nums(repaired) == [1, 2, 3]
     assert repaired["requestId"]["context"] == "push"
-    assert await reader.nothing()
+    await assert_nothing_more(reader)
 
 
 def _batch(dicts):
@@ -281,6 +329,7 @@ async def test_admin_info_with_wrong_and_right_secret(connect, store_id):
 async def test_admin_reset_clears_events_and_closes_other_sockets(connect, store_id):
     admin = await connect()
     other = await connect()
+    await other.pull_all("pull-other")
     await admin.push("seed", events(1, 3))
     await admin.recv()
     await admin.recv()
@@ -435,7 +484,7 @@ async def test_a_retried_push_is_acknowledged_and_only_its_new_events_are_stored
     assert (await retrying.recv())["_tag"] == "WSMessage.PushAck"
     assert seq_nums(await retrying.recv()) == [1, 2]
     assert seq_nums(await observer.recv()) == [2]
-    assert await observer.nothing()
+    await assert_nothing_more(observer)
     assert await db.run(storage.head, store_id) == 2
 
 
@@ -448,7 +497,8 @@ async def test_a_pure_retry_is_acknowledged_and_echoed_without_writing(connect, 
     await retrying.push("again", events(1, 2))
     assert (await retrying.recv())["_tag"] == "WSMessage.PushAck"
     assert seq_nums(await retrying.recv()) == [1, 2]
-    assert await writer.nothing()
+    await assert_nothing_more(writer)
+    await assert_nothing_more(retrying)
     assert await db.run(storage.head, store_id) == 2
 
 
@@ -465,6 +515,7 @@ async def test_a_retry_that_differs_in_any_field_is_a_parent_mismatch(connect, s
         "requestId": "other",
         "message": "Invalid parent event number. Received e0 but expected e1",
     }
+    await assert_nothing_more(other)
     assert await db.run(storage.head, store_id) == 1
 
 
@@ -481,10 +532,12 @@ async def test_pushes_to_many_stores_at_once_are_each_acknowledged_echoed_and_st
 
     await asyncio.gather(*(push_five(client, index) for index, client in enumerate(clients)))
     await stale.push("stale", [event(5, client_id="stale")])
-    frames = []
-    while not await stale.nothing(0.5):
-        frames.append(await stale.recv())
+    frames = await frames_until_answer(stale, "stale")
     assert frames[-1]["message"] == "Invalid parent event number. Received e4 but expected e5"
+    # Whatever reached it before its push, it has e5 (after its parent e4) once, in order.
+    received = [n for frame in frames if frame["_tag"] == "WSMessage.PullRes" for n in seq_nums(frame)]
+    assert received and received == list(range(received[0], 6)), received
+    await assert_nothing_more(stale)
     for index in range(12):
         page = await db.run(storage.read_page, f"{store_id}.{index}", 0, 10)
         assert [(e.seq_num, e.client_id) for e in page.events] == [(n, f"c{index}") for n in range(1, 6)]

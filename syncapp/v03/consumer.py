@@ -158,7 +158,7 @@ class V03Consumer(StoreSocketConsumer):
         if not await self._admin_allowed(message):
             return
         await eventlog.reset(self.store_id, origin=self.socket_id)
-        self.subscriber.sequencer.forget()
+        self.subscriber.sequencer.restart()
         await self.send_message(codec.AdminResetRoomRes(requestId=message.requestId))
 
     async def _admin_info(self, message):

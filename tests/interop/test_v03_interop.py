@@ -79,28 +79,31 @@ def test_offline_writer_gets_every_event_after_reconnecting(embedded_server, run
     assert offline_client["eventsReceivedAfterReconnect"] == list(range(16, 46))
 
 
-def test_offline_reader_misses_what_was_committed_while_it_was_away(embedded_server, run_scenario):
-    """Documents the 0.3.1 client's reconnect gap for a client that only reads.
+def test_offline_reader_is_sent_nothing_until_it_pushes_then_everything(embedded_server, run_scenario):
+    """The 0.3.1 client's reconnect gap, closed on the server.
 
     In ``@livestore/sync-cf`` 0.3.1 ``ws-impl.ts``, ``pull`` sends its ``PullReq`` once per sync backend, and
-    ``connect`` reconnects (``Effect.forever`` around ``makeWebSocket``) without pulling again. A reader that
-    never pushes gives the server no parent to go on, so after reconnecting it only gets broadcasts of events
-    committed from then on. It skips the five events committed while it was away, yet its upstream head
-    reaches the server's head: it reports itself in sync while missing data.
+    ``connect`` reconnects (``Effect.forever`` around ``makeWebSocket``) without pulling again. A batch sent to
+    the reconnected reader would be taken as the next one and the five events committed while it was away
+    skipped for good. livesync sends that socket nothing until the client says where it stands: while it only
+    reads, it keeps what it had; its first push (on its stale parent) brings it every event it missed.
     """
     result = run_scenario("offline-reader", embedded_server)
 
     everything = [f"writer-{phase}-{n}" for phase in ("before", "offline", "after") for n in range(5)]
-    assert result["writer"]["todos"] == rows(everything)
-    assert result["reader"]["todos"] == rows(todo_id for todo_id in everything if "-offline-" not in todo_id)
-    assert_synced(result["reader"], 15)
+    assert all(result["steps"].values()), result["steps"]
+    assert result["readerWhileReading"]["todos"] == rows(everything[:5])
+    assert_synced(result["readerWhileReading"], 5)
+    assert "WSMessage.PullRes" not in result["framesBeforeItsPush"]
+    for store in (result["reader"], result["writer"]):
+        assert store["todos"] == rows([*everything, "reader-0"]), store["clientId"]
+        assert_synced(store, 16)
     assert result["readerWire"] == {
         "connectionsOpened": 2,
         "pullRequestsPerConnection": [1, 0],
-        "pushesSent": 0,
-        "errorsReceived": 0,
+        "pushesSent": 2,
+        "errorsReceived": 1,
     }
-    assert all(result["steps"].values()), result["steps"]
 
 
 def test_conflicting_pushes_from_the_same_head_converge(embedded_server, run_scenario):

@@ -1,8 +1,9 @@
 /**
  * A client that only reads loses its connection while another client commits, then reconnects by itself.
  * The 0.3.1 client sends its one `PullReq` when the sync backend starts (`ws-impl.ts`: `pull` runs once per
- * backend) and `connect` reconnects without pulling again, so the server never learns where the reader stopped.
- * This scenario records what the reader ends up with; the test pins that observed behaviour down.
+ * backend) and `connect` reconnects without pulling again, so the server does not know where the reader stopped
+ * until it pushes. This scenario records what the reader holds while it only reads after reconnecting, and
+ * after it then commits a todo of its own.
  */
 import { receivedFrames, sentFrames, wireLogFor } from '../lib/client-runtime.mjs'
 import { syncSocketUrl } from '../lib/sync-url.mjs'
@@ -48,9 +49,18 @@ export const offlineReader = async ({ urls: [url], storeId, authToken, syncWaitM
   steps.writerSyncedAfter = await waitUntil(() => isSyncedTo(writer, 3 * TODOS_PER_PHASE), {
     timeoutMs: syncWaitMs,
   })
-  steps.readerAtServerHead = await waitUntil(() => isSyncedTo(reader, 3 * TODOS_PER_PHASE), {
-    timeoutMs: syncWaitMs,
-  })
+  // The writer's last commits went to every socket of the store with its own echo: what the reader holds now,
+  // and what its new connection was sent, is what it gets while it only reads.
+  const readerWhileReading = await describeStore(reader)
+  const framesBeforeItsPush = readerWire.received
+    .filter(({ connection }) => connection === 2)
+    .map(({ frame }) => frame._tag)
+
+  createTodo(reader, 'reader-0')
+  steps.everyoneSyncedAfterReaderPushed = await waitUntil(
+    () => allSyncedTo([reader, writer], 3 * TODOS_PER_PHASE + 1),
+    { timeoutMs: syncWaitMs },
+  )
 
   return {
     steps,
@@ -64,6 +74,8 @@ export const offlineReader = async ({ urls: [url], storeId, authToken, syncWaitM
       pushesSent: sentFrames(readerWire, 'WSMessage.PushReq').length,
       errorsReceived: receivedFrames(readerWire, 'WSMessage.Error').length,
     },
+    readerWhileReading,
+    framesBeforeItsPush,
     reader: await describeStore(reader),
     writer: await describeStore(writer),
   }
