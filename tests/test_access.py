@@ -18,7 +18,7 @@ from tests.support import hooks
 from tests.support.v03_client import Client, events
 from tests.support.v04_client import RpcClient, http_call, push_payload, request
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 SETTINGS = {
     "VALIDATE_PAYLOAD": "tests.support.hooks.record_context",

@@ -10,7 +10,7 @@ from channels.testing import ApplicationCommunicator
 from syncapp.routing import TransportRouter, websocket_urlpatterns
 from tests.support.v03_client import Client
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

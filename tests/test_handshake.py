@@ -9,7 +9,7 @@ from django.urls import re_path
 from syncapp.consumers import V03Consumer, V04HttpEndpoint, V04WsConsumer
 from tests.support.v03_client import Client, application, connection_path
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 TOKEN_PAYLOAD = {"authToken": "insecure-token-change-me"}
 

@@ -12,7 +12,7 @@ from syncapp.context import READ_ONLY, SyncContext
 from tests.support.v03_client import Client, events
 from tests.support.v04_client import http_call, push_payload, request
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 
 def context(store_id):

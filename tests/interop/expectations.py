@@ -50,34 +50,62 @@ def _named(entries):
     return collections.Counter(tuple(entry.split()[1:]) for entry in entries)
 
 
+def eventlog_entries(events):
+    """Stored events (``{seqNum, name, args}``) as ``readEventlog`` lists them: ``e<seqNum> <name> <todo id>``."""
+    return [f"e{event['seqNum']} {event['name']} {event['args']['id']}" for event in events]
+
+
+def todos_from_events(events):
+    """The todos a store shows once it has applied ``events`` in order, as the schema's materializers do: a
+    creation inserts the todo or counts once more in ``times_created``, completing and deleting set a flag."""
+    todos = {}
+    for event in events:
+        name, args = event["name"], event["args"]
+        existing = todos.get(args["id"])
+        if name == "v1.TodoCreated":
+            if existing is None:
+                todos[args["id"]] = {**todo(args["id"]), "text": args["text"]}
+            else:
+                existing["times_created"] += 1
+        elif existing is not None and name in ("v1.TodoCompleted", "v1.TodoDeleted"):
+            existing["completed" if name == "v1.TodoCompleted" else "deleted"] = True
+    return sorted(todos.values(), key=lambda row: row["id"])
+
+
 def v04_client_faults(result):
     """Asserts the server's part of a 0.4 ``converge`` run strictly; returns what LiveStore 0.4.0 clients did
     wrong on their own, each proven from the client's own wire log (``xfail_for_client_faults``).
 
-    The server's part: a store that joined afterwards holds the whole log, e1, e2, … without a gap and shows
-    every todo once; every event a client was told was stored is in that log at its seqNum, and the log holds
-    the workload and nothing else, each event as often as clients had it acknowledged; every pull stream
-    carried events without a gap or a repeat; the server refused nothing but stale pushes; and every store
-    that stayed connected confirmed the whole log, in that order.
+    What the server stored (``storedLog``, read over a plain socket) is the yardstick: e1, e2, … without a
+    gap; the workload and nothing else, each event as often as clients had it acknowledged; every event a
+    client was told was stored is in it at its seqNum. A store that joined afterwards holds exactly that log
+    and shows exactly the todos it materializes to, always. Every pull stream carried events without a gap or
+    a repeat; the server refused nothing but stale pushes; and every store that stayed connected confirmed the
+    whole log, in that order, and shows the todos it materializes to.
 
     Racing 0.4.0 clients can fail on their own (``v04/scenarios/converge.mjs``); each is reported, never
-    passed:
+    passed, and only where the client's wire log shows it:
     - a client pushes one of its events again as a new event, which the server stores as pushed (its
       acknowledgements hold the same event at two seqNums);
     - a client closes its own connection on its ping watchdog although the server answered its ping, does
-      not pull on the next connection, and stays behind on a prefix of the log;
-    - a client materializes its own (correct) eventlog wrongly after a rebase.
+      not pull on the next connection, and stays behind on a prefix of the log (its own close, then no pull);
+    - a client materializes its own (correct) eventlog wrongly after a rebase (it pushed an event again at a
+      new seqNum after a ``ServerAheadError``).
     """
     assert result["totalEvents"] == 195
-    late = result["lateJoiner"]
-    log = late["eventlog"]
+    stored = result["storedLog"]
+    log = eventlog_entries(stored)
     head = len(log)
+    assert [event["seqNum"] for event in stored] == list(range(1, head + 1)), log
+    expected_todos = todos_from_events(stored)
+    late = result["lateJoiner"]
     for store in [*result["stores"], late]:
         assert store["pullBreaks"] == [], store["clientId"]
         # Interrupt answers a client's own Interrupt of a live pull it restarts.
         assert set(store["failures"]) <= {"ServerAheadError", "Interrupt"}, store["failures"]
     assert_synced(late, head)
-    assert [entry.split()[0] for entry in log] == [f"e{n}" for n in range(1, head + 1)]
+    assert late["eventlog"] == log
+    assert late["todos"] == expected_todos
 
     faults = []
     twice = collections.Counter()
@@ -96,8 +124,16 @@ def v04_client_faults(result):
             continue
         assert_synced(store, head)
         assert store["eventlog"] == log, client
-        if not twice and store["todos"] != converge_workload_todos():
-            faults.append(f"{client} materialized its own eventlog wrongly after a rebase")
+        if store["todos"] != expected_todos:
+            wrong = sorted(
+                {row["id"] for row in store["todos"]} ^ {row["id"] for row in expected_todos}
+                | {a["id"] for a, b in zip(store["todos"], expected_todos) if a != b}
+            )
+            assert store["rebased"], f"{client} shows other todos than its eventlog holds, without a rebase: {wrong}"
+            faults.append(
+                f"{client} materialized its own eventlog wrongly ({', '.join(wrong[:3])}) after rebasing "
+                f"{len(store['rebased'])} events ({store['rebased'][0]}, …)"
+            )
 
     expected = converge_workload_events() + twice
     assert _named(log) - expected == collections.Counter()
@@ -105,7 +141,7 @@ def v04_client_faults(result):
     missing = expected - _named(log)
     assert all(todo_id.rsplit("-", 1)[0] in stuck for _, todo_id in missing), sorted(missing)
     if not twice and not missing:
-        assert late["todos"] == converge_workload_todos()
+        assert expected_todos == converge_workload_todos()
     return faults
 
 

@@ -13,8 +13,10 @@ created once, and the server must hold each event once.
   that broadcast skips whatever the client missed: it ends "in sync" without those todos, or never syncs.
 """
 
+import collections
 import json
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -35,6 +37,7 @@ INTEROP_DIR = Path(__file__).resolve().parent
 AUTH_TOKEN = "insecure-token-change-me"  # the servers here validate no payload; the clients send one anyway
 
 SCENARIO_TIMEOUT_S = 90
+PARENT_MISMATCH = re.compile(r"^Invalid parent event number\. Received e(\d+) but expected e(\d+)$")
 
 # What each mode of the scenario commits: {clientId: {phase: todos}}.
 COMMITS = {
@@ -219,8 +222,9 @@ def test_a_process_killed_in_the_middle_of_pushes_leaves_one_whole_history(
     The 0.3.1 clients of A may not converge afterwards (README, "A 0.3.1 client whose process dies while
     its push is in flight"): a push in flight is never answered, and a reconnected client never pulls, so
     the server cannot know its position. What the server owes every client still holds: the stored history
-    is one contiguous chain, every todo in it at most once, and every event of the client that was never
-    disconnected is stored.
+    is one contiguous chain, every todo in it at most once, and every event the server acknowledged to the
+    client that was never disconnected (read from that client's wire log) is stored at the seqNum it was
+    acknowledged at, whether or not that client ends in sync.
     """
     database_url, servers = crash_servers
     store_id, result = run_crash_scenario("busy", servers, tmp_path, request, record_property)
@@ -229,7 +233,42 @@ def test_a_process_killed_in_the_middle_of_pushes_leaves_one_whole_history(
     assert len(todo_ids) == len(set(todo_ids)), "a todo was stored twice"
     reconnects = {wire["clientId"]: wire["connectionsOpened"] for wire in result["wire"]}
     assert reconnects["client-a1"] >= 2 and reconnects["client-a2"] >= 2 and reconnects["client-b"] == 1
-    survivor = next(store for store in result["stores"] if store["clientId"] == "client-b")
-    if survivor["pending"] == 0:
-        own = {todo["id"] for todo in survivor["todos"] if todo["id"].startswith("client-b")}
-        assert own <= set(todo_ids), "an event the surviving client saw confirmed is not stored"
+    assert result["steps"]["syncedBefore"], result["steps"]
+    (survivor_wire,) = [wire for wire in result["wire"] if wire["clientId"] == "client-b"]
+    acknowledged = acknowledged_seq_nums(survivor_wire)
+    # Its 5 "before" todos were acknowledged before the kill, whatever happened after it.
+    assert head > 0 and len(acknowledged) >= COMMITS["busy"]["client-b"]["before"], (head, acknowledged)
+    assert acknowledged[-1] <= head, f"e{acknowledged[-1]} was acknowledged to client-b but the store ends at e{head}"
+    # The 0.3.1 client pushes its pending events in commit order and never again once acknowledged: what the
+    # server acknowledged to it is its first commits, stored at the seqNums it acknowledged.
+    stored_at = dict(zip(seq_nums, todo_ids, strict=True))
+    assert [stored_at[seq_num] for seq_num in acknowledged] == commits_of("busy", "client-b")[: len(acknowledged)]
+
+
+def commits_of(mode, client):
+    """The todo ids ``client`` commits in ``mode``, in the order it commits them."""
+    return [f"{client}-{phase}-{n:02d}" for phase, count in COMMITS[mode][client].items() for n in range(count)]
+
+
+def acknowledged_seq_nums(wire):
+    """The seqNums the server acknowledged to a client that kept its one connection, from its wire log: a push
+    ``P+n`` (n events on parent eP) was acknowledged unless an error names its parent (``Received eP``); the
+    client pushes on a parent again only after a rejection, so of several pushes on one parent only the last
+    can have been acknowledged. Each acknowledged push holds e(P+1)..e(P+n)."""
+    (connection,) = wire["connections"]
+    rejected = collections.Counter()
+    for message in connection["errors"]:
+        mismatch = PARENT_MISMATCH.match(message)
+        assert mismatch is not None, f"a push of {wire['clientId']} was refused: {message}"
+        rejected[int(mismatch.group(1))] += 1
+    pushes = [tuple(int(part) for part in push.split("+")) for push in connection["pushes"]]
+    on_parent = collections.Counter(parent for parent, _ in pushes)
+    acknowledged = []
+    for index, (parent, size) in enumerate(pushes):
+        later = any(other == parent for other, _ in pushes[index + 1 :])
+        assert rejected[parent] in (on_parent[parent], on_parent[parent] - 1), (parent, connection)
+        if rejected[parent] < on_parent[parent] and not later:
+            acknowledged.extend(range(parent + 1, parent + size + 1))
+    assert connection["acks"] == sum(1 for parent in on_parent if rejected[parent] < on_parent[parent]), connection
+    assert acknowledged == sorted(set(acknowledged)), f"two acknowledged pushes overlap: {connection['pushes']}"
+    return acknowledged

@@ -85,6 +85,43 @@ export const acknowledgedEvents = (wire) => {
 }
 
 /**
+ * The client's own events it pushed again at a later seqNum after the server answered a push of them with
+ * `ServerAheadError`: the rebases its wire log shows, as `<name> <todo id>: e<old> -> e<new>`, in push order.
+ */
+export const rebasedEvents = (wire) => {
+  const answers = new Map()
+  for (const { connection, frame } of wire.received) {
+    if (frame?._tag === 'Exit') answers.set(`${connection} ${frame.requestId}`, frame.exit)
+  }
+  const pushes = [
+    ...wire.sent
+      .filter(({ frame }) => frame._tag === 'Request' && frame.tag.endsWith('.Push'))
+      .map(({ connection, frame }) => ({ push: frame, exit: answers.get(`${connection} ${frame.id}`) })),
+    ...wire.exchanges
+      .filter(({ request }) => request?._tag === 'Request' && request.tag.endsWith('.Push'))
+      .map(({ request, replies }) => ({
+        push: request,
+        exit: (Array.isArray(replies) ? replies : []).find((reply) => reply?._tag === 'Exit')?.exit,
+      })),
+  ]
+  const rejectedAt = new Map()
+  const rebased = []
+  for (const { push, exit } of pushes) {
+    const serverAhead = exit?._tag === 'Failure' && failureOf(exit)._tag === 'ServerAheadError'
+    for (const { seqNum, name, args } of push.payload.batch) {
+      const key = `${name} ${args.id}`
+      const before = rejectedAt.get(key)
+      if (before !== undefined && seqNum > before) {
+        rebased.push(`${key}: e${before} -> e${seqNum}`)
+        rejectedAt.delete(key)
+      }
+      if (serverAhead) rejectedAt.set(key, seqNum)
+    }
+  }
+  return rebased
+}
+
+/**
  * The ws connections this client closed itself although the server had answered the last `Ping` it sent there,
  * each with whether the client sent a `…Rpc.Pull` on a later connection. A 0.4.0 client closes its socket when
  * it has not handled a frame for 10 s (its ping watchdog), which a busy client reaches even though frames keep

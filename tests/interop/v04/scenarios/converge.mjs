@@ -14,8 +14,9 @@
  * that window closed. Even so, a 0.4.0 client's own tables can now and then disagree with its own eventlog after
  * a rebase, a client can still push one of its events twice, and one whose app keeps its leader busy can close
  * its own connection on its ping watchdog and never pull again. The report carries what proves each of these
- * from the client's own wire log, and the tests tell them apart from the server's part (`v04_client_faults` in
- * `expectations.py`).
+ * from the client's own wire log (its acknowledgements, its rebases, its own closes), and the store's log as
+ * the server stored it (`storedLog`, read over a plain socket), so the tests can tell the clients' faults apart
+ * from the server's part (`v04_client_faults` in `expectations.py`).
  */
 import { sleep, waitUntil } from '../../lib/waiting.mjs'
 import { wireLogFor } from '../lib/client-runtime.mjs'
@@ -29,7 +30,14 @@ import {
   readEventlog,
   syncProgress,
 } from '../lib/todo-store.mjs'
-import { acknowledgedEvents, failuresByTag, pullStreamBreaks, selfClosedAfterAnsweredPing } from '../lib/wire.mjs'
+import { pullStoredLog } from '../lib/raw-puller.mjs'
+import {
+  acknowledgedEvents,
+  failuresByTag,
+  pullStreamBreaks,
+  rebasedEvents,
+  selfClosedAfterAnsweredPing,
+} from '../lib/wire.mjs'
 
 const CLIENT_IDS = ['client-a', 'client-b', 'client-c']
 const TODOS_PER_CLIENT = 50
@@ -85,12 +93,15 @@ export const converge = async ({ urls, transport, storeId, authToken, syncWaitMs
       failures: failuresByTag(wire),
       pullBreaks: pullStreamBreaks(wire),
       acknowledged: acknowledgedEvents(wire),
+      rebased: rebasedEvents(wire),
       selfClosed: selfClosedAfterAnsweredPing(wire),
     }
   }
   return {
     converged,
     totalEvents,
+    // What the server stored, read past every LiveStore client: what the tests expect the stores to show.
+    storedLog: await pullStoredLog({ url: urls[0], storeId, authToken }),
     stores: await Promise.all(stores.map((store, i) => report(store, clients[i].url, urls[i % urls.length]))),
     lateJoiner: await report(late, lateUrl, urls[0]),
   }
