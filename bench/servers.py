@@ -25,6 +25,9 @@ LIVESYNC_SETTINGS = {
     "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
     "LIVESYNC_ADMIN_SECRET": "bench-admin-secret",
     "LIVESYNC_AUTH_TOKEN": "insecure-token-change-me",
+    # The bench reaches PostgreSQL directly, where prepared statements are safe (see the README's "Prepared
+    # statements").
+    "DATABASE_PREPARED_STATEMENTS": "true",
 }
 
 

@@ -209,3 +209,42 @@ def _check_write_buffer():
             id="syncapp.E006",
         )
     ]
+
+
+@register(Tags.database)
+def check_prepared_statements_behind_a_pooler(app_configs, databases=None, **kwargs):
+    """A pooler in transaction mode may run a prepared statement's name on another server connection.
+
+    There the name can stand for another client's statement: livesync's statements name their store's table,
+    so a push could run against another store's table. PgBouncer keeps prepared statements apart from 1.21 on
+    (``max_prepared_statements`` above 0); older poolers do not. A pooler answers the connection's start with
+    a process id of its own, not the server's (``pg_backend_pid()``), which is how it is detected. Like every
+    check that queries a database, this runs for ``migrate`` and ``check --database``.
+    """
+    from django.db import connections
+
+    from . import placement
+
+    warnings = []
+    for alias in placement.store_databases():
+        if databases is None or alias not in databases:
+            continue
+        connection = connections[alias]
+        if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+            continue
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (server_pid,) = cursor.fetchone()
+        if server_pid != connection.connection.info.backend_pid:
+            warnings.append(
+                Warning(
+                    f"Database {alias!r} prepares statements (OPTIONS['prepare_threshold']) and is reached through "
+                    "a connection pooler: one that does not keep prepared statements apart per server connection "
+                    "can run a push's statement against another store's table.",
+                    hint="Set OPTIONS['prepare_threshold'] to None, or use PgBouncer 1.21 or later with "
+                    "max_prepared_statements above 0 and add 'syncapp.W004' to SILENCED_SYSTEM_CHECKS.",
+                    id="syncapp.W004",
+                )
+            )
+    return warnings
