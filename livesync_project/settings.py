@@ -93,18 +93,26 @@ STORE_DATABASE_URLS = [
 ]
 for _number, _url in enumerate(STORE_DATABASE_URLS, start=1):
     DATABASES[f"stores_{_number}"] = dj_database_url.parse(_url, conn_max_age=DATABASES["default"]["CONN_MAX_AGE"])
-# psycopg prepares a statement the fifth time a connection runs it (its own default), so a push's statement
-# skips PostgreSQL's parsing and planning: 22% more batch-1 pushes here. Django turns preparing off unless
-# OPTIONS say otherwise, for connection poolers: PgBouncer in transaction mode keeps prepared statements apart
-# from 1.21 on, with max_prepared_statements above 0. DATABASE_PREPARED_STATEMENTS=false turns it off.
-POSTGRES_OPTIONS = {"prepare_threshold": 5 if env_flag("DATABASE_PREPARED_STATEMENTS", default=True) else None}
+# Statements are not prepared unless DATABASE_PREPARED_STATEMENTS=true (Django's own default). Behind a
+# connection pooler in transaction mode that does not keep prepared statements apart per server connection
+# (PgBouncer before 1.21), a prepared name can run on a server connection where it means another client's
+# statement: livesync's name a store's table, so a push could write into another store's table. On a direct
+# connection, or PgBouncer 1.21+ with max_prepared_statements above 0, turning it on makes psycopg prepare a
+# statement the fifth time a connection runs it: 22% more batch-1 pushes here. `manage.py check --database
+# default` warns (syncapp.W004) when it is on and a pooler sits in between.
+POSTGRES_OPTIONS = {"prepare_threshold": 5 if env_flag("DATABASE_PREPARED_STATEMENTS", default=False) else None}
 for _database in DATABASES.values():
     if _database["ENGINE"] == "django.db.backends.sqlite3":
         _database["OPTIONS"] = {**SQLITE_OPTIONS, **_database.get("OPTIONS", {})}
     elif _database["ENGINE"] == "django.db.backends.postgresql":
         _database["OPTIONS"] = {**POSTGRES_OPTIONS, **_database.get("OPTIONS", {})}
 
+# Redis: REDIS_URL names one host, or several (comma-separated) that channels_redis shards groups over. Or
+# REDIS_SENTINELS (host:port, comma-separated) and REDIS_SENTINEL_MASTER (a master's name, or several
+# comma-separated, one host each) name masters that Sentinel fails over. See the README's "Production".
 REDIS_URL = os.environ.get("REDIS_URL")
+REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER")
 # channels_redis's two layers. "pubsub" (the default) costs one PUBLISH per push and half the server CPU
 # of "core", which keeps groups in Redis (about 16 commands per push); livesync's hub bounds the pub/sub
 # layer's queue and detects its outages itself (syncapp/hub.py). See the README's "Channel layers".
@@ -128,19 +136,43 @@ REDIS_CHANNEL_LAYERS = {
 }
 
 
-def redis_channel_layer(url, kind=DEFAULT_REDIS_CHANNEL_LAYER):
-    """The ``CHANNEL_LAYERS["default"]`` of the Redis layer ``kind`` (a key of REDIS_CHANNEL_LAYERS) at ``url``."""
+def _split(value):
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def redis_hosts(urls=None, sentinels=None, master_names=None):
+    """channels_redis hosts: one per URL of ``urls``, or one per master of ``master_names`` found through
+    ``sentinels`` (each a comma-separated string, as the environment gives them)."""
+    if urls and sentinels:
+        raise ImproperlyConfigured("Set REDIS_URL or REDIS_SENTINELS, not both")
+    if not sentinels:
+        return _split(urls)
+    if not _split(master_names):
+        raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER, the name of the master to use")
+    addresses = []
+    for sentinel in _split(sentinels):
+        host, _, port = sentinel.rpartition(":")
+        if not host or not port.isdigit():
+            raise ImproperlyConfigured(f"REDIS_SENTINELS: {sentinel!r} is not host:port")
+        addresses.append((host, int(port)))
+    return [{"sentinels": addresses, "master_name": name} for name in _split(master_names)]
+
+
+def redis_channel_layer(hosts, kind=DEFAULT_REDIS_CHANNEL_LAYER):
+    """The ``CHANNEL_LAYERS["default"]`` of the Redis layer ``kind`` (a key of REDIS_CHANNEL_LAYERS) on ``hosts``:
+    a URL, or a list of URLs and Sentinel hosts (``{"sentinels": [(host, port)], "master_name": name}``)."""
     if kind not in REDIS_CHANNEL_LAYERS:
         raise ImproperlyConfigured(f"LIVESYNC_CHANNEL_LAYER must be one of {', '.join(REDIS_CHANNEL_LAYERS)}")
     layer = REDIS_CHANNEL_LAYERS[kind]
-    hosts = [{"address": url, **layer["HOST"]}]
-    return {"BACKEND": layer["BACKEND"], "CONFIG": {"hosts": hosts, **layer["CONFIG"]}}
+    entries = [hosts] if isinstance(hosts, str) else hosts
+    config_hosts = [{**(host if isinstance(host, dict) else {"address": host}), **layer["HOST"]} for host in entries]
+    return {"BACKEND": layer["BACKEND"], "CONFIG": {"hosts": config_hosts, **layer["CONFIG"]}}
 
 
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", DEFAULT_REDIS_CHANNEL_LAYER))
-    }
+REDIS_HOSTS = redis_hosts(REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
+if REDIS_HOSTS:
+    _redis_layer = os.environ.get("LIVESYNC_CHANNEL_LAYER", DEFAULT_REDIS_CHANNEL_LAYER)
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_HOSTS, _redis_layer)}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 

@@ -17,9 +17,24 @@ the hub also reads the heads of its stores from the database every
 broadcast seen for a whole interval gets a ``livesync.head`` nudge, and sockets
 whose position is known repair themselves from storage. That one mechanism is
 how sockets catch up after a Redis outage, a lost broadcast or a crashed peer.
+
+channels_redis keeps each group on one of the layer's Redis hosts, chosen by
+a hash of its name. A host that restarts (a crash, a Sentinel failover) has
+forgotten who is in its groups, and a process whose own channel lives on
+another host never hears of it: its receive goes on working. So each hub asks
+every host for its ``run_id`` once per head check (``_watch``, on a task of
+its own, so that head checks never wait for Redis). A host that does not
+answer is down: logged and counted once, and its stores' messages are
+dropped until it returns. Once it answers again, or answers with a new
+run_id, the hub joins its groups there again, and only then logs that
+broadcasts resumed. A failed call to the layer only wakes the watch early:
+the hosts' answers, not the call, say which host is down, because a call may
+fail through another host than its group's (the core layer's ``group_send``
+writes to the host of each member's channel).
 """
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -27,6 +42,7 @@ import uuid
 import weakref
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
@@ -46,10 +62,6 @@ PUBLISH_BATCH_BYTES = 1_000_000
 # Store messages waiting for this hub in a layer that does not bound its queues (the pub/sub layer): past
 # this, they are dropped and the stores' sockets catch up from the database at the next head check.
 INBOUND_LIMIT = 10_000
-# Head checks a probe may stay unanswered before the layer counts as down (one would be a slow event loop).
-PROBE_PATIENCE = 2
-# The message a hub sends itself to learn whether the channel layer answers again.
-PROBE = "livesync.probe"
 # How long stop() waits for the hub's cancelled loops to end.
 STOP_TIMEOUT_SECONDS = 2
 
@@ -121,6 +133,20 @@ def _unless_cancelled():
         raise asyncio.CancelledError
 
 
+class Shard:
+    """One Redis host of the channel layer, as this process's hub last saw it (see ``Hub._watch``)."""
+
+    def __init__(self, index, name):
+        self.index = index
+        self.name = name
+        # The run_id the host last answered with (None: not asked yet).
+        self.run_id = None
+        # Whether the host's outage was logged and counted, and its return not yet.
+        self.down = False
+        # Whether this hub's groups on the host are in place: not after an outage, a restart or a failed join.
+        self.joined = True
+
+
 class Hub:
     def __init__(self, layer=None):
         """A hub on ``layer``, by default the process's default channel layer."""
@@ -137,9 +163,10 @@ class Hub:
         self.last_seen = {}
         self.suspect_heads = {}
         self.channel_name = None
-        self.layer_down = False
-        # Head checks since the hub's last probe went out unanswered (None: no probe is out).
-        self.probe_unanswered = None
+        # The layer's Redis hosts, in channels_redis's order (none for a layer without Redis).
+        self.shards = []
+        if isinstance(self.layer, (RedisChannelLayer, RedisPubSubChannelLayer)):
+            self.shards = [Shard(index, layer_redis.describe(host)) for index, host in enumerate(layer_redis.hosts())]
         # Stores with a socket whose repair failed (database down): nudged at the next head check that works.
         self.repairs_wanted = set()
         # Whether this process tells the admin its socket counts through Redis (syncapp.presence), and
@@ -159,6 +186,9 @@ class Hub:
         self._starting = asyncio.Lock()
         # Set once the hub has a channel of its own to receive on (see _open_channel).
         self._channel_open = asyncio.Event()
+        # One watch of the hosts at a time; set to watch them now rather than at the next head check.
+        self._watching = asyncio.Lock()
+        self._watch_now = asyncio.Event()
 
     async def join(self, store_id, member):
         """Offer ``store_id``'s messages to ``await member.offer(message)`` from now on."""
@@ -185,20 +215,34 @@ class Hub:
         self.last_seen.pop(store_id, None)
         self.suspect_heads.pop(store_id, None)
         self.followers.left(store_id)
-        if not self.layer_down:
+        group = messages.group_name(store_id)
+        if self.channel_name is not None and not self._is_down(group):
             try:
-                await _twice(self.layer.group_discard, messages.group_name(store_id), self.channel_name)
-            except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+                await _twice(self.layer.group_discard, group, self.channel_name)
+            except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
                 self._layer_failed(exc)
+
+    def _shard_of(self, group):
+        """The host the layer keeps ``group`` on (None for a layer without Redis)."""
+        return self.shards[layer_redis.group_shard(group)] if self.shards else None
+
+    def _stores_on(self, shard):
+        """The stores with sockets here whose groups live on ``shard``."""
+        return {store_id for store_id in self.members if self._shard_of(messages.group_name(store_id)) is shard}
+
+    def _is_down(self, group):
+        shard = self._shard_of(group)
+        return shard is not None and shard.down
 
     async def publish(self, store_id, message):
         """Deliver a store message to this process's sockets now, and to other processes soon.
 
         The channel-layer send happens on the hub's own task, in order, so a
         pusher's next frame never waits for Redis. Messages that cannot be sent
-        (Redis down, a backlog past OUTGOING_LIMIT) are dropped: other processes'
-        head checks deliver those events from the database instead. Events of a
-        store no other process follows are not sent at all (``syncapp.followers``).
+        (their Redis host down, a backlog past OUTGOING_LIMIT) are dropped: other
+        processes' head checks deliver those events from the database instead.
+        Events of a store no other process follows are not sent at all
+        (``syncapp.followers``).
         """
         await self._start()
         message = {**message, "store_id": store_id, "origin": self.id, "joins": self.followers.joins}
@@ -215,14 +259,19 @@ class Hub:
                 self._send_later(message)
 
     def _send_later(self, message):
-        """Queue ``message`` for the channel layer, unless it is down or the backlog is full."""
-        if self.layer_reaches_other_processes and not self.layer_down and self._outgoing.qsize() < OUTGOING_LIMIT:
+        """Queue ``message`` for the channel layer, unless its host is down or the backlog is full."""
+        if (
+            self.layer_reaches_other_processes
+            and not self._is_down(_group_of(message))
+            and self._outgoing.qsize() < OUTGOING_LIMIT
+        ):
             self._outgoing.put_nowait(message)
 
     def _notify_following(self, store_id=None):
         """Tell every hub that this one follows ``store_id`` (None: that it listens for such notices).
 
-        Queued even while the layer counts as down: ``_rejoin`` sends them just before it resumes.
+        Queued even while their host counts as down: the send loop drops them then, and ``_rejoin`` sends
+        them again.
         """
         if self._tracks_followers:
             self._outgoing.put_nowait({"type": messages.FOLLOW, "store_id": store_id, "origin": self.id})
@@ -230,23 +279,32 @@ class Hub:
     async def _send_loop(self):
         """Send the outgoing messages in order, those waiting together (see ``_next_batch``).
 
-        A batch whose sending failed is sent once more. Messages sent twice are
-        dropped by the sequencers of the sockets that had them; a reset goes in
-        a batch of its own, so that no events sent again can follow it.
+        Each host gets the batch's messages of its groups at once, all hosts
+        concurrently; those of a host that is down are dropped. A host's share
+        whose sending failed is sent once more. Messages sent twice are dropped
+        by the sequencers of the sockets that had them; a reset goes in a batch
+        of its own, so that no events sent again can follow it.
         """
         while True:
             batch = await self._next_batch()
-            if self.layer_down:
-                continue
-            addressed = [(_group_of(message), message) for message in batch]
+            by_shard = {}
+            for message in batch:
+                group = _group_of(message)
+                shard = self._shard_of(group)
+                if shard is None or not shard.down:
+                    by_shard.setdefault(shard, []).append((group, message))
             sent_at = self.followers.sending()
-            try:
-                receivers = await _twice(self._publisher.publish, addressed)
-            except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
-                self._layer_failed(exc)
-                continue
-            if self._tracks_followers:
-                self._count_followers(batch, receivers, sent_at)
+            await asyncio.gather(*(self._send(shard, addressed, sent_at) for shard, addressed in by_shard.items()))
+
+    async def _send(self, shard, addressed, sent_at):
+        """Publish ``(group, message)`` pairs whose groups live on ``shard``."""
+        try:
+            receivers = await _twice(self._publisher.publish, addressed, None if shard is None else shard.index)
+        except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
+            self._layer_failed(exc)
+            return
+        if self._tracks_followers:
+            self._count_followers([message for _, message in addressed], receivers, sent_at)
 
     def _count_followers(self, batch, receivers, sent_at):
         """Learn from what each message reached which stores another process follows (``syncapp.followers``)."""
@@ -306,14 +364,16 @@ class Hub:
                 await self._open_channel()
                 await self._listen_for_notices()
             except Exception as exc:  # noqa: BLE001 - Redis down at start: the pub/sub layer cannot subscribe
-                # Sockets are served from the database until it returns; _rejoin opens the channel then.
+                # Sockets are served from the database until it returns; the watch opens the channel then.
+                for shard in self.shards:
+                    shard.joined = False
                 self._layer_failed(exc)
+            loops = [self._receive_loop(), self._check_loop(), self._send_loop()]
+            if self.shards:
+                loops.append(self._watch_loop())
             # In a context of their own: they serve every store, not the socket that happened to start them.
             loop = asyncio.get_running_loop()
-            self._tasks = [
-                loop.create_task(loop_coroutine, context=contextvars.Context())
-                for loop_coroutine in (self._receive_loop(), self._check_loop(), self._send_loop())
-            ]
+            self._tasks = [loop.create_task(coroutine, context=contextvars.Context()) for coroutine in loops]
 
     async def _open_channel(self):
         """The hub's own channel (the pub/sub layer subscribes to it in Redis, so this can fail)."""
@@ -329,48 +389,112 @@ class Hub:
             self._notify_following()
 
     async def _group_add(self, store_id):
-        if self.layer_down:
+        group = messages.group_name(store_id)
+        shard = self._shard_of(group)
+        # Without a channel every host waits for _rejoin, which joins this group too.
+        if self.channel_name is None or (shard is not None and shard.down):
             return
         try:
-            await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
-        except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+            await _twice(self.layer.group_add, group, self.channel_name)
+        except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
+            if shard is not None:
+                shard.joined = False
             self._layer_failed(exc)
 
     def _layer_failed(self, exc):
-        # Notices sent meanwhile are lost, and Redis may forget this process's subscriptions: nothing is kept
-        # off it until the hub hears its own notice again. The head checks deliver what was kept.
+        """A call to the channel layer failed: the watch finds out at once which host is down, if any.
+
+        Notices sent meanwhile may be lost, and Redis may forget this process's
+        subscriptions: nothing is kept off it until the hub hears its own notice
+        again. The head checks deliver what was kept, and the messages lost.
+        """
         self.followers.forget()
-        if not self.layer_down:
-            metrics.UNAVAILABLE.labels("channel_layer").inc()
-            logger.error(
-                "channel layer unreachable (%s): sockets catch up from the database every %ss until it returns",
-                exc,
-                conf.get("HEAD_CHECK_INTERVAL"),
-            )
-        self.layer_down = True
+        if self.shards:
+            logger.debug("a channel layer call failed: %s", exc)
+            self._watch_now.set()
+        else:
+            logger.error("channel layer call failed (%s): sockets catch up from the database", exc)
 
-    async def _rejoin(self):
-        """After an outage: join every group again (a restarted Redis forgot them), then resume.
+    async def _watch_loop(self):
+        """Once per head check, or at once after a failed call: watch the hosts and record the socket counts."""
+        while True:
+            await asyncio.gather(self._watch(), self._publish_presence())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(conf.get("HEAD_CHECK_INTERVAL")):
+                    await self._watch_now.wait()
+            self._watch_now.clear()
+            # Whatever made it forget (an outage, a dropped backlog, a failed count), the hub keeps nothing off
+            # Redis until its own notice comes back through the group of notices.
+            if self._tracks_followers and not self.followers.listening:
+                self._notify_following()
 
-        A message to the hub's own channel proves the layer answers: the pub/sub
-        layer's ``group_add`` on a group it already follows makes no call at all,
-        and would report a recovery while Redis is still down.
+    async def _watch(self):
+        """Ask every host for its run_id; rejoin the groups of those back from an outage or a restart."""
+        async with self._watching:
+            await asyncio.gather(*(self._watch_shard(shard) for shard in self.shards))
+
+    async def _watch_shard(self, shard):
+        try:
+            run_id = await _twice(layer_redis.run_id, shard.index)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means an outage
+            _unless_cancelled()
+            self._shard_lost(shard, exc)
+            return
+        if shard.run_id not in (None, run_id):
+            self._shard_lost(shard, "it restarted since the last check, forgetting its groups")
+        shard.run_id = run_id
+        if shard.joined:
+            return
+        try:
+            await self._rejoin(shard)
+        except Exception:  # noqa: BLE001 - tried again at the next watch; an outage was logged once
+            _unless_cancelled()
+            logger.debug("could not join the groups on %s again", shard.name, exc_info=True)
+            return
+        shard.joined = True
+        if shard.down:
+            shard.down = False
+            logger.warning("channel layer reachable again at %s: broadcasts resumed", shard.name)
+
+    def _shard_lost(self, shard, reason):
+        """Host ``shard`` did not answer, or restarted: its groups are to be joined again once it answers."""
+        shard.joined = False
+        self.followers.forget()
+        if shard.down:
+            return
+        shard.down = True
+        metrics.UNAVAILABLE.labels("channel_layer").inc()
+        logger.error(
+            "channel layer unreachable at %s (%s): sockets of its stores catch up from the database every %ss "
+            "until it returns",
+            shard.name,
+            reason,
+            conf.get("HEAD_CHECK_INTERVAL"),
+        )
+
+    async def _rejoin(self, shard):
+        """Join every group this hub has on host ``shard`` again (a restarted Redis forgot them), and tell the
+        other hubs it follows their stores.
+
+        On the pub/sub layer redis-py subscribes again by itself once it
+        reconnects, and the layer's ``group_add`` of a group it follows makes
+        no call; the groups joined while the host was down are joined here.
         """
         if self.channel_name is None:
             await self._open_channel()
-        async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
-            await self.layer.send(self.channel_name, {"type": PROBE})
-        await self._listen_for_notices()
-        # Sockets that join meanwhile are subscribed too: _group_add skips them while the layer counts as down.
-        subscribed = set()
-        while unsubscribed := self.members.keys() - subscribed:
-            for store_id in unsubscribed:
+        notices_here = self._tracks_followers and self._shard_of(messages.FOLLOWS_GROUP) is shard
+        if notices_here:
+            await _twice(self.layer.group_add, messages.FOLLOWS_GROUP, self.channel_name)
+        # Sockets that join meanwhile are joined too: _group_add skips them while the host counts as down.
+        joined = set()
+        while missing := self._stores_on(shard) - joined:
+            for store_id in missing:
                 await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
-            subscribed |= unsubscribed
-        for store_id in self.members:
+            joined |= missing
+        # Notices sent while the group of notices was gone were lost: then every store's is sent again.
+        following = set(self.members) if notices_here else joined & self.members.keys()
+        for store_id in following:
             self._notify_following(store_id)
-        self.layer_down = False
-        logger.warning("channel layer reachable again: broadcasts resumed")
 
     async def _receive_loop(self):
         await self._channel_open.wait()
@@ -379,14 +503,12 @@ class Hub:
                 message = await _twice(self.layer.receive, self.channel_name, bounded=False)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
+            except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
                 _unless_cancelled()
                 self._layer_failed(exc)
                 await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
                 continue
-            if message["type"] == PROBE:
-                self.probe_unanswered = None
-            elif message["type"] == messages.FOLLOW:
+            if message["type"] == messages.FOLLOW:
                 self._noticed(message)
             elif message.get("origin") != self.id:
                 await self._deliver(message)
@@ -443,14 +565,6 @@ class Hub:
     async def _check_loop(self):
         while True:
             await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
-            if self.layer_down:
-                try:
-                    await self._rejoin()
-                except Exception:  # noqa: BLE001 - still down; the outage was logged once
-                    pass
-            elif self._inbound is not None:
-                await self._probe()
-            await self._publish_presence()
             # A follower whose notice was lost learns of the events kept from it, and this hub of the follower.
             for store_id, head in self.followers.unannounced().items():
                 self._announce_head(store_id, head)
@@ -474,29 +588,6 @@ class Hub:
             logger.debug("could not record socket counts", exc_info=True)
             return
         self._presence_published = bool(counts)
-
-    async def _probe(self):
-        """Send the hub a message through the layer; one still unanswered PROBE_PATIENCE checks later is an outage.
-
-        Only on the pub/sub layer: a process that only receives would never
-        learn of an outage there, because the layer reconnects on its own and
-        drops what was published meanwhile (``RedisChannelLayer``'s receive
-        fails instead). The outage is then logged, and once Redis answers again
-        the hub joins its groups anew (``_rejoin``). The head checks deliver the
-        events either way.
-        """
-        if self.probe_unanswered is not None:
-            self.probe_unanswered += 1
-            if self.probe_unanswered >= PROBE_PATIENCE:
-                self.probe_unanswered = None
-                self._layer_failed("a message the hub sent itself did not come back")
-            return
-        try:
-            await _twice(self.layer.send, self.channel_name, {"type": PROBE})
-        except Exception as exc:  # noqa: BLE001 - any layer failure means an outage
-            self._layer_failed(exc)
-            return
-        self.probe_unanswered = 0
 
     def _bound_inbound_backlog(self):
         """Drop this hub's backlog in a layer with unbounded queues once it passes INBOUND_LIMIT.

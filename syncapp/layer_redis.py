@@ -1,10 +1,17 @@
-"""redis-py clients on the default channels_redis layer's Redis, for what livesync sends there itself.
+"""redis-py clients on the default channels_redis layer's Redis hosts, and where that layer puts a group.
 
-The admin's socket counts (``syncapp.presence``) and the hub's pipelined
-broadcasts (``syncapp.publisher``) go to the Redis that ``CHANNEL_LAYERS``
-already names, so a deployment configures Redis once. They use the layer's
-first host. Connections belong to one event loop (tests run several), so
-there is a pool per loop.
+The admin's socket counts (``syncapp.presence``), the hub's pipelined
+broadcasts (``syncapp.publisher``) and its watch over the hosts
+(``Hub._watch``) go to the Redis that ``CHANNEL_LAYERS`` already names, so a
+deployment configures Redis once. A host is whatever channels_redis takes: a
+URL, a dict of connection options, or a Sentinel-managed master
+(``{"sentinels": [...], "master_name": ...}``), and ``create_pool`` is
+channels_redis's own, so both reach the same server. Connections belong to one
+event loop (tests run several), so there is a pool per loop and host.
+
+With several hosts, channels_redis keeps each group on one of them, chosen by
+hashing its name (``group_shard``); livesync publishes a group's messages on
+that host, as the layer would.
 
 Every wait of livesync's on Redis, through these clients or through the
 layer, is bounded by TIMEOUT_SECONDS: a Redis that stops answering without
@@ -14,19 +21,25 @@ the layer's hosts need no ``socket_timeout`` (see the README's "Production").
 
 import asyncio
 import weakref
+from urllib.parse import urlsplit
 
 from channels.layers import DEFAULT_CHANNEL_LAYER
-from channels_redis.utils import create_pool, decode_hosts
+from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
 from django.conf import settings
 from redis import asyncio as aioredis
 
-# How long one call to Redis (a subscribe, a publish, a probe, a read of socket counts) may take before it
+# How long one call to Redis (a subscribe, a publish, a run_id, a read of socket counts) may take before it
 # counts as failed. Waiting for the next message on a subscription is not bounded: that is what it does.
 TIMEOUT_SECONDS = 10
 
 CORE_LAYER = "channels_redis.core.RedisChannelLayer"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
+REDIS_LAYERS = (CORE_LAYER, PUBSUB_LAYER)
 
+# The channels_redis layers' default prefix of their keys and channels.
+DEFAULT_PREFIX = "asgi"
+
+# loop -> {host index: connection pool}
 _pools = weakref.WeakKeyDictionary()
 
 
@@ -40,15 +53,53 @@ def layer_config():
     return default_layer().get("CONFIG", {})
 
 
+def is_redis():
+    """Whether the default channel layer is one of channels_redis's."""
+    return default_layer().get("BACKEND") in REDIS_LAYERS
+
+
 def hosts():
     """The default layer's hosts, as channels_redis reads them (localhost:6379 when none are given)."""
     return decode_hosts(layer_config().get("hosts"))
 
 
-def client():
-    """A client on the default layer's first host, from this event loop's pool."""
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
+def describe(host):
+    """A host as logs name it: its address without credentials, or its Sentinel master's name."""
+    if "master_name" in host:
+        return f"Sentinel master {host['master_name']!r}"
+    if "address" in host:
+        parts = urlsplit(host["address"])
+        return f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else parts.path
+    return f"{host.get('host', 'localhost')}:{host.get('port', 6379)}"
+
+
+def group_channel(group):
+    """The Redis channel the pub/sub layer publishes ``group``'s messages on."""
+    return f"{layer_config().get('prefix', DEFAULT_PREFIX)}__group__{group}"
+
+
+def group_shard(group):
+    """The index of the host the default layer keeps ``group`` on.
+
+    channels_redis hashes the group's name over the hosts: the core layer the
+    group itself (``RedisChannelLayer.consistent_hash``), the pub/sub layer its
+    Redis channel (``RedisPubSubLoopLayer._get_shard``).
+    """
+    name = group_channel(group) if default_layer().get("BACKEND") == PUBSUB_LAYER else group
+    return _consistent_hash(name, len(hosts()))
+
+
+def client(index=0):
+    """A client on the default layer's host ``index``, from this event loop's pool."""
+    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    pool = pools.get(index)
     if pool is None:
-        pool = _pools[loop] = create_pool(hosts()[0])
+        pool = pools[index] = create_pool(hosts()[index])
     return aioredis.Redis(connection_pool=pool)
+
+
+async def run_id(index):
+    """Host ``index``'s ``run_id``: a new one means the server restarted (or a Sentinel promoted another)."""
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        info = await client(index).info("server")
+    return info["run_id"]

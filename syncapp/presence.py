@@ -6,6 +6,11 @@ seconds after the last write: a process that dies, even by SIGKILL, stops
 being counted within that time. The admin sums every process's key for the
 stores of its page: one SCAN and one pipelined HMGET per process.
 
+With several Redis hosts, every process writes its key on every host, and
+the admin reads every host that answers: a host that is down, or restarted
+and not yet written to again, hides no process. The counts are a few bytes
+per store and process, so the copies cost next to nothing.
+
 With the in-memory layer there is one process, and its hub knows the count.
 """
 
@@ -14,7 +19,6 @@ import asyncio
 from . import conf, layer_redis
 
 KEY_PREFIX = "livesync:sockets:"
-REDIS_LAYERS = (layer_redis.CORE_LAYER, layer_redis.PUBSUB_LAYER)
 
 
 def ttl():
@@ -24,13 +28,26 @@ def ttl():
 
 def available():
     """Whether the default channel layer is channels_redis (so that counts can be shared through its Redis)."""
-    return layer_redis.default_layer().get("BACKEND") in REDIS_LAYERS
+    return layer_redis.is_redis()
 
 
 async def publish(process_id, counts):
-    """Record this process's ``{store_id: sockets}`` (an empty one removes its key at once)."""
+    """Record this process's ``{store_id: sockets}`` on every host (an empty one removes its key at once).
+
+    Raises the first failure once every host was tried: the caller writes again at its next head check.
+    """
+    results = await asyncio.gather(
+        *(_publish_on(index, process_id, counts) for index in range(len(layer_redis.hosts()))),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _publish_on(index, process_id, counts):
     key = KEY_PREFIX + process_id
-    pipeline = layer_redis.client().pipeline(transaction=True)
+    pipeline = layer_redis.client(index).pipeline(transaction=True)
     async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS), pipeline:
         pipeline.delete(key)
         if counts:
@@ -40,14 +57,32 @@ async def publish(process_id, counts):
 
 
 async def socket_counts(store_ids):
-    """Sockets per store of ``store_ids`` over every live process, in their order."""
+    """Sockets per store of ``store_ids`` over every live process, in their order.
+
+    Raises only if no host answers.
+    """
+    results = await asyncio.gather(
+        *(_counts_on(index, store_ids) for index in range(len(layer_redis.hosts()))), return_exceptions=True
+    )
+    answered = [result for result in results if not isinstance(result, BaseException)]
+    if not answered:
+        raise results[0]
+    # Each process's counts once, as the first host that has them recorded them.
+    per_process = {}
+    for counts_by_key in answered:
+        for key, counts in counts_by_key.items():
+            per_process.setdefault(key, counts)
+    return [sum(int(counts[index] or 0) for counts in per_process.values()) for index in range(len(store_ids))]
+
+
+async def _counts_on(index, store_ids):
+    """``{process key: [sockets of each store or None]}`` as host ``index`` holds them."""
     async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
-        client = layer_redis.client()
+        client = layer_redis.client(index)
         keys = [key async for key in client.scan_iter(match=KEY_PREFIX + "*", count=1000)]
         if not keys or not store_ids:
-            return [0] * len(store_ids)
+            return {key: [None] * len(store_ids) for key in keys}
         async with client.pipeline(transaction=False) as pipeline:
             for key in keys:
                 pipeline.hmget(key, store_ids)
-            per_process = await pipeline.execute()
-    return [sum(int(counts[index] or 0) for counts in per_process) for index in range(len(store_ids))]
+            return dict(zip(keys, await pipeline.execute(), strict=True))

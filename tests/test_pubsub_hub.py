@@ -1,18 +1,26 @@
-"""The hub on channels_redis's pub/sub layer (``LIVESYNC_CHANNEL_LAYER=pubsub``), whose two gaps it closes itself.
+"""The hub on channels_redis's pub/sub layer (``LIVESYNC_CHANNEL_LAYER=pubsub``), whose two gaps it closes itself,
+and on several Redis hosts, of either layer.
 
 The layer never reports an outage to a process that only receives, and it queues messages for a channel
-without limit. Both are checked against the real Redis, through a proxy that can be cut like a network.
+without limit. Both are checked against the real Redis, through a proxy that can be cut like a network. With
+two hosts (Redis servers of the test's own, killed and restarted), a hub watches each host: it rejoins its
+groups on one that restarted, and an outage of one host is one outage of that host alone.
 """
 
 import asyncio
 
+import prometheus_client
 import pytest
 from channels.layers import channel_layers
+from channels_redis.core import RedisChannelLayer
+from channels_redis.utils import _consistent_hash
+from django.core.exceptions import ImproperlyConfigured
 
-from livesync_project.settings import redis_channel_layer
+from livesync_project.settings import redis_channel_layer, redis_hosts
 from syncapp import hub as hub_module
-from syncapp import layer_redis
+from syncapp import layer_redis, presence, publisher
 from tests.support.proxy import TcpProxy
+from tests.support.redis_servers import RedisSentinel, RedisServer
 from tests.support.services import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,21 +53,27 @@ async def until(condition, timeout=5.0):
     return condition()
 
 
+def logged(caplog, text):
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+def down(hub):
+    return any(shard.down for shard in hub.shards)
+
+
 async def test_a_receive_only_process_learns_of_a_pubsub_outage_and_rejoins(pubsub_hub, caplog, store_id):
     hub, proxy = pubsub_hub
     member = Recorder()
     await hub.join(store_id, member)
     try:
-        await hub._probe()
-        assert await until(lambda: hub.probe_unanswered is None), "the probe did not come back through Redis"
         proxy.cut()
-        for _ in range(hub_module.PROBE_PATIENCE + 1):
-            await hub._probe()
-            await asyncio.sleep(0.2)
-        assert hub.layer_down
-        assert sum("channel layer unreachable" in r.getMessage() for r in caplog.records) == 1
+        for _ in range(3):
+            await hub._watch()
+        assert down(hub)
+        assert logged(caplog, "channel layer unreachable") == 1
         proxy.restore()
         assert await rejoin(hub), "the hub did not come back once Redis answered"
+        assert logged(caplog, "channel layer reachable again") == 1
         message = {"type": "livesync.events", "first": 1, "last": 1, "store_id": store_id, "origin": "other"}
         for _ in range(50):
             await hub.layer.group_send(hub_module.messages.group_name(store_id), message)
@@ -71,13 +85,13 @@ async def test_a_receive_only_process_learns_of_a_pubsub_outage_and_rejoins(pubs
 
 
 async def rejoin(hub, attempts=50):
-    """What the hub's head check does while the layer is down, until Redis answers (True) or attempts run out."""
+    """What the hub's watch does once per head check, until every host is back and joined (True) or attempts
+    run out."""
     for _ in range(attempts):
-        try:
-            await hub._rejoin()
+        await hub._watch()
+        if all(shard.joined and not shard.down for shard in hub.shards):
             return True
-        except Exception:  # noqa: BLE001 - Redis still coming back; the next try counts
-            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)
     return False
 
 
@@ -108,13 +122,14 @@ async def test_a_hub_started_while_redis_is_down_serves_sockets_and_subscribes_o
     proxy.cut()
     await hub.join(store_id, member)
     try:
-        assert hub.layer_down and hub.channel_name is None
+        await hub._watch()
+        assert down(hub) and hub.channel_name is None
         assert hub.socket_count(store_id) == 1
         await hub.publish(store_id, {"type": "livesync.events", "first": 1, "last": 1})
         assert [message["last"] for message in member.messages] == [1], "local sockets must be served meanwhile"
         proxy.restore()
         assert await rejoin(hub), "the hub did not subscribe once Redis answered"
-        assert hub.channel_name is not None and not hub.layer_down
+        assert hub.channel_name is not None and not down(hub)
         message = {"type": "livesync.events", "first": 2, "last": 2, "store_id": store_id, "origin": "other"}
         for _ in range(50):
             await hub.layer.group_send(hub_module.messages.group_name(store_id), message)
@@ -129,12 +144,12 @@ def recording(publish, batches):
     """``publish``, recording each batch's store messages as ``(type, last event or head)`` in ``batches`` (follow
     notices not)."""
 
-    async def recorded(addressed):
+    async def recorded(addressed, shard):
         sent = [(message["type"], message.get("last", message.get("head"))) for _, message in addressed]
         sent = [(kind, last) for kind, last in sent if kind != hub_module.messages.FOLLOW]
         if sent:
             batches.append(sent)
-        return await publish(addressed)
+        return await publish(addressed, shard)
 
     return recorded
 
@@ -212,16 +227,16 @@ async def test_a_redis_that_stops_answering_is_an_outage_within_the_layer_timeou
         proxy.stall()
         await hub.publish(store_id, {"type": "livesync.events", "first": 1, "last": 1})
         assert [message["last"] for message in member.messages] == [1], "local sockets must be served meanwhile"
-        assert await until(lambda: hub.layer_down, timeout=3), "a publish to a silent Redis hung"
-        assert sum("channel layer unreachable" in r.getMessage() for r in caplog.records) == 1
+        assert await until(lambda: down(hub), timeout=3), "a publish to a silent Redis hung"
+        assert logged(caplog, "channel layer unreachable") == 1
         other = Recorder()
         await asyncio.wait_for(hub.join(f"{store_id}.other", other), 1)
         assert hub.socket_count(f"{store_id}.other") == 1
-        with pytest.raises(TimeoutError):
-            await hub._rejoin()
+        await asyncio.wait_for(hub._watch(), 3)
+        assert down(hub) and logged(caplog, "channel layer unreachable") == 1
         proxy.restore()
         assert await rejoin(hub), "the hub did not come back once Redis answered"
-        assert not hub.layer_down
+        assert not down(hub)
     finally:
         await hub.stop()
 
@@ -315,7 +330,7 @@ async def test_a_hub_that_may_have_missed_follow_notices_announces_what_it_kept_
 
         await keep_to_itself(hub, store_id, batches)
         proxy.cut()
-        hub._layer_failed("cut")
+        await hub._watch()
         proxy.restore()
         assert await rejoin(hub), "the hub did not subscribe once Redis answered"
         await hub.publish(store_id, events(1000))
@@ -369,7 +384,7 @@ async def test_a_socket_that_joins_while_the_hub_rejoins_after_an_outage_is_subs
 
     try:
         proxy.cut()
-        hub._layer_failed("cut")
+        await hub._watch()
         proxy.restore()
         monkeypatch.setattr(hub.layer, "group_add", group_add_while_another_socket_joins)
         assert await rejoin(hub), "the hub did not subscribe once Redis answered"
@@ -384,3 +399,203 @@ async def test_a_socket_that_joins_while_the_hub_rejoins_after_an_outage_is_subs
     finally:
         await other_process.stop()
         await hub.stop()
+
+
+# Several Redis hosts: servers of the test's own, killed and restarted like a crashed shard.
+
+
+@pytest.fixture
+def two_hosts(settings, tmp_path):
+    """Two Redis servers; ``use(kind)`` makes the default layer the channels_redis layer ``kind`` on both."""
+    with RedisServer(tmp_path) as first, RedisServer(tmp_path) as second:
+
+        def use(kind):
+            settings.CHANNEL_LAYERS = {"default": redis_channel_layer([first.url, second.url], kind)}
+            settings.LIVESYNC = {"HEAD_CHECK_INTERVAL": 3600}
+            channel_layers.backends.clear()
+
+        yield (first, second), use
+    channel_layers.backends.clear()
+
+
+def store_on(shard, name="store"):
+    """A storeId whose group the default layer keeps on host ``shard``."""
+    for number in range(1000):
+        store_id = f"{name}-{number}"
+        if layer_redis.group_shard(hub_module.messages.group_name(store_id)) == shard:
+            return store_id
+    raise AssertionError(f"no storeId hashed to host {shard}")
+
+
+def channel_shard(layer, channel):
+    """The host a channel of ``layer`` lives on, as channels_redis places it."""
+    if isinstance(layer, RedisChannelLayer):
+        return layer.consistent_hash(layer.non_local_name(channel))
+    return _consistent_hash(channel, len(layer_redis.hosts()))
+
+
+async def close_layer(layer):
+    await asyncio.wait_for(layer.close_pools() if isinstance(layer, RedisChannelLayer) else layer.flush(), 5)
+
+
+async def hub_with_channel_on(shard):
+    """A hub, as in another process, whose own channel lives on host ``shard``."""
+    for _ in range(64):
+        hub = hub_module.Hub(channel_layers.make_backend("default"))
+        await hub._start()
+        if channel_shard(hub.layer, hub.channel_name) == shard:
+            return hub
+        await hub.stop()
+        await close_layer(hub.layer)
+    raise AssertionError(f"no hub's channel landed on host {shard}")
+
+
+async def channel_on(shard):
+    """A layer of another process's own and a channel of it that lives on host ``shard``."""
+    for _ in range(64):
+        layer = channel_layers.make_backend("default")
+        channel = await layer.new_channel(prefix="test.")
+        if channel_shard(layer, channel) == shard:
+            return layer, channel
+        await close_layer(layer)
+    raise AssertionError(f"no channel landed on host {shard}")
+
+
+async def reaches(sender, store_id, member, seq_num, timeout=5.0):
+    """Whether a ``group_send`` of event ``seq_num`` through ``sender`` reaches ``member``, tried until ``timeout``."""
+    message = {**events(seq_num), "store_id": store_id, "origin": "other"}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await sender.group_send(hub_module.messages.group_name(store_id), message)
+        except Exception:  # noqa: BLE001 - the sender's own connection to a restarted host; tried again
+            pass
+        if await until(lambda: any(m.get("last") == seq_num for m in member.messages), timeout=0.2):
+            return True
+    return False
+
+
+def unavailable():
+    return prometheus_client.REGISTRY.get_sample_value("livesync_unavailable_total", {"service": "channel_layer"}) or 0
+
+
+@pytest.mark.parametrize("kind", ["core", "pubsub"])
+async def test_a_hub_rejoins_its_groups_on_a_host_that_restarted_though_its_own_channel_lives_on_the_other(
+    two_hosts, kind, caplog
+):
+    """Killed and started again between two watches: nothing this hub sent or received failed, and the
+    restarted server forgot the group (core) or the layer's subscription (pub/sub). The new run_id tells."""
+    (first, _), use = two_hosts
+    use(kind)
+    hub = await hub_with_channel_on(1)
+    store_id, member = store_on(0), Recorder()
+    sender = channel_layers.make_backend("default")
+    try:
+        await hub.join(store_id, member)
+        assert await until(lambda: all(shard.run_id for shard in hub.shards)), "the hub did not watch the hosts"
+        assert await reaches(sender, store_id, member, 1)
+        first.kill()
+        first.start()
+        await hub._watch()
+        assert await reaches(sender, store_id, member, 2), "the group on the restarted host was not joined again"
+        assert logged(caplog, f"channel layer unreachable at 127.0.0.1:{first.port}") == 1
+        assert logged(caplog, f"channel layer reachable again at 127.0.0.1:{first.port}") == 1
+    finally:
+        await hub.stop()
+        await close_layer(sender)
+
+
+async def collect(layer, channel, into):
+    while True:
+        into.append(await layer.receive(channel))
+
+
+@pytest.mark.parametrize("kind", ["core", "pubsub"])
+async def test_one_host_down_is_one_outage_of_that_host_and_the_other_hosts_stores_are_still_broadcast(
+    two_hosts, kind, caplog
+):
+    (first, _), use = two_hosts
+    use(kind)
+    hub = await hub_with_channel_on(1)
+    other, channel = await channel_on(1)
+    down_store, up_store = store_on(0, "down"), store_on(1, "up")
+    received = []
+    for store_id in (down_store, up_store):
+        await hub.join(store_id, Recorder())
+        await other.group_add(hub_module.messages.group_name(store_id), channel)
+    collecting = asyncio.ensure_future(collect(other, channel, received))
+    outages_before = unavailable()
+    try:
+        first.kill()
+        for seq_num in range(1, 6):
+            await hub.publish(down_store, events(seq_num))
+            await hub.publish(up_store, events(seq_num))
+            await until(lambda: hub._outgoing.empty())
+            await hub._watch()
+        up_received = lambda: [m["last"] for m in received if m["store_id"] == up_store]  # noqa: E731
+        assert await until(lambda: up_received() == [1, 2, 3, 4, 5]), f"the other host's store got {up_received()}"
+        assert logged(caplog, "channel layer unreachable") == 1
+        assert logged(caplog, f"channel layer unreachable at 127.0.0.1:{first.port}") == 1
+        assert logged(caplog, "channel layer reachable again") == 0
+        assert unavailable() - outages_before == 1
+        first.start()
+        assert await rejoin(hub), "the hub did not rejoin the restarted host"
+        assert logged(caplog, f"channel layer reachable again at 127.0.0.1:{first.port}") == 1
+        assert logged(caplog, "channel layer unreachable") == 1 and unavailable() - outages_before == 1
+    finally:
+        collecting.cancel()
+        await hub.stop()
+        await close_layer(other)
+
+
+async def test_the_admin_counts_every_process_whichever_host_is_down(two_hosts):
+    (first, second), use = two_hosts
+    use("core")
+    await presence.publish("process-a", {"s": 2, "t": 1})
+    await presence.publish("process-b", {"s": 1})
+    assert await presence.socket_counts(["s", "t", "u"]) == [3, 1, 0]
+    first.kill()
+    assert await presence.socket_counts(["s", "t"]) == [3, 1]
+    with pytest.raises(Exception):  # noqa: B017 - whichever error redis-py raises for a refused connection
+        await presence.publish("process-a", {"s": 2, "t": 1})
+    first.start()
+    # The processes' next head checks write their counts on the restarted host too.
+    await presence.publish("process-a", {"s": 2, "t": 1})
+    await presence.publish("process-b", {"s": 1})
+    second.kill()
+    assert await presence.socket_counts(["s", "t"]) == [3, 1]
+    first.kill()
+    with pytest.raises(Exception):  # noqa: B017 - no host answers: the admin shows "-"
+        await presence.socket_counts(["s"])
+
+
+async def test_livesyncs_own_clients_reach_a_sentinel_managed_master(settings, tmp_path):
+    with RedisServer(tmp_path) as master, RedisSentinel(tmp_path, master) as sentinel:
+        hosts = redis_hosts(sentinels=f"127.0.0.1:{sentinel.port}", master_names=sentinel.master_name)
+        settings.CHANNEL_LAYERS = {"default": redis_channel_layer(hosts, "pubsub")}
+        channel_layers.backends.clear()
+        layer = channel_layers.make_backend("default")
+        try:
+            assert await layer_redis.run_id(0) == master.run_id()
+            await presence.publish("process-a", {"s": 2})
+            assert await presence.socket_counts(["s"]) == [2]
+            channel = await layer.new_channel()
+            await layer.group_add("livesync.store.s", channel)
+            message = {"type": "livesync.events", "last": 1}
+            assert await publisher.for_layer(layer).publish([("livesync.store.s", message)], 0) == [1]
+            assert await asyncio.wait_for(layer.receive(channel), 5) == message
+        finally:
+            await close_layer(layer)
+
+
+def test_the_example_project_takes_several_hosts_or_sentinel_masters():
+    assert redis_hosts("redis://a:6379/0") == ["redis://a:6379/0"]
+    assert redis_hosts("redis://a:6379/0, redis://b:6380/1") == ["redis://a:6379/0", "redis://b:6380/1"]
+    assert redis_hosts(sentinels="s1:26379, s2:26380", master_names="one,two") == [
+        {"sentinels": [("s1", 26379), ("s2", 26380)], "master_name": "one"},
+        {"sentinels": [("s1", 26379), ("s2", 26380)], "master_name": "two"},
+    ]
+    assert redis_hosts() == []
+    for wrong in (("redis://a", "s1:1", "m"), (None, "s1:1", None), (None, "s1", "m")):
+        with pytest.raises(ImproperlyConfigured):
+            redis_hosts(*wrong)
