@@ -7,7 +7,7 @@ INTEROP := tests/interop
 DEMO := examples/todomvc
 REFERENCE := bench/reference
 
-.PHONY: run test test-sqlite test-postgres interop-deps demo bench bench-deps
+.PHONY: run test test-sqlite test-postgres chaos interop-deps demo bench bench-deps
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ test-sqlite: $(VENV)/.installed interop-deps demo
 
 test-postgres: $(VENV)/.installed
 	LIVESYNC_TEST_BACKEND=postgres $(PY) -m pytest -m protocol
+
+# The production topologies alone (part of `make test` too): nginx over several daphne processes with one
+# SIGKILLed under real clients, PgBouncer in transaction mode, two Redis shards with one restarted, Sentinel
+# failover. Needs Debian's nginx-light, pgbouncer and redis-server (.ci/run installs them).
+chaos: $(VENV)/.installed interop-deps
+	$(PY) -m pytest -m chaos
 
 # The reference sync server's Node packages (wrangler, workerd, @livestore/sync-cf 0.3.1); without npm the
 # bench reports the reference as unavailable.

@@ -137,8 +137,9 @@ class ScenarioRunner:
 
     def start(self, name, servers, store_id=None, args=()):
         """Starts ``scenario.mjs <name>`` on ``store_id`` (a fresh one by default) without waiting for it."""
-        label = f"{self.project.name}/{name}"
-        stderr_path = self.directory / f"{self.project.name}-{name}.stderr"
+        # Numbered when the test runs the same scenario more than once at a time (one process per client).
+        label = f"{self.project.name}/{name}" + (f"-{len(self.started)}" if self.started else "")
+        stderr_path = self.directory / f"{label.replace('/', '-')}.stderr"
         command = ["node", "scenario.mjs", name, "--store-id", store_id or self.new_store_id(name)]
         command += ["--token", AUTH_TOKEN, "--timeout-ms", str(SCENARIO_TIMEOUT_S * 1000), *self.args, *args]
         for server in servers:

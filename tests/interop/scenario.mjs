@@ -5,6 +5,8 @@
  *
  *   node scenario.mjs <scenario> --url ws://127.0.0.1:PORT [--url …] --store-id ID --token TOKEN
  *                     [--wrong-token TOKEN] [--total-events N] [--timeout-ms MS]
+ *                     [--clients N] [--first-client N] [--todos-per-client N]
+ *                     [--start-file PATH] [--report-file PATH]
  */
 import './lib/client-runtime.mjs'
 
@@ -13,6 +15,7 @@ import { parseArgs } from 'node:util'
 import { auth } from './scenarios/auth.mjs'
 import { conflict } from './scenarios/conflict.mjs'
 import { converge } from './scenarios/converge.mjs'
+import { crowd } from './scenarios/crowd.mjs'
 import { lateJoiner } from './scenarios/late-joiner.mjs'
 import { mixedGenerations } from './scenarios/mixed-generations.mjs'
 import { offlineReader } from './scenarios/offline-reader.mjs'
@@ -22,6 +25,7 @@ const SCENARIOS = {
   auth,
   conflict,
   converge,
+  crowd,
   'late-joiner': lateJoiner,
   'mixed-generations': mixedGenerations,
   'offline-reader': offlineReader,
@@ -37,6 +41,12 @@ const { positionals, values } = parseArgs({
     'wrong-token': { type: 'string', default: 'wrong' },
     // Events all clients of the store commit together, when clients in another process commit too.
     'total-events': { type: 'string' },
+    // The crowd scenario: how many clients, and how many todos each creates.
+    clients: { type: 'string', default: '1' },
+    'first-client': { type: 'string', default: '0' },
+    'start-file': { type: 'string' },
+    'report-file': { type: 'string' },
+    'todos-per-client': { type: 'string', default: '150' },
     'timeout-ms': { type: 'string', default: '90000' },
   },
 })
@@ -65,6 +75,11 @@ if (scenario === undefined || values.url === undefined || values['store-id'] ===
     authToken: values.token,
     wrongToken: values['wrong-token'],
     totalEvents: Number(values['total-events']),
+    clients: Number(values.clients),
+    firstClient: Number(values['first-client']),
+    startFile: values['start-file'],
+    reportFile: values['report-file'],
+    todosPerClient: Number(values['todos-per-client']),
     syncWaitMs: Math.floor(timeoutMs / 8),
   }).then(
     (result) => emit({ scenario: name, elapsedMs: Date.now() - startedAt, result }, 0),
