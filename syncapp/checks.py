@@ -2,7 +2,6 @@
 
 import sys
 
-from channels_redis.utils import create_pool
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
@@ -32,6 +31,10 @@ def check_pubsub_socket_timeout(app_configs, **kwargs):
     line: redis-py writes each command under a task of its own then. livesync bounds its own waits."""
     if sys.version_info >= (3, 12) or layer_redis.default_layer().get("BACKEND") != layer_redis.PUBSUB_LAYER:
         return []
+    if not layer_redis.installed():
+        return []  # syncapp.E012 says so
+    from channels_redis.utils import create_pool
+
     if all(create_pool(host).make_connection().socket_timeout is None for host in layer_redis.hosts()):
         return []
     return [
@@ -43,6 +46,35 @@ def check_pubsub_socket_timeout(app_configs, **kwargs):
             id="syncapp.W003",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_extras_installed(app_configs, **kwargs):
+    """A setting that needs one of the package's extras (channels_redis's layer, /metrics) while the extra is
+    missing: fail here, naming it, rather than at the first socket or scrape."""
+    from . import metrics  # its families are made at import: not at the checks' own import, as before
+
+    errors = []
+    backend = layer_redis.default_layer().get("BACKEND")
+    if isinstance(backend, str) and backend.startswith("channels_redis.") and not layer_redis.installed():
+        errors.append(
+            Error(
+                f"CHANNEL_LAYERS['default'] is {backend}, but channels_redis is not installed: {layer_redis.INSTALL}",
+                hint="Or use channels.layers.InMemoryChannelLayer for one process.",
+                id="syncapp.E012",
+            )
+        )
+    turned_on = [name for name in ("METRICS_TOKEN", "METRICS_ALLOWED_ADDRESSES") if conf.get(name) is not None]
+    if turned_on and not metrics.installed():
+        errors.append(
+            Error(
+                f"LIVESYNC[{turned_on[0]!r}] turns /metrics on, but prometheus-client is not installed: "
+                f"{metrics.INSTALL}",
+                hint="Or leave METRICS_TOKEN and METRICS_ALLOWED_ADDRESSES unset (None) to keep /metrics off.",
+                id="syncapp.E012",
+            )
+        )
+    return errors
 
 
 @register(Tags.compatibility)
@@ -113,14 +145,6 @@ def check_settings(app_configs, **kwargs):
                     id="syncapp.W001",
                 )
             )
-    if conf.get("ADMIN_SECRET") == conf.FORMER_DEFAULT_ADMIN_SECRET:
-        errors.append(
-            Warning(
-                "LIVESYNC['ADMIN_SECRET'] is a publicly known string: admin frames stay off until it is changed.",
-                hint="Set a secret of your own (the example project reads LIVESYNC_ADMIN_SECRET), or None.",
-                id="syncapp.W002",
-            )
-        )
     return errors
 
 

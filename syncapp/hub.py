@@ -42,8 +42,6 @@ import uuid
 import weakref
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from channels_redis.core import RedisChannelLayer
-from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.exceptions import ImproperlyConfigured
 
 from . import conf, db, followers, layer_redis, messages, metrics, presence, publisher, storage
@@ -116,7 +114,7 @@ def _frame_bytes(message):
 def _unbounded_queue(layer, channel_name):
     """The pub/sub layer's queue of ``channel_name`` in this event loop, or None for a layer that bounds its own."""
     loop_layer = getattr(layer, "_get_layer", None)
-    if not isinstance(layer, RedisPubSubChannelLayer) or loop_layer is None:
+    if not layer_redis.is_pubsub_layer(layer) or loop_layer is None:
         return None
     return getattr(loop_layer(), "channels", {}).get(channel_name)
 
@@ -165,7 +163,7 @@ class Hub:
         self.channel_name = None
         # The layer's Redis hosts, in channels_redis's order (none for a layer without Redis).
         self.shards = []
-        if isinstance(self.layer, (RedisChannelLayer, RedisPubSubChannelLayer)):
+        if layer_redis.is_redis_layer(self.layer):
             self.shards = [Shard(index, layer_redis.describe(host)) for index, host in enumerate(layer_redis.hosts())]
         # Stores with a socket whose repair failed (database down): nudged at the next head check that works.
         self.repairs_wanted = set()

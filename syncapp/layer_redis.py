@@ -17,16 +17,19 @@ Every wait of livesync's on Redis, through these clients or through the
 layer, is bounded by TIMEOUT_SECONDS: a Redis that stops answering without
 closing its connections then fails a call as one that went away does, and
 the layer's hosts need no ``socket_timeout`` (see the README's "Production").
+
+channels_redis (and redis-py) come with the ``[redis]`` extra: one process on
+the in-memory layer runs without them, so they are imported only here, in the
+functions that need them, and only a Redis layer calls those.
 """
 
 import asyncio
+import functools
 import weakref
 from urllib.parse import urlsplit
 
 from channels.layers import DEFAULT_CHANNEL_LAYER
-from channels_redis.utils import _consistent_hash, create_pool, decode_hosts
 from django.conf import settings
-from redis import asyncio as aioredis
 
 # How long one call to Redis (a subscribe, a publish, a run_id, a read of socket counts) may take before it
 # counts as failed. Waiting for the next message on a subscription is not bounded: that is what it does.
@@ -35,6 +38,9 @@ TIMEOUT_SECONDS = 10
 CORE_LAYER = "channels_redis.core.RedisChannelLayer"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 REDIS_LAYERS = (CORE_LAYER, PUBSUB_LAYER)
+
+# What a project whose channel layer is Redis must install (``manage.py check`` says so: syncapp.E012).
+INSTALL = 'pip install "django-livestore-sync[redis]"'
 
 # The channels_redis layers' default prefix of their keys and channels.
 DEFAULT_PREFIX = "asgi"
@@ -58,8 +64,36 @@ def is_redis():
     return default_layer().get("BACKEND") in REDIS_LAYERS
 
 
+@functools.cache
+def _layer_classes():
+    """channels_redis's ``(RedisChannelLayer, RedisPubSubChannelLayer)``, or ``()`` when it is not installed."""
+    try:
+        from channels_redis.core import RedisChannelLayer
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+    except ImportError:
+        return ()
+    return RedisChannelLayer, RedisPubSubChannelLayer
+
+
+def installed():
+    """Whether channels_redis (the ``[redis]`` extra) can be imported."""
+    return bool(_layer_classes())
+
+
+def is_redis_layer(layer):
+    """Whether ``layer`` is one of channels_redis's layers (never, without channels_redis)."""
+    return isinstance(layer, _layer_classes())
+
+
+def is_pubsub_layer(layer):
+    """Whether ``layer`` is channels_redis's pub/sub layer."""
+    return isinstance(layer, _layer_classes()[1:])
+
+
 def hosts():
     """The default layer's hosts, as channels_redis reads them (localhost:6379 when none are given)."""
+    from channels_redis.utils import decode_hosts
+
     return decode_hosts(layer_config().get("hosts"))
 
 
@@ -85,12 +119,17 @@ def group_shard(group):
     group itself (``RedisChannelLayer.consistent_hash``), the pub/sub layer its
     Redis channel (``RedisPubSubLoopLayer._get_shard``).
     """
+    from channels_redis.utils import _consistent_hash
+
     name = group_channel(group) if default_layer().get("BACKEND") == PUBSUB_LAYER else group
     return _consistent_hash(name, len(hosts()))
 
 
 def client(index=0):
     """A client on the default layer's host ``index``, from this event loop's pool."""
+    from channels_redis.utils import create_pool
+    from redis import asyncio as aioredis
+
     pools = _pools.setdefault(asyncio.get_running_loop(), {})
     pool = pools.get(index)
     if pool is None:

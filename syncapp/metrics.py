@@ -8,19 +8,34 @@ the number of series does not grow with the number of stores.
 
 Each daphne process counts its own traffic: scrape every process (each
 listens on a port of its own), and sum across them in the queries.
+
+prometheus-client comes with the ``[metrics]`` extra. Without it every family
+is a no-op, ``/metrics`` answers 404 as when it is off, and a setting that
+turns it on fails ``manage.py check`` (syncapp.E012).
 """
 
 import ipaddress
 import secrets
 import time
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from . import conf
+
+try:
+    from prometheus_client import Counter, Gauge, Histogram
+except ImportError:
+    Counter = Gauge = Histogram = None
+
+# What a project that turns /metrics on must install without it.
+INSTALL = 'pip install "django-livestore-sync[metrics]"'
+
+
+def installed():
+    """Whether prometheus-client (the ``[metrics]`` extra) is installed."""
+    return Counter is not None
 
 
 class _Off:
-    """A family while ``LIVESYNC["METRICS"]`` is False: every count does nothing."""
+    """A family while ``LIVESYNC["METRICS"]`` is False or prometheus-client is missing: every count does nothing."""
 
     def labels(self, *values):
         return self
@@ -28,11 +43,11 @@ class _Off:
     def inc(self, amount=1):
         pass
 
-    dec = observe = inc
+    dec = set = observe = inc
 
 
 def _family(kind, *args, **kwargs):
-    return kind(*args, **kwargs) if conf.get("METRICS") else _Off()
+    return kind(*args, **kwargs) if installed() and conf.get("METRICS") else _Off()
 
 
 # Seconds: from well under a millisecond (a push on SQLite) to a database that stalls.
@@ -107,6 +122,8 @@ def scrape_refusal(request):
     token, allowed = conf.get("METRICS_TOKEN"), conf.get("METRICS_ALLOWED_ADDRESSES")
     if token is None and allowed is None:
         return 404, "Metrics are off: set LIVESYNC['METRICS_TOKEN'] or LIVESYNC['METRICS_ALLOWED_ADDRESSES']."
+    if not installed():
+        return 404, f"Metrics are off: prometheus-client is not installed ({INSTALL})."
     if token is not None:
         sent = request.headers.get("Authorization", "")
         if not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
@@ -114,6 +131,13 @@ def scrape_refusal(request):
     if allowed is not None and not _address_allowed(request.META.get("REMOTE_ADDR"), allowed):
         return 403, "This address may not read the metrics."
     return None
+
+
+def exposition():
+    """``(body, content type)``: the default registry in Prometheus' text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
 def _address_allowed(address, allowed):

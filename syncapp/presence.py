@@ -27,8 +27,12 @@ def ttl():
 
 
 def available():
-    """Whether the default channel layer is channels_redis (so that counts can be shared through its Redis)."""
-    return layer_redis.is_redis()
+    """Whether the default channel layer is channels_redis (so that counts can be shared through its Redis).
+
+    Not when channels_redis is missing: that layer then cannot run (``manage.py check`` says so, syncapp.E012),
+    and the admin shows what this process's hub knows instead.
+    """
+    return layer_redis.is_redis() and layer_redis.installed()
 
 
 async def publish(process_id, counts):

@@ -19,14 +19,12 @@ two, what was published here, so a channels_redis that named, encoded or
 placed its messages differently would fail it.
 """
 
-from channels_redis.pubsub import RedisPubSubChannelLayer
-
 from . import layer_redis
 
 
 def for_layer(layer):
     """The publisher for ``layer``, the default channel layer."""
-    if isinstance(layer, RedisPubSubChannelLayer):
+    if layer_redis.is_pubsub_layer(layer):
         return PipelinedPublisher(layer)
     return LayerPublisher(layer)
 

@@ -5,7 +5,6 @@ import asyncio
 from channels.layers import get_channel_layer
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import conf, db, handshake, metrics, storage
 from .cors import cors_headers
@@ -81,7 +80,7 @@ async def _probe(check):
 
 async def metrics_view(request):
     """This process's metrics in Prometheus' text format, for whom ``METRICS_TOKEN`` /
-    ``METRICS_ALLOWED_ADDRESSES`` admit (off until one is set)."""
+    ``METRICS_ALLOWED_ADDRESSES`` admit (off until one is set, and without prometheus-client)."""
     refusal = metrics.scrape_refusal(request)
     if refusal is not None:
         status, text = refusal
@@ -89,7 +88,8 @@ async def metrics_view(request):
         if status == 401:
             response["WWW-Authenticate"] = "Bearer"
         return response
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)
 
 
 async def healthz(request):
