@@ -18,9 +18,6 @@ from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
-# The secret earlier versions shipped as the default: known to anyone, so never accepted.
-FORMER_DEFAULT_ADMIN_SECRET = "change-me-admin-secret"
-
 DEFAULTS = {
     # Import string of ``callable(payload, context)``, sync or async, run before each
     # WebSocket upgrade and each 0.4 HTTP request (both protocol generations). It
@@ -121,9 +118,8 @@ HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PU
 
 
 def admin_secret():
-    """The secret admin frames must carry, or None while they are off (no secret, or a publicly known one)."""
-    secret = get("ADMIN_SECRET")
-    return None if not secret or secret == FORMER_DEFAULT_ADMIN_SECRET else secret
+    """The secret admin frames must carry, or None while they are off."""
+    return get("ADMIN_SECRET") or None
 
 
 def store_cache_size():

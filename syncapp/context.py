@@ -2,13 +2,11 @@
 
 The 0.4 reference hands its callbacks a context with ``storeId``, ``payload`` and ``headers``; a Django
 project also wants the connecting user (from the session cookie, through Channels' ``AuthMiddlewareStack``)
-and the ASGI scope. ``SyncContext`` carries all of it, and still reads like the dict validators used to get
-(``context["store_id"]``, ``context["scope"]``).
+and the ASGI scope. ``SyncContext`` carries all of it, as attributes.
 """
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AnonymousUser
 
@@ -21,7 +19,7 @@ READ_ONLY_MESSAGE = "Push refused: this connection is read-only"
 
 
 @dataclass
-class SyncContext(Mapping):
+class SyncContext:
     """One sync connection (a WebSocket) or request (0.4 HTTP), as its validator accepted it."""
 
     store_id: str
@@ -63,17 +61,3 @@ class SyncContext(Mapping):
         self._allowance = allowance - 1
         return None
 
-    def __getitem__(self, key):
-        if key not in self._names():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self):
-        return iter(self._names())
-
-    def __len__(self):
-        return len(self._names())
-
-    @classmethod
-    def _names(cls):
-        return [f.name for f in fields(cls) if not f.name.startswith("_")]

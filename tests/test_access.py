@@ -56,7 +56,7 @@ async def test_the_validator_and_hooks_see_the_session_user_over_0_3(recording, 
     await socket.close()
     (context,) = hooks.contexts
     assert (context.store_id, context.generation, context.payload) == (store_id, "0.3", {"authToken": "t"})
-    assert context.user == user and context["store_id"] == store_id
+    assert context.user == user and context.store_id == store_id
     assert "cookie" in context.headers and context.scope["path"] == "/websocket"
     (message, hook_context) = hooks.seen[0]
     assert message["_tag"] == "WSMessage.PushReq" and hook_context is context

@@ -44,10 +44,6 @@ def test_production_without_validator_warns(settings):
     assert ids({}, settings, debug=True) == []
 
 
-def test_the_formerly_shipped_admin_secret_warns_everywhere(settings):
-    assert ids({"ADMIN_SECRET": "change-me-admin-secret"}, settings, debug=True) == ["syncapp.W002"]
-
-
 def test_a_missing_default_channel_layer_is_an_error(settings):
     settings.CHANNEL_LAYERS = {}
     assert ids({}, settings) == ["syncapp.E008"]

@@ -91,7 +91,7 @@ async def test_a_mount_can_override_the_validator():
     seen = []
 
     async def only_alice(payload, context):
-        seen.append((payload, context["store_id"], context["scope"]["path"]))
+        seen.append((payload, context.store_id, context.scope["path"]))
         if payload != {"user": "alice"}:
             raise PermissionError("alice only")
 

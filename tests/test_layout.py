@@ -105,12 +105,3 @@ def test_a_push_of_either_generation_reaches_storage_through_the_core():
     # Only the core commits pushes; the others use eventlog for resets and connection notes.
     source = {name: modules()[name].read_text() for name in committers}
     assert [name for name, text in source.items() if "eventlog.commit(" in text] == ["syncapp.core"]
-
-
-def test_the_former_endpoint_names_still_import():
-    from syncapp.consumers import RpcHttpEndpoint, RpcSyncConsumer, SyncConsumer
-    from syncapp.v03.consumer import V03Consumer
-    from syncapp.v04.http import V04HttpEndpoint
-    from syncapp.v04.ws import V04WsConsumer
-
-    assert (SyncConsumer, RpcSyncConsumer, RpcHttpEndpoint) == (V03Consumer, V04WsConsumer, V04HttpEndpoint)

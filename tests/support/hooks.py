@@ -20,7 +20,7 @@ def reject_forbidden_push(message):
 
 
 def reject_all(payload, context):
-    raise ValueError(f"no entry to {context['store_id']}")
+    raise ValueError(f"no entry to {context.store_id}")
 
 
 async def pause(message):
