@@ -11,7 +11,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY syncapp syncapp
-RUN pip install --no-cache-dir ".[postgres]" "dj-database-url>=3.1,<4"
+RUN pip install --no-cache-dir ".[all]" "dj-database-url>=3.1,<4"
 COPY manage.py ./
 COPY livesync_project livesync_project
 COPY deploy/healthcheck.py deploy/healthcheck.py

@@ -7,7 +7,7 @@ INTEROP := tests/interop
 DEMO := examples/todomvc
 REFERENCE := bench/reference
 
-.PHONY: run test test-sqlite test-postgres chaos interop-deps demo bench bench-deps
+.PHONY: run test test-sqlite test-postgres chaos matrix interop-deps demo bench bench-deps
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ test-sqlite: $(VENV)/.installed interop-deps demo
 
 test-postgres: $(VENV)/.installed
 	LIVESYNC_TEST_BACKEND=postgres $(PY) -m pytest -m protocol
+
+# The version matrix (noxfile.py): every supported (Python, Django) pair. pyenv's interpreters are put on the
+# PATH where pyenv has them.
+matrix: $(VENV)/.installed interop-deps
+	PYENV_VERSION="$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[123]\.[0-9]+$$' | tr '\n' ':')" \
+		$(VENV)/bin/nox
 
 # The production topologies alone (part of `make test` too): nginx over several daphne processes with one
 # SIGKILLed under real clients, PgBouncer in transaction mode, two Redis shards with one restarted, Sentinel

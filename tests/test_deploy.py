@@ -49,7 +49,7 @@ def test_the_health_check_fails_when_nothing_answers(production_server):
 
 def test_the_image_installs_the_package_and_runs_unprivileged():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert 'pip install --no-cache-dir ".[postgres]"' in dockerfile
+    assert 'pip install --no-cache-dir ".[all]"' in dockerfile
     assert "requirements.txt" not in dockerfile, "the image must not get the test packages"
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
