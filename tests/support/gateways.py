@@ -37,6 +37,18 @@ def require_program(path, package):
     pytest.skip(message)
 
 
+def _stop(process, signum=signal.SIGTERM):
+    """Ask ``process`` to stop with ``signum``; kill it if it has not within 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _wait_for_port(port, process, log_path, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,13 +108,8 @@ class LoadBalancer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self):
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGQUIT)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        # SIGQUIT: nginx's graceful shutdown.
+        _stop(self._process, signal.SIGQUIT)
 
     def __enter__(self):
         return self.start()
@@ -160,13 +167,7 @@ class PgBouncer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self):
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        _stop(self._process)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self):
