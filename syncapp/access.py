@@ -1,4 +1,4 @@
-"""Per-store access for the session's user, managed in the Django admin (``StoreAccess``).
+"""Public: per-store access for the session's user, managed in the Django admin (``StoreAccess``).
 
 ``LIVESYNC["VALIDATE_PAYLOAD"] = "syncapp.access.user_access"``: a browser app on the project's own site needs
 nothing but the user's login. Superusers may sync every store; others the stores a ``StoreAccess`` row gives
@@ -7,11 +7,11 @@ them or one of their groups, read-only where no row lets them write.
 
 from django.db.models import Q
 
-from .context import READ_ONLY
+from .context import READ_ONLY, SyncContext
 from .models import StoreAccess
 
 
-def user_access(payload, context):
+def user_access(payload: object, context: SyncContext) -> str | None:
     """Accept the session user for the stores they may sync (read-only where they may only read); else raise."""
     user = context.user
     if not user.is_authenticated or not user.is_active:

@@ -9,7 +9,9 @@ pays a dict lookup, not a settings lookup.
 """
 
 import inspect
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -18,7 +20,7 @@ from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     # Import string of ``callable(payload, context)``, sync or async, run before each
     # WebSocket upgrade and each 0.4 HTTP request (both protocol generations). It
     # rejects by raising; ``context`` is a dict with ``store_id`` and the ASGI
@@ -117,40 +119,40 @@ DEFAULTS = {
 HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")
 
 
-def admin_secret():
+def admin_secret() -> str | None:
     """The secret admin frames must carry, or None while they are off."""
     return get("ADMIN_SECRET") or None
 
 
-def store_cache_size():
+def store_cache_size() -> int:
     """How many stores each per-store cache of a process holds (``STORE_CACHE_SIZE``)."""
     return get("STORE_CACHE_SIZE")
 
 
-def store_databases():
+def store_databases() -> tuple[str, ...]:
     """The aliases stores live in (``STORE_DATABASES``), in their configured order."""
     return tuple(get("STORE_DATABASES") or (DEFAULT_DB_ALIAS,))
 
 
-def get(name):
+def get(name: str) -> Any:
     """The effective value of one LIVESYNC setting."""
     return _effective()[name]
 
 
 @lru_cache(maxsize=None)
-def _effective():
+def _effective() -> dict[str, Any]:
     return {**DEFAULTS, **(getattr(settings, "LIVESYNC", {}) or {})}
 
 
 @lru_cache(maxsize=None)
-def _load_hook(path):
+def _load_hook(path: str) -> Callable[..., Awaitable[Any]]:
     func = import_string(path)
     if inspect.iscoroutinefunction(func):
         return func
     return sync_to_async(func, thread_sensitive=False)
 
 
-def check_override(name, target):
+def check_override(name: str, target: object) -> None:
     """Import a mount's own hook now (``as_asgi(validate_payload=…)``), so that a wrong import string
     stops the server at start rather than failing every connection."""
     if not isinstance(target, str):
@@ -163,7 +165,7 @@ def check_override(name, target):
         raise ImproperlyConfigured(f"{name}={target!r} is not callable")
 
 
-def hook(name, override=None):
+def hook(name: str, override: str | Callable[..., object] | None = None) -> Callable[..., Awaitable[Any]] | None:
     """The async callable configured for hook ``name`` (or ``override``), or None.
 
     ``override`` may be a callable or an import string; it lets a mount
@@ -180,7 +182,7 @@ def hook(name, override=None):
 
 
 @lru_cache(maxsize=None)
-def _accepts_two_arguments(target):
+def _accepts_two_arguments(target: Callable[..., object]) -> bool:
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
@@ -190,7 +192,7 @@ def _accepts_two_arguments(target):
 
 
 @lru_cache(maxsize=None)
-def takes_context(name):
+def takes_context(name: str) -> bool:
     """Whether hook ``name`` is a callable of (message, context) rather than of (message) alone (asked once
     per setting, not per call)."""
     target = get(name)
@@ -199,7 +201,7 @@ def takes_context(name):
     return _accepts_two_arguments(target)
 
 
-def _reset_cache(*, setting, **kwargs):
+def _reset_cache(*, setting: str, **kwargs: Any) -> None:
     if setting == "LIVESYNC":
         _effective.cache_clear()
         _load_hook.cache_clear()

@@ -1,4 +1,4 @@
-"""What the validator and the hooks know of a connection: one object for both generations and transports.
+"""Public: what the validator and the hooks know of a connection, one object for both generations and transports.
 
 The 0.4 reference hands its callbacks a context with ``storeId``, ``payload`` and ``headers``; a Django
 project also wants the connecting user (from the session cookie, through Channels' ``AuthMiddlewareStack``)
@@ -7,15 +7,21 @@ and the ASGI scope. ``SyncContext`` carries all of it, as attributes.
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from django.contrib.auth.models import AnonymousUser
 
 from . import conf
 
+if TYPE_CHECKING:
+    # django-stubs' "the project's user model or AnonymousUser": its mypy plugin reads AUTH_USER_MODEL, so a
+    # validator's ``context.user.has_perm(…)`` type-checks against the project's own user model.
+    from django.contrib.auth.models import _AnyUser
+
 # What a validator returns to accept a connection for reading only: it may pull and live-pull, never push.
-READ_ONLY = "read-only"
+READ_ONLY: Final = "read-only"
 # The answer to a push on such a connection (both generations).
-READ_ONLY_MESSAGE = "Push refused: this connection is read-only"
+READ_ONLY_MESSAGE: Final = "Push refused: this connection is read-only"
 
 
 @dataclass
@@ -25,22 +31,24 @@ class SyncContext:
     store_id: str
     payload: object
     generation: str
-    scope: dict | None = None
-    user: object = field(default_factory=AnonymousUser)
-    headers: dict = field(default_factory=dict)
+    scope: dict[str, Any] | None = None
+    # Channels' AuthMiddlewareStack puts the session's user in the scope; without it, AnonymousUser.
+    user: "_AnyUser" = field(default_factory=AnonymousUser)
+    # Lower-case header names.
+    headers: dict[str, str] = field(default_factory=dict)
     read_only: bool = False
     # The connection's push allowance (MAX_PUSHES_PER_SECOND): pushes it may still make now, and when counted.
-    _allowance: float = field(default=None, repr=False, compare=False)
+    _allowance: float | None = field(default=None, repr=False, compare=False)
     _counted_at: float = field(default=0.0, repr=False, compare=False)
 
     @classmethod
-    def of(cls, store_id, payload, generation, scope):
+    def of(cls, store_id: str, payload: object, generation: str, scope: dict[str, Any] | None) -> Self:
         scope = scope or {}
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
         user = scope.get("user") or AnonymousUser()
         return cls(store_id, payload, generation, scope or None, user, headers)
 
-    def push_refusal(self, event_count):
+    def push_refusal(self, event_count: int) -> str | None:
         """Why this connection may not push ``event_count`` events now (its limits), or None."""
         if self.read_only:
             return READ_ONLY_MESSAGE
@@ -60,4 +68,3 @@ class SyncContext:
             return f"Push refused: more than {rate} pushes per second on this connection"
         self._allowance = allowance - 1
         return None
-

@@ -177,7 +177,7 @@ class Run(NamedTuple):
     events left to the head."""
 
     batch: msgspec.Raw
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, which nothing here calls
     last: int
     remaining: int
     backend_id: str | None

@@ -23,10 +23,14 @@ import logging
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from django.db import close_old_connections, connections
 
 from . import conf, metrics
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger("syncapp")
 
@@ -48,7 +52,7 @@ def _get_executor():
 # Whether the pool has one thread, whose connections lent_connection may lend (set with the pool).
 _lends_connections = False
 # alias -> the connection (Django's wrapper) of the pool's thread, when the pool has one thread.
-_thread_connections = {}
+_thread_connections: dict[str, "BaseDatabaseWrapper"] = {}
 # Held by the pool's one thread for each call, and by whoever borrows its connections (lent_connection):
 # a call submitted from any thread or event loop meanwhile waits for the connection to come back.
 _lending_lock = threading.Lock()
@@ -294,4 +298,4 @@ class Background:
 
 
 # Running Background tasks (the event loop keeps only weak references to tasks).
-_background_tasks = set()
+_background_tasks: set[asyncio.Task[None]] = set()

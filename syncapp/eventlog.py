@@ -36,7 +36,7 @@ CLIENT_NOTE_DELAY_SECONDS = 1.0
 # (storeId, generation) -> when this process last recorded it, for the STORE_CACHE_SIZE pairs used last.
 _client_noted_at = BoundedCache(conf.store_cache_size)
 # Running note_client tasks (the event loop keeps only weak references to tasks).
-_notes_in_flight = set()
+_notes_in_flight: set[asyncio.Task[None]] = set()
 
 
 def _commits_at_once():

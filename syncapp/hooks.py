@@ -8,6 +8,7 @@ sent (and what other sockets are sent) is as if it had not run.
 import logging
 
 from . import conf
+from .context import SyncContext
 from .wire import to_builtins
 
 logger = logging.getLogger("syncapp")
@@ -17,7 +18,7 @@ class HookRejected(Exception):
     """A hook raised: the request is answered with its message (each protocol in its own envelope)."""
 
 
-async def run_hook(name, message, context=None):
+async def run_hook(name: str, message: object, context: SyncContext | None = None) -> None:
     """Run the hook ``name`` (if configured) on ``message`` as plain data; HookRejected carries its error.
 
     A hook that takes two arguments also gets the connection's ``SyncContext``
@@ -36,7 +37,7 @@ async def run_hook(name, message, context=None):
         raise HookRejected(str(exc)) from exc
 
 
-async def observe(name, message, context=None):
+async def observe(name: str, message: object, context: SyncContext | None = None) -> None:
     """Run the response hook ``name`` on ``message``; a failure is logged and changes nothing."""
     try:
         await run_hook(name, message, context)

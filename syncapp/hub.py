@@ -48,7 +48,7 @@ from . import conf, db, followers, layer_redis, messages, metrics, presence, pub
 
 logger = logging.getLogger("syncapp")
 
-_hubs = weakref.WeakKeyDictionary()
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, "Hub"] = weakref.WeakKeyDictionary()
 
 # Store messages waiting to go out through the channel layer, per process.
 OUTGOING_LIMIT = 10_000

@@ -28,7 +28,7 @@ import functools
 import weakref
 from urllib.parse import urlsplit
 
-from channels.layers import DEFAULT_CHANNEL_LAYER
+from channels import DEFAULT_CHANNEL_LAYER
 from django.conf import settings
 
 # How long one call to Redis (a subscribe, a publish, a run_id, a read of socket counts) may take before it
@@ -46,7 +46,7 @@ INSTALL = 'pip install "django-livestore-sync[redis]"'
 DEFAULT_PREFIX = "asgi"
 
 # loop -> {host index: connection pool}
-_pools = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, object]] = weakref.WeakKeyDictionary()
 
 
 def default_layer():

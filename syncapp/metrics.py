@@ -23,7 +23,7 @@ from . import conf
 try:
     from prometheus_client import Counter, Gauge, Histogram
 except ImportError:
-    Counter = Gauge = Histogram = None
+    Counter = Gauge = Histogram = None  # type: ignore[misc,assignment]
 
 # What a project that turns /metrics on must install without it.
 INSTALL = 'pip install "django-livestore-sync[metrics]"'

@@ -4,7 +4,7 @@
 without it is open unless each of its endpoints has its own: the check can only tell once it knows them.
 """
 
-_mounts = []
+_mounts: list[tuple[str, bool]] = []
 
 
 def record(kind, validate_payload):

@@ -66,10 +66,10 @@ try:
     # Django's PostgreSQL backend uses psycopg 3 whenever it is installed; psycopg2 has no async connection.
     import psycopg
 except ImportError:
-    psycopg = None
+    psycopg = None  # type: ignore[assignment]
 
 # event loop -> {alias: that loop's connections to that database}.
-_pools = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, "_Pool"]] = weakref.WeakKeyDictionary()
 
 # psycopg's errors as Django's, as a Django cursor raises them (DatabaseErrorWrapper needs only the driver).
 _as_django_errors = DatabaseErrorWrapper(types.SimpleNamespace(Database=psycopg, errors_occurred=False))
@@ -105,7 +105,7 @@ async def append_alone(pending):
 
 # connection -> the cursor its lone statements run on, made once: a cursor made for each push was 6% of a
 # batch-1 push's server CPU here. A connection that met an error is dropped, and its cursor with it.
-_cursors = weakref.WeakKeyDictionary()
+_cursors: "weakref.WeakKeyDictionary[psycopg.AsyncConnection, psycopg.AsyncCursor]" = weakref.WeakKeyDictionary()
 
 
 async def _execute_together(connection, statements):
@@ -134,7 +134,7 @@ def _usable(connection):
 
 
 # Running groups (the event loop keeps only weak references to tasks).
-_groups = set()
+_groups: set[asyncio.Task[None]] = set()
 
 
 def _pool(alias):

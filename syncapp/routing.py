@@ -1,4 +1,4 @@
-"""Routing of the sync endpoints.
+"""Public: routing of the sync endpoints, for a project's ``asgi.py``.
 
 0.3 clients (``makeCfSync``) open a WebSocket on ``<url>/websocket``; the
 reference worker takes any path ending in ``/websocket``, and so do
@@ -10,19 +10,29 @@ a sync server, like the example project) or only under ``path_prefix`` (a
 project that serves its own pages too, whose URLs must stay its own).
 """
 
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
 from channels.auth import AuthMiddlewareStack
-from django.urls import re_path
+from django.urls import URLPattern, re_path
 
 from .consumers import V03Consumer, V04HttpEndpoint, V04WsConsumer
+from .types import ASGIApp
 from .v04.http import transport_of
 
+if TYPE_CHECKING:
+    # What ``__getattr__`` builds, as type checkers see it. A module ``__getattr__`` they saw would give every
+    # misspelt name its type, so they do not see it. Django ``URLPattern``s, typed as Channels' stubs need them
+    # for ``URLRouter(websocket_urlpatterns)``: those take a list of a private pattern type of their own.
+    websocket_urlpatterns: list[Any]
+else:
 
-def __getattr__(name):
-    """``websocket_urlpatterns``, the reference's 0.3 route (any path ending in ``/websocket``), built when a
-    project imports it: a project that mounts its own routes has no unused endpoint counted by the checks."""
-    if name == "websocket_urlpatterns":
-        return [re_path(r"^(?:.*/)?websocket$", V03Consumer.as_asgi())]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> list[URLPattern]:
+        """``websocket_urlpatterns``, the reference's 0.3 route (any path ending in ``/websocket``), built when a
+        project imports it: a project that mounts its own routes has no unused endpoint counted by the checks."""
+        if name == "websocket_urlpatterns":
+            return [re_path(r"^(?:.*/)?websocket$", V03Consumer.as_asgi())]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TransportRouter:
@@ -36,18 +46,29 @@ class TransportRouter:
     endpoints run under Channels' ``AuthMiddlewareStack``; endpoints passed in are used as given.
     """
 
-    def __init__(self, fallback, websocket=None, http=None, path_prefix=None):
-        self.fallback = fallback
+    def __init__(
+        self,
+        fallback: ASGIApp,
+        websocket: ASGIApp | None = None,
+        http: ASGIApp | None = None,
+        path_prefix: str | None = None,
+    ) -> None:
+        self.fallback: ASGIApp = fallback
         # Under Channels' auth middleware, so that validators and hooks see the session's user.
-        self.websocket = websocket or AuthMiddlewareStack(V04WsConsumer.as_asgi())
-        self.http = http or AuthMiddlewareStack(V04HttpEndpoint())
+        self.websocket: ASGIApp = websocket or AuthMiddlewareStack(V04WsConsumer.as_asgi())
+        self.http: ASGIApp = http or AuthMiddlewareStack(V04HttpEndpoint())
         self.path_prefix = None if path_prefix is None else "/" + path_prefix.strip("/")
 
-    def _takes(self, path):
+    def _takes(self, path: str) -> bool:
         prefix = self.path_prefix
         return prefix is None or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
         transport = transport_of(scope)
         if transport in ("ws", "http") and self._takes(scope.get("path", "")):
             if scope["type"] == "http":

@@ -1,4 +1,4 @@
-"""``events_committed``: Django code reacting to the events a store committed, whoever committed them.
+"""Public: ``events_committed``, for Django code reacting to the events a store committed, whoever committed them.
 
 Sent once per committed batch, in the process that committed it, after the
 commit: for pushes of 0.3 and 0.4 clients (WebSocket or HTTP), for
@@ -15,6 +15,8 @@ the caller and the other receivers go on as if it had not.
 """
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Final
 
 from django.dispatch import Signal
 
@@ -22,40 +24,45 @@ from .generations import V03, V04
 from .models import Store
 from .storage import StoredEvent
 
+if TYPE_CHECKING:
+    from .wire import Event
+
 logger = logging.getLogger("syncapp")
 
-PYTHON = "python"
-IMPORT = "import"
+PYTHON: Final = "python"
+IMPORT: Final = "import"
 # Where a batch came from: a client of either protocol generation, the Python API, an import.
 ORIGINS = (V03, V04, PYTHON, IMPORT)
 
 events_committed = Signal()
 
 
-def stored_events(batch, created_at, args_text):
+def stored_events(
+    batch: Iterable["Event"], created_at: str, args_text: Callable[["Event"], str | None]
+) -> list[StoredEvent]:
     """A committed batch of wire events as the ``StoredEvent`` tuples receivers get."""
     return [
         StoredEvent(e.seqNum, e.parentSeqNum, e.name, args_text(e), created_at, e.clientId, e.sessionId) for e in batch
     ]
 
 
-def has_receivers():
+def has_receivers() -> bool:
     """Whether anyone listens: a batch is converted for receivers only then."""
     return events_committed.has_listeners()
 
 
-def send(store_id, events, origin):
+def send(store_id: str, events: Sequence[StoredEvent], origin: str) -> None:
     """Send ``events_committed`` (from synchronous code); failures of receivers are logged."""
     _log_failures(store_id, events_committed.send_robust(sender=Store, store_id=store_id, events=events, origin=origin))
 
 
-async def asend(store_id, events, origin):
+async def asend(store_id: str, events: Sequence[StoredEvent], origin: str) -> None:
     """``send`` from the event loop (synchronous receivers run in a thread)."""
     responses = await events_committed.asend_robust(sender=Store, store_id=store_id, events=events, origin=origin)
     _log_failures(store_id, responses)
 
 
-def _log_failures(store_id, responses):
+def _log_failures(store_id: str, responses: Iterable[tuple[object, object]]) -> None:
     for receiver, response in responses:
         if isinstance(response, Exception):
             logger.error(

@@ -64,11 +64,13 @@ COMMIT_SECONDS_COUNTED_AT_MOST = 0.004
 _as_django_errors = DatabaseErrorWrapper(types.SimpleNamespace(Database=sqlite3, errors_occurred=False))
 
 # event loop -> {alias: the pushes of the loop's current turn, as (pending, location, future)}.
-_turns = weakref.WeakKeyDictionary()
+_turns: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, list[tuple[storage.PendingAppend, storage._Location, asyncio.Future]]]
+] = weakref.WeakKeyDictionary()
 # alias -> the event loop's time until which its pushes go to the database thread.
-_thread_until = {}
+_thread_until: dict[str, float] = {}
 # alias -> the moving average of its commits' durations on the event loop, in seconds.
-_commit_seconds = {}
+_commit_seconds: dict[str, float] = {}
 
 
 @functools.cache

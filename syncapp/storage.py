@@ -61,7 +61,7 @@ _lock = threading.Lock()
 
 
 # One per SQLite database, by alias (see _local_writer).
-_sqlite_writers = collections.defaultdict(threading.RLock)
+_sqlite_writers: collections.defaultdict[str, threading.RLock] = collections.defaultdict(threading.RLock)
 
 
 @functools.cache
@@ -261,7 +261,7 @@ def _spare_prefix(alias):
 
 
 # Store databases whose spare tables new stores took (or found none of) since their last refill.
-_spares_wanted = set()
+_spares_wanted: set[str] = set()
 
 
 def spares_wanted():

@@ -1,4 +1,4 @@
-"""Store-scoped, expiring tokens for clients that are not on the project's site (mobile, desktop, another origin).
+"""Public: store-scoped, expiring tokens for clients not on the project's site (mobile, desktop, another origin).
 
 A token is signed with the project's ``SECRET_KEY`` (``django.core.signing``: no new dependency, and rotating
 the key with ``SECRET_KEY_FALLBACKS`` works as for sessions). It names the stores it opens — exact storeIds or
@@ -8,10 +8,11 @@ accepts them from the client's ``syncPayload: { authToken }``.
 """
 
 import time
+from collections.abc import Iterable
 
 from django.core import signing
 
-from .context import READ_ONLY
+from .context import READ_ONLY, SyncContext
 
 SALT = "syncapp.tokens"
 DEFAULT_LIFETIME_SECONDS = 3600
@@ -21,7 +22,7 @@ class InvalidToken(Exception):
     """The token does not open this store now; the message says why (it is logged with the refusal)."""
 
 
-def issue(stores, *, read_only=False, expires_in=DEFAULT_LIFETIME_SECONDS):
+def issue(stores: str | Iterable[str], *, read_only: bool = False, expires_in: float = DEFAULT_LIFETIME_SECONDS) -> str:
     """A token opening ``stores`` (storeIds, or prefixes ending in ``*``) for ``expires_in`` seconds."""
     stores = [stores] if isinstance(stores, str) else list(stores)
     if not stores:
@@ -30,11 +31,11 @@ def issue(stores, *, read_only=False, expires_in=DEFAULT_LIFETIME_SECONDS):
     return signing.dumps(claims, salt=SALT, compress=True)
 
 
-def store_matches(pattern, store_id):
+def store_matches(pattern: str, store_id: str) -> bool:
     return store_id.startswith(pattern[:-1]) if pattern.endswith("*") else store_id == pattern
 
 
-def verify(token, store_id):
+def verify(token: object, store_id: str) -> str | None:
     """``READ_ONLY`` or None (read-write) for a token that opens ``store_id`` now; raises InvalidToken."""
     if not isinstance(token, str) or not token:
         raise InvalidToken("no authToken in the sync payload")
@@ -49,7 +50,7 @@ def verify(token, store_id):
     return READ_ONLY if claims["read_only"] else None
 
 
-def validate_token(payload, context):
+def validate_token(payload: object, context: SyncContext) -> str | None:
     """``LIVESYNC["VALIDATE_PAYLOAD"] = "syncapp.tokens.validate_token"``: accept signed tokens only."""
     token = payload.get("authToken") if isinstance(payload, dict) else None
     return verify(token, context.store_id)

@@ -1,4 +1,4 @@
-"""HTTP routes of the sync endpoint.
+"""Public: HTTP routes of the sync endpoint, for a project's ``urls.py``.
 
 ``urlpatterns`` is what a project includes under a prefix of its own
 (``path("sync/", include("syncapp.urls"))``): the reference's info text at the
@@ -11,18 +11,18 @@ example project): as on the reference worker, any path ending in ``/websocket``
 is the sync endpoint and every other path is answered ``Invalid path``.
 """
 
-from django.urls import path, re_path
+from django.urls import URLPattern, path, re_path
 
 from . import views
 
-urlpatterns = [
+urlpatterns: list[URLPattern] = [
     path("", views.info, name="livesync-info"),
     path("healthz", views.healthz, name="livesync-healthz"),
     path("metrics", views.metrics_view, name="livesync-metrics"),
     path("websocket", views.websocket_without_upgrade, name="livesync-websocket-http"),
 ]
 
-reference_urlpatterns = [
+reference_urlpatterns: list[URLPattern] = [
     path("", views.info),
     path("healthz", views.healthz),
     path("metrics", views.metrics_view),

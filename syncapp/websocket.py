@@ -66,10 +66,11 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
     ``LIVESYNC["VALIDATE_PAYLOAD"]`` for one mount.
     """
 
-    generation = None
+    generation: str | None = None
     validate_payload = None
-    # Store messages come from the process's hub, not from a channel of our own.
-    channel_layer_alias = None
+    # Store messages come from the process's hub, not from a channel of our own (Channels' stubs type the alias
+    # as str; None gets no layer at run time).
+    channel_layer_alias = None  # type: ignore[assignment]
 
     @classmethod
     def as_asgi(cls, **initkwargs):
