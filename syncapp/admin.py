@@ -11,6 +11,7 @@ reconnect instead of holding a history that no longer exists.
 """
 
 import json
+from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer
@@ -29,12 +30,17 @@ from django.utils.functional import cached_property
 from django.utils.http import content_disposition_header
 from django.utils.timesince import timesince
 
-from . import broadcast, db, eventlog, handshake, placement, presence, storage, transfer
+from . import broadcast, db, eventlog, handshake, placement, presence, storage, transfer, wire
 from .generations import V03, V04
 from .hub import existing_hub
 from .models import Store, StoreAccess, StorePlacement
 
 EVENTS_PER_PAGE = 50
+# A store's page shows at most this much of each event's args, so that its size does not depend on what
+# clients stored: args up to ARGS_PRETTY_CHARS long and within the nesting limit are indented for reading
+# (indenting grows text with its depth, which the limit bounds), others are shown as stored.
+ARGS_SHOWN_CHARS = 4_000
+ARGS_PRETTY_CHARS = 2_000
 
 # Stores past which the unfiltered store list shows PostgreSQL's estimate of their number instead of counting.
 ESTIMATE_COUNT_FROM = 10_000
@@ -119,14 +125,32 @@ def _delete_store(store_id):
     transaction.on_commit(drop)
 
 
-def _pretty_args(args):
-    """Args indented for reading; as stored when Python's json cannot take them (nested too deeply)."""
+@dataclass(frozen=True)
+class ShownArgs:
+    """An event's args as its store's page shows them, and a note saying how they differ from what is stored."""
+
+    text: str
+    note: str = ""
+
+
+def _shown_args(args):
+    """Args indented for reading when short and within the nesting limit, else as stored; cut at ARGS_SHOWN_CHARS."""
     if args is None:
-        return ""
-    try:
-        return json.dumps(json.loads(args), indent=2, ensure_ascii=False)
-    except (ValueError, RecursionError):
-        return args
+        return ShownArgs("")
+    text, notes = args, []
+    if len(args) > ARGS_PRETTY_CHARS:
+        notes.append(f"as stored (over {ARGS_PRETTY_CHARS:,} characters)")
+    elif wire.args_too_deep(args):
+        notes.append(f"as stored: nested more than {wire.MAX_ARGS_DEPTH} levels deep (the nesting limit)")
+    else:
+        try:
+            text = json.dumps(json.loads(args), indent=2, ensure_ascii=False)
+        except ValueError:
+            notes.append("as stored: not JSON")
+    if len(text) > ARGS_SHOWN_CHARS:
+        notes.append(f"the first {ARGS_SHOWN_CHARS:,} of {len(text):,} characters: the store's export has them all")
+        text = text[:ARGS_SHOWN_CHARS]
+    return ShownArgs(text, "; ".join(notes))
 
 
 async def _ndjson_stream(store_id):
@@ -326,7 +350,7 @@ class StoreAdmin(admin.ModelAdmin):
         return {
             "event_filters": filters,
             "event_page": page,
-            "event_rows": [(event, _pretty_args(event.args)) for event in page],
+            "event_rows": [(event, _shown_args(event.args)) for event in page],
         }
 
     # Reset

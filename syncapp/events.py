@@ -24,7 +24,8 @@ import functools
 import json
 import secrets
 import time
-from datetime import timezone
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -48,7 +49,7 @@ class CommitConflict(RuntimeError):
     """The store's head kept moving for COMMIT_ATTEMPTS attempts; nothing was written."""
 
 
-def js_date(moment):
+def js_date(moment: datetime) -> str:
     """A datetime as JavaScript's ``toISOString`` writes it, the encoded form of ``Schema.Date``."""
     if moment.tzinfo is None:
         raise CommitRefused("a naive datetime has no single instant: give it a timezone")
@@ -56,7 +57,12 @@ def js_date(moment):
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def commit(store_id, events, client_id=SERVER_CLIENT_ID, session_id=SERVER_SESSION_ID):
+def commit(
+    store_id: str,
+    events: Iterable[tuple[str, object]],
+    client_id: str = SERVER_CLIENT_ID,
+    session_id: str = SERVER_SESSION_ID,
+) -> list[int]:
     """Append ``events`` (``(name, args)`` pairs) at the store's head; return their seqNums.
 
     Inside ``transaction.atomic()`` on the store's database they are stored in
@@ -69,7 +75,12 @@ def commit(store_id, events, client_id=SERVER_CLIENT_ID, session_id=SERVER_SESSI
     return seq_nums
 
 
-async def acommit(store_id, events, client_id=SERVER_CLIENT_ID, session_id=SERVER_SESSION_ID):
+async def acommit(
+    store_id: str,
+    events: Iterable[tuple[str, object]],
+    client_id: str = SERVER_CLIENT_ID,
+    session_id: str = SERVER_SESSION_ID,
+) -> list[int]:
     """``commit`` from async code, in a transaction of its own (Django's transactions do not span awaits)."""
     pending, seq_nums = await db.run(_append_at_head, store_id, events, client_id, session_id)
     await eventlog.announce(store_id, pending)
@@ -77,7 +88,7 @@ async def acommit(store_id, events, client_id=SERVER_CLIENT_ID, session_id=SERVE
     return seq_nums
 
 
-def read(store_id, after=0):
+def read(store_id: str, after: int = 0) -> Iterator[storage.StoredEvent]:
     """The store's events after seqNum ``after``, oldest first, as ``storage.StoredEvent`` (``args`` as JSON
     text), read a page at a time up to the head as it is when each page is read."""
     while True:
@@ -88,7 +99,7 @@ def read(store_id, after=0):
         after = page.events[-1].seq_num
 
 
-def _announce_blocking(store_id, announcement):
+def _announce_blocking(store_id: str, announcement: eventlog.Announcement) -> None:
     # Runs once the caller's transaction committed: that is when the events were committed.
     announcement.committed_at = time.time()
     async_to_sync(eventlog.announce)(store_id, announcement)
@@ -97,7 +108,9 @@ def _announce_blocking(store_id, announcement):
         signals.send(store_id, stored, signals.PYTHON)
 
 
-def _append_at_head(store_id, events, client_id, session_id):
+def _append_at_head(
+    store_id: str, events: Iterable[tuple[str, object]], client_id: str, session_id: str
+) -> tuple[eventlog.Announcement, list[int]]:
     """Append ``events`` at the head, retrying when the head moved: ``(Announcement, seqNums)``."""
     _check(store_id, client_id, session_id)
     batch = [
@@ -125,7 +138,7 @@ def _append_at_head(store_id, events, client_id, session_id):
     raise CommitConflict(f"store {store_id!r}: the head moved {COMMIT_ATTEMPTS} times during the commit")
 
 
-def _encoded(events):
+def _encoded(events: Iterable[tuple[str, object]]) -> list[tuple[str, wire.Raw]]:
     """``(name, args)`` pairs as names and compact JSON (``wire.Raw``); CommitRefused for anything else."""
     encoded = []
     for index, pair in enumerate(events):
@@ -140,7 +153,9 @@ def _encoded(events):
         except (TypeError, ValueError) as exc:
             raise CommitRefused(f"event {index} ({name}): args are not JSON ({exc})") from None
         except RecursionError:
-            raise CommitRefused(f"event {index} ({name}): args nest too deeply to encode") from None
+            text = None
+        if text is None or wire.args_too_deep(text):
+            raise CommitRefused(f"event {index} ({name}): args nest too deeply: {wire.NESTING_LIMIT}")
         encoded.append((name, wire.Raw(text.encode())))
     if not encoded:
         raise CommitRefused("no events to commit")
@@ -152,7 +167,7 @@ def _encoded(events):
     return encoded
 
 
-def _check(store_id, client_id, session_id):
+def _check(store_id: str, client_id: str, session_id: str) -> None:
     problem = handshake.store_id_problem(store_id)
     if problem is not None:
         raise CommitRefused(f"storeId {store_id!r} {problem}")

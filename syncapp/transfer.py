@@ -90,13 +90,22 @@ def export_pages(store_id):
 # Import
 
 
+# A line nests as deeply as its event's args may (``wire.MAX_ARGS_DEPTH``), under the event's object.
+LINE_DEPTH = wire.MAX_ARGS_DEPTH + 1
+
+
 def parse_ndjson(lines):
-    """``(where, EventLine)`` for each non-blank line of ``lines``; raises TransferError naming a bad line."""
+    """``(where, EventLine)`` for each non-blank line of ``lines``; raises TransferError naming a bad line.
+
+    Args nested deeper than a client may push them are refused as a push is (``wire.MAX_ARGS_DEPTH``).
+    """
     decoder = msgspec.json.Decoder(EventLine)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"line {number}"
+        if wire.nested_deeper(line, LINE_DEPTH):
+            raise TransferError(f"{where}: {wire.TOO_DEEP}")
         try:
             event = decoder.decode(line)
         except msgspec.DecodeError as exc:
@@ -282,6 +291,8 @@ def d1_events(database, table):
         fields = dict(zip(storage.EVENT_COLUMNS, row, strict=True))
         where = f"row {number} (seqNum {fields['seqNum']})"
         args = fields.pop("args")
+        if isinstance(args, (str, bytes)) and wire.args_too_deep(args):
+            raise TransferError(f"{where}: args: {wire.TOO_DEEP}")
         try:
             event = msgspec.convert(fields, EventLine)
             if args is not None:

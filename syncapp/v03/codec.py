@@ -10,8 +10,12 @@ from typing import Literal, Union
 
 import msgspec
 
-from .. import pages
+from .. import pages, wire
 from ..wire import Event, InvalidBatch, SeqNum, prepare_batch
+
+# A frame may nest as deeply as a push's args may (wire.MAX_ARGS_DEPTH) under the push's object, batch and
+# event: checked on the frame's text, before msgspec, whose depth is the interpreter's recursion limit.
+FRAME_DEPTH = wire.MAX_ARGS_DEPTH + 3
 
 # Client -> server
 
@@ -121,26 +125,37 @@ _encoder = msgspec.json.Encoder()
 def decode(data):
     """Decode one client frame (str or bytes) into a message struct, or raise InvalidFrame.
 
-    A push's batch goes through ``prepare_batch``. JSON nested deeper than the
-    decoder's recursion allows is an invalid message like any other, not an
-    error that ends the socket.
+    A push's batch goes through ``prepare_batch``. A frame nested deeper than
+    FRAME_DEPTH is an invalid message like any other, not an error that ends
+    the socket, on every Python.
     """
+    if wire.nested_deeper(data, FRAME_DEPTH):
+        raise InvalidFrame(f"Invalid message: {wire.TOO_DEEP}", request_id=_head_request_id(data))
     try:
         message = _decoder.decode(data)
         if type(message) is PushReq:
             prepare_batch(message.batch)
     except (msgspec.DecodeError, InvalidBatch) as exc:
-        raise InvalidFrame(f"Invalid message: {exc}", request_id=peek_request_id(data)) from None
-    except RecursionError:
-        raise InvalidFrame("Invalid message: JSON is nested too deeply", request_id=peek_request_id(data)) from None
+        raise InvalidFrame(f"Invalid message: {exc}", request_id=_request_id(data)) from None
     return message
 
 
 def peek_request_id(data):
     """The frame's ``requestId`` if it is a JSON object with a string one, else None."""
+    return _head_request_id(data) if wire.nested_deeper(data, FRAME_DEPTH) else _request_id(data)
+
+
+def _head_request_id(data):
+    """The ``requestId`` of a frame too deep to decode, when it comes before anything nested (``wire.flat_head``):
+    a push whose args are over the nesting limit fails as that push, rather than leave it waiting for a PushAck."""
+    head = wire.flat_head(data)
+    return None if head is None else _request_id(head)
+
+
+def _request_id(data):
     try:
         return _request_id_decoder.decode(data).requestId
-    except (msgspec.DecodeError, RecursionError):
+    except msgspec.DecodeError:
         return None
 
 

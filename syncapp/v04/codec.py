@@ -19,11 +19,15 @@ from typing import Any
 
 import msgspec
 
-from .. import pages
+from .. import pages, wire
 from ..wire import Event, InvalidBatch, SeqNum, prepare_batch
 
 # The reference's MAX_PULL_EVENTS_PER_MESSAGE in 0.4.0 (its byte limit is pages.MAX_PAGE_BYTES).
 MAX_PAGE_EVENTS = 100
+
+# A message may nest as deeply as a push's args may (wire.MAX_ARGS_DEPTH) under the Request, its payload, the
+# batch and the event: checked on the text, before msgspec, whose depth is the interpreter's recursion limit.
+FRAME_DEPTH = wire.MAX_ARGS_DEPTH + 4
 
 WS_PULL = "SyncWsRpc.Pull"
 WS_PUSH = "SyncWsRpc.Push"
@@ -71,6 +75,19 @@ class Interrupt(msgspec.Struct, tag_field="_tag", tag="Interrupt"):
 
 class Ping(msgspec.Struct, tag_field="_tag", tag="Ping"):
     pass
+
+
+class _RequestHead(msgspec.Struct):
+    """What a message too deep to decode is read for (``wire.flat_head``): whether it is a Request, and which."""
+
+    kind: str | None = msgspec.field(default=None, name="_tag")
+    id: str | None = None
+    tag: str | None = None
+
+
+# The payload of a Request nested deeper than FRAME_DEPTH (compared by identity): it is refused by
+# ``decode_payload`` as that request's failure, not the connection's.
+_TOO_DEEP_PAYLOAD = msgspec.Raw(b"null")
 
 
 class Eof(msgspec.Struct, tag_field="_tag", tag="Eof"):
@@ -242,17 +259,36 @@ class UnknownRpc(ValueError):
 
 
 _decoder = msgspec.json.Decoder(ClientMessage)
+_head_decoder = msgspec.json.Decoder(_RequestHead)
 _encoder = msgspec.json.Encoder()
 
 
 def decode(data):
-    """Decode one client message (str or bytes), or raise InvalidRpcMessage with the Defect to send."""
+    """Decode one client message (str or bytes), or raise InvalidRpcMessage with the Defect to send.
+
+    A message nested deeper than FRAME_DEPTH is not decoded. When it is a
+    Request whose ``id`` and ``tag`` come before anything nested, as clients
+    write them, it is returned with a payload that ``decode_payload`` refuses,
+    so only that request fails; otherwise it is a Defect.
+    """
+    if wire.nested_deeper(data, FRAME_DEPTH):
+        head = _request_head(data)
+        if head is None:
+            raise InvalidRpcMessage({"name": "SyntaxError", "message": wire.TOO_DEEP})
+        return Request(id=head.id, tag=head.tag, payload=_TOO_DEEP_PAYLOAD)
     try:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise InvalidRpcMessage({"name": "SyntaxError", "message": str(exc)}) from None
-    except RecursionError:
-        raise InvalidRpcMessage({"name": "SyntaxError", "message": "JSON is nested too deeply"}) from None
+
+
+def _request_head(data):
+    head = wire.flat_head(data)
+    try:
+        head = None if head is None else _head_decoder.decode(head)
+    except msgspec.DecodeError:
+        return None
+    return head if head is not None and head.kind == "Request" and head.id is not None and head.tag else None
 
 
 def decode_payload(request, allowed_tags):
@@ -263,6 +299,8 @@ def decode_payload(request, allowed_tags):
     """
     if request.tag not in allowed_tags:
         raise UnknownRpc(f"Unknown request tag: {request.tag}")
+    if request.payload is _TOO_DEEP_PAYLOAD:
+        raise InvalidPayload(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ {wire.TOO_DEEP}")
     try:
         payload = _payload_decoders[request.tag].decode(request.payload)
         if type(payload) is PushPayload:
@@ -273,8 +311,6 @@ def decode_payload(request, allowed_tags):
         raise InvalidPayload(_effect_style_error(request.tag, str(exc))) from None
     except InvalidBatch as exc:
         raise InvalidPayload(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ {exc}") from None
-    except RecursionError:
-        raise InvalidPayload(f"{SCHEMA_DESCRIPTIONS[request.tag]}\n└─ JSON is nested too deeply") from None
     return payload
 
 

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import events
+from syncapp import events, wire
 
 
 class Command(BaseCommand):
@@ -19,12 +19,13 @@ class Command(BaseCommand):
         parser.add_argument("--session-id", default=events.SERVER_SESSION_ID)
 
     def handle(self, *args, store_id, name, event_args, client_id, session_id, **options):
+        if wire.args_too_deep(event_args):
+            # Before json reads it: how deep it may go before RecursionError depends on the Python.
+            raise CommandError(f"ARGS nests too deeply: {wire.NESTING_LIMIT}")
         try:
             decoded = json.loads(event_args)
         except ValueError as exc:
             raise CommandError(f"ARGS is not JSON: {exc}") from None
-        except RecursionError:
-            raise CommandError("ARGS nests too deeply") from None
         try:
             (seq_num,) = events.commit(store_id, [(name, decoded)], client_id=client_id, session_id=session_id)
         except (events.CommitRefused, events.CommitConflict) as exc:
