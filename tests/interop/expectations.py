@@ -127,13 +127,14 @@ def v04_client_faults(result):
         if store["todos"] != expected_todos:
             wrong = sorted(
                 {row["id"] for row in store["todos"]} ^ {row["id"] for row in expected_todos}
-                | {a["id"] for a, b in zip(store["todos"], expected_todos) if a != b}
+                | {a["id"] for a, b in zip(store["todos"], expected_todos, strict=False) if a != b}
             )
-            assert store["rebased"], f"{client} shows other todos than its eventlog holds, without a rebase: {wrong}"
-            faults.append(
-                f"{client} materialized its own eventlog wrongly ({', '.join(wrong[:3])}) after rebasing "
-                f"{len(store['rebased'])} events ({store['rebased'][0]}, …)"
-            )
+            # Its eventlog is the server's log, event for event (asserted above): the server gave it exactly the
+            # right events, and the state it shows is not what they materialize to. That is the client's own
+            # fault, whether or not its wire shows the rebase that usually comes before it.
+            rebased = store["rebased"]
+            after = f" after rebasing {len(rebased)} events ({rebased[0]}, …)" if rebased else ""
+            faults.append(f"{client} materialized the server's log wrongly ({', '.join(wrong[:3])}){after}")
 
     expected = converge_workload_events() + twice
     assert _named(log) - expected == collections.Counter()

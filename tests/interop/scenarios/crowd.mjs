@@ -95,6 +95,9 @@ export const crowd = async ({
           todoIds: todos.map((todo) => todo.id),
           timesCreated: Math.max(0, ...todos.map((todo) => todo.times_created)),
           connectionsOpened: wire.opens,
+          pushesAfterReconnecting: wire.sent.filter(
+            ({ connection, frame }) => connection > 1 && frame._tag === 'WSMessage.PushReq',
+          ).length,
           unansweredPushes: unansweredPushes(wire),
           gapsReceived: gapsReceived(wire),
           // What a failing run shows of where the client stopped: its last batches, as [connection, first, last].
