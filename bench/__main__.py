@@ -367,7 +367,7 @@ def main(argv=None):
             "rounds": args.rounds,
             "scenarios": args.scenarios,
         },
-        "config": {k: v for k, v in config.__dict__.items()},
+        "config": dict(config.__dict__),
         "servers": {t.name: t.description for t in targets},
         "ratios": ratios,
         "results": results,

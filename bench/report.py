@@ -405,7 +405,6 @@ def first_push_table(results):
     for name, rounds in results.items():
         rows.append([name, *(f"{statistics.median(r[point] for r in rounds):.2f}" for point in ("p50", "p95", "p99"))])
     header = ["PostgreSQL + Redis", "ack p50 (ms)", "ack p95 (ms)", "ack p99 (ms)"]
-    return (
-        "## A new store's first push (one at a time, 50 ms apart; medians of alternating rounds)\n"
-        + _table(header, rows)
+    return "## A new store's first push (one at a time, 50 ms apart; medians of alternating rounds)\n" + _table(
+        header, rows
     )

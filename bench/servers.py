@@ -104,7 +104,8 @@ class LivesyncServer(Server):
 
     ``backend="sqlite"``: the embedded default (a new SQLite file, the in-memory channel layer; one process).
     ``backend="postgres"``: a new PostgreSQL database and Redis (``tests/services.py`` finds both), on the
-    channel layer ``layer`` (a key of ``LAYERS``; the project's default if None). ``protocol`` is the client the load generator speaks to it.
+    channel layer ``layer`` (a key of ``LAYERS``; the project's default if None). ``protocol`` is the client the
+    load generator speaks to it.
     """
 
     def __init__(

@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.verify_frames04 [FIXTURES_DIR]
 
 Reads the frames the real client sent in the recorded ws sessions (``ref-0.4.0-transcripts.json`` in
-``tests/fixtures``, or the directory given) and rebuilds each one with ``bench.frames04`` from its values. Every rebuilt frame must equal the
-recorded one as text: the same keys in the same order at every level. Two things are taken from the
-recording instead of compared: the todo's ``args`` (the app's data) and the trace fields, whose values are
-random; the no-op tracer's ids must still have the length the bench gives them. Exits 1 on any difference.
+``tests/fixtures``, or the directory given) and rebuilds each one with ``bench.frames04`` from its values. Every
+rebuilt frame must equal the recorded one as text: the same keys in the same order at every level. Two things are
+taken from the recording instead of compared: the todo's ``args`` (the app's data) and the trace fields, whose values
+are random; the no-op tracer's ids must still have the length the bench gives them. Exits 1 on any difference.
 """
 
 import json

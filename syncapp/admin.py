@@ -427,8 +427,14 @@ class StoreAdmin(admin.ModelAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("<path:object_id>/export/", self.admin_site.admin_view(self.export_view), name="%s_%s_export" % info),
-            path("<path:object_id>/reset/", self.admin_site.admin_view(self.reset_view), name="%s_%s_reset" % info),
+            path(
+                "<path:object_id>/export/",
+                self.admin_site.admin_view(self.export_view),
+                name="{}_{}_export".format(*info),
+            ),
+            path(
+                "<path:object_id>/reset/", self.admin_site.admin_view(self.reset_view), name="{}_{}_reset".format(*info)
+            ),
             *super().get_urls(),
         ]
 

@@ -8,8 +8,10 @@ class SyncAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the system checks)
-        from . import daphne_compat
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            daphne_compat,
+        )
 
         daphne_compat.install()
         post_migrate.connect(_make_spare_tables, sender=self)

@@ -216,7 +216,7 @@ class Gathered:
         queue.running -= 1
         failure = asyncio.CancelledError() if done.cancelled() else done.exception()
         outcomes = [failure] * len(calls) if failure is not None else done.result()
-        for (_, future), outcome in zip(calls, outcomes):
+        for (_, future), outcome in zip(calls, outcomes, strict=True):
             if future.done():
                 continue
             if isinstance(outcome, BaseException):

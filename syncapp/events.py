@@ -25,7 +25,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -53,7 +53,7 @@ def js_date(moment: datetime) -> str:
     """A datetime as JavaScript's ``toISOString`` writes it, the encoded form of ``Schema.Date``."""
     if moment.tzinfo is None:
         raise CommitRefused("a naive datetime has no single instant: give it a timezone")
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -68,6 +68,9 @@ class StoreAccess(models.Model):
         verbose_name_plural = "store access"
         ordering = ["pattern"]
 
+    def __str__(self):
+        return f"{self.user or self.group}: {self.access} {self.pattern}"
+
     def clean(self):
         if (self.user_id is None) == (self.group_id is None):
             raise ValidationError("Choose either a user or a group.")
@@ -76,9 +79,6 @@ class StoreAccess(models.Model):
         if self.pattern.endswith("*"):
             return store_id.startswith(self.pattern[:-1])
         return store_id == self.pattern
-
-    def __str__(self):
-        return f"{self.user or self.group}: {self.access} {self.pattern}"
 
 
 class StorePlacement(models.Model):

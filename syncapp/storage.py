@@ -29,7 +29,7 @@ import secrets
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import msgspec
@@ -629,7 +629,7 @@ def _claimed_id(store_id, alias):
 
 def now_iso():
     """The current time as JavaScript's ``Date.prototype.toISOString`` writes it."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def chain_break(batch):
@@ -672,7 +672,7 @@ def _move_head_parameters(location, pending, parent, now=None):
     ``now`` is the stamp as the database takes it (by default, adapted by the store database's connection).
     """
     if now is None:
-        now = connections[location.database].ops.adapt_datetimefield_value(datetime.now(timezone.utc))
+        now = connections[location.database].ops.adapt_datetimefield_value(datetime.now(UTC))
     stamps = [now, now] if pending.generation else [now]
     return [pending.batch[-1].seqNum, *stamps, location.pk, parent, location.backend_id]
 
@@ -760,7 +760,7 @@ def append_many(pendings, created_at=None):
                 outcomes[index] = outcomes[index] or error
     return [
         outcome or PushRejected(f"store {pending.store_id!r} was deleted or reset during the push")
-        for pending, outcome in zip(pendings, outcomes)
+        for pending, outcome in zip(pendings, outcomes, strict=True)
     ]
 
 
@@ -916,7 +916,7 @@ def append_alone_sqlite(driver, location, pending, created_at, wait_for_lock=Tru
         return None
     alias = location.database
     rows = _rows(pending, created_at)
-    now = _operations(alias).adapt_datetimefield_value(datetime.now(timezone.utc))
+    now = _operations(alias).adapt_datetimefield_value(datetime.now(UTC))
     with _busy_timeout_set_aside(driver, not wait_for_lock):
         try:
             driver.execute("BEGIN IMMEDIATE")
@@ -1248,7 +1248,7 @@ def reset(store_id):
     with _local_writer(alias), transaction.atomic(using=alias):
         stores.select_for_update().filter(pk=store.pk).get()
         eventlog_model(store.table_name).objects.using(alias).all().delete()
-        stores.filter(pk=store.pk).update(head=0, backend_id=new_backend_id(), updated_at=datetime.now(timezone.utc))
+        stores.filter(pk=store.pk).update(head=0, backend_id=new_backend_id(), updated_at=datetime.now(UTC))
     _locations.pop(store_id)
 
 
@@ -1275,7 +1275,7 @@ def note_client(store_id, generation):
         return False
     field = CLIENT_GENERATION_FIELDS[generation]
     with _local_writer(alias):
-        updated = Store.objects.using(alias).filter(store_id=store_id).update(**{field: datetime.now(timezone.utc)})
+        updated = Store.objects.using(alias).filter(store_id=store_id).update(**{field: datetime.now(UTC)})
     return updated == 1
 
 

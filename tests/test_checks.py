@@ -13,7 +13,10 @@ def ids(settings_override, settings, debug=True):
 
 
 def test_a_correct_configuration_passes(settings):
-    assert ids({"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all", "ADMIN_SECRET": "s3cret"}, settings, debug=False) == []
+    assert (
+        ids({"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all", "ADMIN_SECRET": "s3cret"}, settings, debug=False)
+        == []
+    )
 
 
 def test_unimportable_and_uncallable_hooks_are_errors(settings):
@@ -79,7 +82,9 @@ def test_a_socket_timeout_on_the_pubsub_layers_redis_warns_on_python_3_11(settin
     assert ids({}, settings) == []
     settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}
     assert ids({}, settings) == ["syncapp.W003"]
-    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {"hosts": [{"address": "redis://h", "socket_timeout": 3}]}}}
+    settings.CHANNEL_LAYERS = {
+        "default": {**layer, "CONFIG": {"hosts": [{"address": "redis://h", "socket_timeout": 3}]}}
+    }
     assert ids({}, settings) == ["syncapp.W003"]
     settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/0", "core")}
     assert ids({}, settings) == []

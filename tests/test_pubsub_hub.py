@@ -252,7 +252,7 @@ async def keep_to_itself(hub, store_id, batches):
     while not hub.followers.keeps(store_id) and seq_num < 50:
         seq_num += 1
         await hub.publish(store_id, events(seq_num))
-        await until(lambda: hub._outgoing.empty() and sum(map(len, batches)) >= seq_num, timeout=1)
+        await until(lambda n=seq_num: hub._outgoing.empty() and sum(map(len, batches)) >= n, timeout=1)
     assert hub.followers.keeps(store_id), f"{seq_num} events of a store followed only here all went to Redis"
     return seq_num
 
@@ -298,7 +298,7 @@ async def test_a_store_followed_in_another_process_before_this_hub_started_goes_
         assert store_id not in hub.followers._noticed_at, "the hub heard of the other process's following after all"
         for seq_num in range(1, 21):
             await hub.publish(store_id, events(seq_num))
-            await until(lambda: hub._outgoing.empty() and sum(map(len, batches)) >= seq_num, timeout=1)
+            await until(lambda n=seq_num: hub._outgoing.empty() and sum(map(len, batches)) >= n, timeout=1)
         assert await until(lambda: len(remote.messages) >= 20), f"{len(remote.messages)} of 20 arrived"
         assert [message["last"] for message in remote.messages] == list(range(1, 21))
         assert not hub.followers.keeps(store_id)

@@ -126,7 +126,7 @@ def test_a_spare_whose_rename_fails_leaves_the_store_to_be_created_as_without_sp
 def test_stores_whose_names_sanitize_alike_take_spares_of_their_own(store_id, spare_tables):
     dashed, underscored = f"{store_id}-x", f"{store_id}_x"
     storage.append(dashed, batch(1, 2, "dash"), no_args)
-    spare_oids = spare_tables(1)
+    spare_tables(1)
     storage.append(underscored, batch(1, 1, "underscore"), no_args)
     assert storage.get_store(underscored).table_name.startswith(storage.get_store(dashed).table_name + "_")
     assert _events(dashed) == [(1, "dash"), (2, "dash")]

@@ -119,7 +119,8 @@ def _any_ping_gets_a_pong(expected, context):
 
 def _malformed_frames_get_an_error(*request_ids):
     def change(expected, context):
-        answers = [frame(invalid(request_id), sent["t"]) for request_id, sent in zip(request_ids, context["sent"][""])]
+        sent = context["sent"][""]
+        answers = [frame(invalid(request_id), at["t"]) for request_id, at in zip(request_ids, sent, strict=False)]
         expected[""] = sorted(expected[""] + answers, key=lambda entry: entry["t"])
 
     return change
@@ -333,7 +334,7 @@ def matched(ours, expected):
     ours = [*ours, *[None] * len(expected)]
     return [
         our if isinstance(wanted, re.Pattern) and our is not None and wanted.fullmatch(our) else wanted
-        for our, wanted in zip(ours, expected)
+        for our, wanted in zip(ours, expected, strict=False)
     ]
 
 

@@ -339,7 +339,7 @@ def _matched_list(ours, expected):
     ours = [*ours, *[None] * len(expected)]
     return [
         our if isinstance(wanted, re.Pattern) and our is not None and wanted.fullmatch(our) else wanted
-        for our, wanted in zip(ours, expected)
+        for our, wanted in zip(ours, expected, strict=False)
     ]
 
 

@@ -6,27 +6,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('syncapp', '0002_store_backend_id_and_client_generations'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("syncapp", "0002_store_backend_id_and_client_generations"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StoreAccess',
+            name="StoreAccess",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('pattern', models.CharField(db_index=True, help_text='An exact storeId, or a prefix ending in *.', max_length=255, verbose_name='storeId or prefix')),
-                ('access', models.CharField(choices=[('read', 'read'), ('write', 'read and write')], default='write', max_length=5)),
-                ('group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to='auth.group')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "pattern",
+                    models.CharField(
+                        db_index=True,
+                        help_text="An exact storeId, or a prefix ending in *.",
+                        max_length=255,
+                        verbose_name="storeId or prefix",
+                    ),
+                ),
+                (
+                    "access",
+                    models.CharField(
+                        choices=[("read", "read"), ("write", "read and write")], default="write", max_length=5
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to="auth.group"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'store access',
-                'verbose_name_plural': 'store access',
-                'ordering': ['pattern'],
+                "verbose_name": "store access",
+                "verbose_name_plural": "store access",
+                "ordering": ["pattern"],
             },
         ),
     ]

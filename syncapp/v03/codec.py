@@ -6,7 +6,7 @@ byte for byte.
 """
 
 import hashlib
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
@@ -44,7 +44,7 @@ class AdminInfoReq(msgspec.Struct, tag_field="_tag", tag="WSMessage.AdminInfoReq
     adminSecret: str
 
 
-ClientMessage = Union[PullReq, PushReq, Ping, AdminResetRoomReq, AdminInfoReq]
+ClientMessage = PullReq | PushReq | Ping | AdminResetRoomReq | AdminInfoReq
 
 # Server -> client
 #

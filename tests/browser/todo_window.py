@@ -4,7 +4,6 @@ Every window is its own headless Chromium with its own profile: its own OPFS dat
 leader worker and its own WebSocket to livesync, as two people on two machines would have.
 """
 
-
 from tests.support.browser import start_chromium
 from tests.support.polling import wait_until
 

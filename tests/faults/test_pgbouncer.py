@@ -45,9 +45,7 @@ async def test_parallel_pushes_to_many_stores_through_pgbouncer_stay_in_their_ow
 ):
     store_ids = [f"{store_id}-{n}" for n in range(STORES)]
     specs = [
-        (f"{store}-pusher-{n}", pooled_nodes[n % 2].url(store))
-        for store in store_ids
-        for n in range(PUSHERS_PER_STORE)
+        (f"{store}-pusher-{n}", pooled_nodes[n % 2].url(store)) for store in store_ids for n in range(PUSHERS_PER_STORE)
     ]
     sockets = await open_sockets(specs)
     records = await asyncio.wait_for(

@@ -207,6 +207,7 @@ async def test_socket_needing_a_repair_while_its_database_is_down_stays_open_and
     while b.log_count("channel layer reachable again") < 1 and time.monotonic() - started < 5:
         await asyncio.sleep(0.05)
     assert b.log_count("channel layer reachable again") >= 1, "b's channel layer did not come back"
+
     # a's hub hands b's broadcasts to its sockets again: proof that they reach a (the reader, a batch behind,
     # cannot be repaired while a's database is cut).
     def remote_broadcasts():

@@ -66,7 +66,14 @@ async def test_the_admin_counts_every_process_and_forgets_a_killed_one(nodes, st
     a, b = nodes(2)
     username = f"admin-{uuid.uuid4().hex[:8]}"
     subprocess.run(
-        [sys.executable, "manage.py", "createsuperuser", "--noinput", f"--username={username}", "--email=admin@example.com"],
+        [
+            sys.executable,
+            "manage.py",
+            "createsuperuser",
+            "--noinput",
+            f"--username={username}",
+            "--email=admin@example.com",
+        ],
         cwd=REPO_ROOT,
         env=server_environment({"DATABASE_URL": fault_database, "DJANGO_SUPERUSER_PASSWORD": PASSWORD}),
         check=True,

@@ -120,7 +120,7 @@ async def test_every_subscriber_sees_the_log_contiguously_or_is_closed(server, s
     for reader in subscribers:
         await reader.wait_for_cursor(head, 30)
         _stays_open_at_the_head(reader.seq_nums(), reader.violations, reader.close_code, head, reader.name)
-    for rpc, pull in zip(rpcs, pulls):
+    for rpc, pull in zip(rpcs, pulls, strict=True):
         try:
             await rpc.wait_for_seq(pull, head, 30)
         except (ConnectionError, TimeoutError):

@@ -7,7 +7,6 @@ both generations under ``/sync``, keeps its own URLs, and guards every sync rout
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -62,7 +61,7 @@ def _wait_until_ready(site, timeout=30):
         try:
             with urllib.request.urlopen(f"{site.http_url}/sync/", timeout=1):
                 return
-        except (urllib.error.URLError, ConnectionError, socket.timeout):
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
             time.sleep(0.2)
     raise RuntimeError(f"the embedded site did not answer:\n{site.log_tail()}")
 
@@ -89,7 +88,9 @@ def site(tmp_path_factory, distributions):
     environment.pop("PYTHONPATH", None)
     python = str(bin_dir / "python")
     for command in (["check", "--fail-level", "WARNING"], ["migrate", "--noinput"]):
-        done = subprocess.run([python, "manage.py", *command], cwd=project, env=environment, capture_output=True, text=True)
+        done = subprocess.run(
+            [python, "manage.py", *command], cwd=project, env=environment, capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     port = free_port()
     log_path = directory / "daphne.log"

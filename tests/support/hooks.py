@@ -52,6 +52,7 @@ def fail(message, *context):
 
 
 async def slow_pull(message):
-    """(Installed by ``tests.faults.settings`` in a server process.) Make a pull whose requestId starts with ``slow`` take LIVESYNC_FAULTS_SLOW_PULL_SECONDS."""
+    """(Installed by ``tests.faults.settings`` in a server process.) Make a pull whose requestId starts with
+    ``slow`` take LIVESYNC_FAULTS_SLOW_PULL_SECONDS."""
     if str(message.get("requestId", "")).startswith("slow"):
         await asyncio.sleep(float(os.environ.get("LIVESYNC_FAULTS_SLOW_PULL_SECONDS", "0")))

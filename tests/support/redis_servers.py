@@ -204,6 +204,7 @@ def pubsub_hub_channels(server):
 
 # What the daphne processes serving on these servers did, for the chaos tests.
 
+
 def metric(daphne, name, **labels):
     """A sample of a daphne process's ``/metrics`` (started with ``tests.support.metrics.METRICS_SETTINGS``)."""
     return metrics.metric(daphne.http_url, name, **labels)

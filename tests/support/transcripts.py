@@ -14,7 +14,7 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
@@ -29,7 +29,7 @@ _CREATED_AT = re.compile(r'"createdAt":"[0-9T:.\-]+Z"')
 FRAME_TIMEOUT = 10
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(version):
     return {p["name"]: p for p in json.loads((FIXTURES / f"ref-{version}-transcripts.json").read_text())["probes"]}
 
@@ -48,7 +48,7 @@ def probe(name, version="0.3.1"):
     return _load(version)[name]["transcript"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def scenarios_0_4():
     """The 0.4.0 recording's scenarios by name, each with its ``exchanges``."""
     return {s["name"]: s for s in json.loads((FIXTURES / "ref-0.4.0-transcripts.json").read_text())["scenarios"]}
