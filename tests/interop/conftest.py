@@ -99,8 +99,9 @@ def postgres_redis_servers(tmp_path_factory):
 class Scenario:
     """One running ``scenario.mjs`` process; ``result()`` waits for its one JSON line and returns its ``result``."""
 
-    def __init__(self, runner, label, process, stderr_path, servers):
+    def __init__(self, runner, label, process, stderr_path, servers, timeout_s=SCENARIO_TIMEOUT_S):
         self.runner = runner
+        self.timeout_s = timeout_s
         self.label = label
         self.process = process
         self.stderr_path = stderr_path
@@ -108,7 +109,7 @@ class Scenario:
 
     def result(self):
         try:
-            stdout, _ = self.process.communicate(timeout=SCENARIO_TIMEOUT_S + 30)
+            stdout, _ = self.process.communicate(timeout=self.timeout_s + 30)
         finally:
             self.runner.attach_logs(self)
         lines = stdout.splitlines()
@@ -135,18 +136,19 @@ class ScenarioRunner:
     def new_store_id(name):
         return f"{name}-{uuid.uuid4().hex[:12]}"
 
-    def start(self, name, servers, store_id=None, args=()):
-        """Starts ``scenario.mjs <name>`` on ``store_id`` (a fresh one by default) without waiting for it."""
+    def start(self, name, servers, store_id=None, args=(), timeout_s=SCENARIO_TIMEOUT_S):
+        """Starts ``scenario.mjs <name>`` on ``store_id`` (a fresh one by default) without waiting for it; the
+        scenario gives up after ``timeout_s`` (its own waits take an eighth of that each)."""
         # Numbered when the test runs the same scenario more than once at a time (one process per client).
         label = f"{self.project.name}/{name}" + (f"-{len(self.started)}" if self.started else "")
         stderr_path = self.directory / f"{label.replace('/', '-')}.stderr"
         command = ["node", "scenario.mjs", name, "--store-id", store_id or self.new_store_id(name)]
-        command += ["--token", AUTH_TOKEN, "--timeout-ms", str(SCENARIO_TIMEOUT_S * 1000), *self.args, *args]
+        command += ["--token", AUTH_TOKEN, "--timeout-ms", str(timeout_s * 1000), *self.args, *args]
         for server in servers:
             command += ["--url", server.url]
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(command, cwd=self.project, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        scenario = Scenario(self, label, process, stderr_path, servers)
+        scenario = Scenario(self, label, process, stderr_path, servers, timeout_s)
         self.started.append(scenario)
         return scenario
 

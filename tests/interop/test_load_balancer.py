@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.faults, pytest.mark.chaos]
 PROCESSES = 4
 CLIENTS = 6
 TODOS_PER_CLIENT = 150
+SCENARIO_TIMEOUT_S = 180
 # The kill comes once this share of the events is stored: the clients are in the middle of pushing.
 KILL_AT = 0.3
 
@@ -84,6 +85,7 @@ def own_todo_ids(client_id):
     return {f"{client_id}-{todo:03d}" for todo in range(TODOS_PER_CLIENT)}
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("round_number", [1, 2])
 def test_no_client_skips_an_event_after_a_process_behind_nginx_is_killed(
     balanced_cluster, scenarios, tmp_path, round_number
@@ -105,6 +107,8 @@ def test_no_client_skips_an_event_after_a_process_behind_nginx_is_killed(
             "crowd",
             [balancer],
             store_id=store_id,
+            # Six Node processes beside four daphne processes on two cores: they start and run slowly.
+            timeout_s=SCENARIO_TIMEOUT_S,
             args=[
                 *("--first-client", str(client), "--todos-per-client", str(TODOS_PER_CLIENT)),
                 *("--total-events", str(total), "--start-file", str(start_file), "--report-file", str(report_file)),
