@@ -7,7 +7,7 @@ INTEROP := tests/interop
 DEMO := examples/todomvc
 REFERENCE := bench/reference
 
-.PHONY: run test test-sqlite test-postgres chaos matrix interop-deps demo bench bench-deps
+.PHONY: run test lint test-sqlite test-postgres chaos matrix interop-deps demo bench bench-deps
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ test-sqlite: $(VENV)/.installed interop-deps demo
 
 test-postgres: $(VENV)/.installed
 	LIVESYNC_TEST_BACKEND=postgres $(PY) -m pytest -m protocol
+
+# Lint, format and types: ruff's rule set and formatter (pyproject.toml), and mypy with django-stubs over syncapp.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The version matrix (noxfile.py): every supported (Python, Django) pair. pyenv's interpreters are put on the
 # PATH where pyenv has them.

@@ -30,6 +30,8 @@ PAIRS = [
 ]
 OLDEST_AND_NEWEST = [PAIRS[0], PAIRS[-1]]
 FAST_TIER = "not interop and not faults and not hostile and not browser"
+# Tools requirements.txt pins that run outside the test suite (make lint, this file).
+NOT_FOR_TESTS = ("nox==", "ruff==", "mypy==", "django-stubs==", "types-channels==")
 
 
 def _install(session, django):
@@ -37,7 +39,7 @@ def _install(session, django):
     pinned = [
         line.strip()
         for line in Path("requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith(("#", "-e", "Django=="))
+        if line.strip() and not line.startswith(("#", "-e", "Django==", *NOT_FOR_TESTS))
     ]
     session.install("-e", ".[all]", *pinned, f"Django~={django}.0")
     session.run("python", "-m", "django", "--version")
