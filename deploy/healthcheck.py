@@ -1,11 +1,13 @@
 """The replicas' health check: GET /healthz as a client of the deployment would send it.
 
 Django answers 400 to a Host it does not serve, so the request names the first of DJANGO_ALLOWED_HOSTS
-(a wildcard entry becomes a name it matches). Exits 0 when the database and the channel layer answer.
+(a wildcard entry becomes a name it matches). Exits 0 when the database and the channel layer answer; else
+prints the report, with the reasons when LIVESYNC_METRICS_TOKEN is set.
 """
 
 import os
 import sys
+import urllib.error
 import urllib.request
 
 
@@ -18,10 +20,17 @@ def host_header():
 
 def main():
     port = os.environ.get("LIVESYNC_PORT", "8000")
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Host": host_header()})
+    headers = {"Host": host_header()}
+    # /healthz tells why a component is unreachable only to whom may read the metrics (else "unreachable").
+    if os.environ.get("LIVESYNC_METRICS_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['LIVESYNC_METRICS_TOKEN']}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=3) as response:
             return 0 if response.status == 200 else 1
+    except urllib.error.HTTPError as error:
+        print(f"unhealthy: {error.code} {error.read(2000).decode(errors='replace')}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"unhealthy: {error}", file=sys.stderr)
         return 1

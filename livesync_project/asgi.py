@@ -11,7 +11,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from syncapp.logcontext import redact_server_logs  # noqa: E402
 from syncapp.routing import TransportRouter, websocket_urlpatterns  # noqa: E402
+
+# A client's syncPayload (its auth token) travels in the URL (`payload=`): daphne's access log, on by default,
+# and uvicorn's write request lines with their query strings. From here on they write `payload=[redacted]`.
+redact_server_logs()
 
 application = ProtocolTypeRouter(
     {

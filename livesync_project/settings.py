@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.checks.security.base import SECRET_KEY_MIN_LENGTH, SECRET_KEY_MIN_UNIQUE_CHARACTERS
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,7 +23,23 @@ def env_flag(name, default=False):
 
 
 DEBUG = env_flag("DJANGO_DEBUG", default=True)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-development-key-change-me")
+# The development fallback is public (it is in this file): sessions, CSRF tokens and livesync's signed tokens
+# (syncapp.tokens) made with it can be forged by anyone. With DEBUG off the project refuses to start without
+# a key of its own at least as strong as Django asks for (50 characters, 5 different ones); `manage.py check`
+# says the same of any project (syncapp.E014).
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"  # noqa: S105 - public, refused with DEBUG off
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEVELOPMENT_SECRET_KEY
+if not DEBUG and (
+    SECRET_KEY == DEVELOPMENT_SECRET_KEY
+    or len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH
+    or len(set(SECRET_KEY)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+):
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is false, so DJANGO_SECRET_KEY must be set to a secret of your own of at least "
+        f"{SECRET_KEY_MIN_LENGTH} characters ({SECRET_KEY_MIN_UNIQUE_CHARACTERS} or more different ones), e.g. "
+        "from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`: anyone can sign sessions and sync "
+        "tokens with the example's development key."
+    )
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h.strip()]
 
 INSTALLED_APPS = [
@@ -184,6 +201,9 @@ LIVESYNC = {
     # An import string (e.g. syncapp.tokens.validate_token for signed tokens), else the example's fixed token.
     "VALIDATE_PAYLOAD": os.environ.get("LIVESYNC_VALIDATE_PAYLOAD")
     or ("livesync_project.auth.validate_payload" if os.environ.get("LIVESYNC_AUTH_TOKEN") else None),
+    # LIVESYNC_ALLOW_ANONYMOUS=true: a server with DEBUG off and no validator is open on purpose (without it,
+    # `manage.py check` and `migrate` fail with syncapp.E013).
+    "ALLOW_ANONYMOUS": env_flag("LIVESYNC_ALLOW_ANONYMOUS", default=False),
     # Unset: livesync's default (one thread on SQLite, four elsewhere).
     "DATABASE_THREADS": int(_database_threads) if _database_threads else None,
     # /metrics: unset, it is off. A bearer token, and/or the addresses (comma-separated) that may scrape it.
@@ -227,7 +247,11 @@ if LOG_FORMAT not in ("plain", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"connection": {"()": "syncapp.logcontext.ContextFilter"}},
+    # "redact": no sync payload (auth token) in what this handler writes (see syncapp.logcontext.redact).
+    "filters": {
+        "connection": {"()": "syncapp.logcontext.ContextFilter"},
+        "redact": {"()": "syncapp.logcontext.RedactingFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)-8s %(name)s %(message)s"},
         "json": {
@@ -236,7 +260,9 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["connection"]}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["connection", "redact"]}
+    },
     "loggers": {
         "syncapp": {"handlers": ["console"], "level": os.environ.get("LIVESYNC_LOG_LEVEL", "INFO"), "propagate": False}
     },

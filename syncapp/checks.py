@@ -4,6 +4,8 @@ import sys
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.checks.security.base import SECRET_KEY_MIN_LENGTH, SECRET_KEY_MIN_UNIQUE_CHARACTERS
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import conf, layer_redis, mounts
@@ -134,18 +136,96 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Error("LIVESYNC['REQUEST_HEADER_TIMEOUT'] must be a positive number.", obj=timeout, id="syncapp.E007")
         )
-    if not settings.DEBUG and conf.get("VALIDATE_PAYLOAD") is None:
+    if not settings.DEBUG and conf.get("VALIDATE_PAYLOAD") is None and conf.get("ALLOW_ANONYMOUS") is not True:
         open_endpoints = _endpoints_without_validator()
         if open_endpoints != []:
             where = ", ".join(open_endpoints) if open_endpoints else "every endpoint"
             errors.append(
-                Warning(
+                Error(
                     f"LIVESYNC['VALIDATE_PAYLOAD'] is not set: any client can read and write every store ({where}).",
-                    hint="Set an import string of a callable(payload, context) that raises to reject.",
-                    id="syncapp.W001",
+                    hint="Set an import string of a callable(payload, context) that raises to reject (e.g. "
+                    "syncapp.tokens.validate_token or syncapp.access.user_access), or set "
+                    "LIVESYNC['ALLOW_ANONYMOUS'] = True if the server is meant to be open.",
+                    id="syncapp.E013",
                 )
             )
     return errors
+
+
+# Secret keys anyone can read: the example project's development fallback (livesync_project/settings.py).
+PUBLIC_SECRET_KEYS = frozenset({"insecure-development-key-change-me"})
+# livesync's validators that trust what SECRET_KEY signs: tokens (django.core.signing), and the session's user.
+KEY_SIGNED_VALIDATORS = {
+    "syncapp.tokens.validate_token": "anyone can sign a token for every store",
+    "syncapp.access.user_access": "sessions signed with it can be forged",
+}
+
+
+@register(Tags.security)
+def check_secret_key(app_configs, **kwargs):
+    """A SECRET_KEY (or one of SECRET_KEY_FALLBACKS) that is public or weaker than Django asks for: an error
+    with DEBUG off (Django's own check only warns, and only under ``check --deploy``), and a warning with DEBUG
+    on while the payload validator trusts what the key signs."""
+    weak = []
+    try:
+        keys = [("SECRET_KEY", settings.SECRET_KEY)]
+    except ImproperlyConfigured:  # empty: Django's own checks say so
+        keys = []
+    fallbacks = getattr(settings, "SECRET_KEY_FALLBACKS", None) or []
+    keys += [(f"SECRET_KEY_FALLBACKS[{index}]", key) for index, key in enumerate(fallbacks)]
+    for name, key in keys:
+        weakness = _secret_key_weakness(key)
+        if weakness:
+            weak.append(f"{name} {weakness}")
+    if not weak:
+        return []
+    validator = _key_signed_validator()
+    if validator:
+        consequence = f"LIVESYNC['VALIDATE_PAYLOAD'] is {validator}, which trusts what the key signs: "
+        consequence += KEY_SIGNED_VALIDATORS[validator]
+    else:
+        consequence = "anyone who knows it can forge what Django signs with it, livesync's sync tokens included"
+    hint = (
+        f"Set SECRET_KEY to a random secret of at least {SECRET_KEY_MIN_LENGTH} characters, e.g. from "
+        "django.core.management.utils.get_random_secret_key(), and keep it out of the source code."
+    )
+    if not settings.DEBUG:
+        return [Error(f"{'; '.join(weak)}: {consequence}.", hint=hint, id="syncapp.E014")]
+    if validator:
+        return [Warning(f"{'; '.join(weak)}: {consequence}.", hint=hint, id="syncapp.W005")]
+    return []
+
+
+def _secret_key_weakness(key):
+    """Why ``key`` is no secret, or None."""
+    if isinstance(key, bytes):
+        key = key.decode("latin-1")
+    if not isinstance(key, str):
+        return None
+    if key in PUBLIC_SECRET_KEYS:
+        return "is the example project's public development key"
+    if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        return (
+            f"is shorter than {SECRET_KEY_MIN_LENGTH} characters or has fewer than "
+            f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones"
+        )
+    return None
+
+
+def _key_signed_validator():
+    """The import path of KEY_SIGNED_VALIDATORS that VALIDATE_PAYLOAD names (or is), or None."""
+    configured = conf.get("VALIDATE_PAYLOAD")
+    if configured is None:
+        return None
+    for path in KEY_SIGNED_VALIDATORS:
+        if configured == path:
+            return path
+        try:
+            if configured is import_string(path):
+                return path
+        except ImportError:
+            continue
+    return None
 
 
 def _endpoints_without_validator():

@@ -26,6 +26,11 @@ DEFAULTS: dict[str, Any] = {
     # rejects by raising; ``context`` is a dict with ``store_id`` and the ASGI
     # ``scope``. None accepts every payload.
     "VALIDATE_PAYLOAD": None,
+    # Whether a server with DEBUG off and no validator (VALIDATE_PAYLOAD, or one per
+    # mount) is meant to let any client read and write every store. Only the system
+    # checks read it: False makes such a server an error (syncapp.E013), True says
+    # it is open on purpose.
+    "ALLOW_ANONYMOUS": False,
     # Import strings of ``callable(message)`` mirroring ``makeDurableObject``'s
     # onPush / onPushRes / onPull / onPullRes, for both generations. ``message`` is
     # the request (0.3: the frame; 0.4: the RPC payload) or response as a dict. A
@@ -49,9 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_STORE_ID_LENGTH": 255,
     # Answer CORS preflights and add Access-Control-* headers to HTTP answers.
     "ENABLE_CORS": False,
-    # Origins allowed to open a WebSocket. None allows every origin, including
-    # Node and native clients that send no Origin header at all; a list allows
-    # only those origins (plus requests without an Origin header).
+    # Browser origins allowed besides the site's own and CSRF_TRUSTED_ORIGINS (Django's rule for unsafe
+    # requests); ["*"] allows any origin to requests without the session cookie. Requests without an Origin
+    # header (Node, native apps) are always allowed.
     "ALLOWED_ORIGINS": None,
     # Threads that run database work off the event loop, each with its own
     # connection (see syncapp.db); on PostgreSQL also the most connections the

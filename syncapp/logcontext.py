@@ -6,10 +6,16 @@ logged from its task, and from tasks it starts, carries it: asyncio copies
 context variables into new tasks. The hub's loops run in an empty context of
 their own, since they serve every store. Records logged elsewhere (threads of
 the database pool, commands) carry None.
+
+``redact_server_logs`` keeps what clients send in their URLs (``payload=``, the auth token) out of the ASGI
+servers' access logs.
 """
 
 import contextvars
 import logging
+import re
+from collections.abc import Mapping
+from typing import Any
 
 FIELDS = ("store_id", "request_id", "generation", "client")
 
@@ -42,3 +48,70 @@ class ContextFilter(logging.Filter):
             if not hasattr(record, field):
                 setattr(record, field, current.get(field))
         return True
+
+
+# Secrets in URLs. A LiveStore client sends its ``syncPayload`` (typically ``{"authToken": …}``) as the query
+# parameter ``payload`` of every WebSocket upgrade and every 0.4 HTTP request, and servers log request lines
+# with their query strings: daphne's access log (``--access-log``, stdout by default), daphne's runserver
+# (logger ``django.channels.server``) and uvicorn (loggers ``uvicorn.access`` and ``uvicorn.error``).
+SECRET_PARAMETERS = ("payload", "authToken", "auth_token", "access_token", "token")
+REDACTED = "[redacted]"
+
+_SECRET_QUERY_VALUE = re.compile(r"(?<![\w.%-])((?:" + "|".join(SECRET_PARAMETERS) + r")=)[^&#\s\"'\]]*", re.IGNORECASE)
+# An authToken outside a URL: a payload printed as JSON or as a Python dict.
+_AUTH_TOKEN_VALUE = re.compile(r"""(authToken\\?["']?\s*[:=]\s*\\?["']?)[^"'\\&,}\s]+""", re.IGNORECASE)
+
+
+def redact(text: object) -> object:
+    """``text`` with the values of secret query parameters (``payload=``, ``authToken=``, …) and of any
+    ``authToken`` in printed JSON replaced by ``[redacted]``."""
+    if not isinstance(text, str) or ("=" not in text and "authtoken" not in text.lower()):
+        return text
+    return _AUTH_TOKEN_VALUE.sub(r"\1" + REDACTED, _SECRET_QUERY_VALUE.sub(r"\1" + REDACTED, text))
+
+
+class RedactingFilter(logging.Filter):
+    """A logger or handler filter that redacts secrets (``redact``) from a record's message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.msg)
+        args = record.args
+        if isinstance(args, Mapping):
+            record.args = {key: redact(value) for key, value in args.items()}
+        elif isinstance(args, tuple):
+            record.args = tuple(redact(value) for value in args)
+        return True
+
+
+# The loggers ASGI servers write request lines to, URL and all.
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "django.channels.server", "django.server")
+
+
+# daphne's own AccessLogGenerator.write_entry, once redact_server_logs has wrapped it.
+_daphne_write_entry: Any = None
+
+
+def _redacted_write_entry(self, host, date, request, *args, **kwargs):
+    return _daphne_write_entry(self, host, date, redact(request), *args, **kwargs)
+
+
+def redact_server_logs() -> None:
+    """Keep sync payloads out of the servers' logs; call it once, before the server handles a request (the
+    example project's ``asgi.py`` does). Idempotent.
+
+    daphne's access log is no logger but lines written to a stream: its ``AccessLogGenerator`` writes each
+    request line through ``redact`` from now on. The loggers of SERVER_LOGGERS get a ``RedactingFilter``.
+    """
+    global _daphne_write_entry
+    try:
+        from daphne.access import AccessLogGenerator
+    except ImportError:  # not served by daphne
+        pass
+    else:
+        if AccessLogGenerator.write_entry is not _redacted_write_entry:
+            _daphne_write_entry = AccessLogGenerator.write_entry
+            AccessLogGenerator.write_entry = _redacted_write_entry
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactingFilter) for existing in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -8,6 +8,12 @@ request ``<url>`` itself, and the reference routes them on the query alone
 own routing and takes those requests first, on any path (a server that is only
 a sync server, like the example project) or only under ``path_prefix`` (a
 project that serves its own pages too, whose URLs must stay its own).
+
+Routed around Django's middleware, every endpoint applies Django's rules itself
+before the upgrade (``syncapp.handshake``): the Host as ``ALLOWED_HOSTS`` takes
+it, a browser's Origin as ``CsrfViewMiddleware`` takes it (the site's own,
+``CSRF_TRUSTED_ORIGINS``, ``LIVESYNC["ALLOWED_ORIGINS"]``), and over 0.4 HTTP
+the Referer of a request with the session cookie and no Origin over HTTPS.
 """
 
 from collections.abc import Awaitable, Callable

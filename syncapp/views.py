@@ -8,6 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import conf, db, handshake, metrics, storage
 from .cors import cors_headers
+from .generations import V03
 
 INFO_TEXT = "Info: WebSocket sync backend endpoint for @livestore/sync-cf."
 
@@ -48,15 +49,24 @@ def invalid_path(request, *args, **kwargs):
 
 
 async def websocket_without_upgrade(request):
-    """``…/websocket`` over plain HTTP: the handshake checks, then 426 as the reference does."""
+    """``…/websocket`` over plain HTTP: the handshake checks, then 426 as the reference does.
+
+    A refusal is the client's mistake, logged by livesync at WARNING with its reason, not by Django (which
+    would log the reference's 500 for a missing storeId as ``ERROR Internal Server Error``).
+    """
     if request.method == "OPTIONS" and conf.get("ENABLE_CORS"):
         return _preflight(request)
+    scope = getattr(request, "scope", None)
     try:
         await handshake.check(
-            request.META.get("QUERY_STRING", ""), request.headers.get("Origin"), getattr(request, "scope", None)
+            request.META.get("QUERY_STRING", ""), request.headers.get("Origin"), scope, request=request
         )
     except handshake.Refused as refused:
-        return _text(request, refused.body, refused.status)
+        handshake.log_refused(refused, scope, V03)
+        response = _text(request, refused.body, refused.status)
+        # Django's log_response skips a response marked as logged already.
+        response._has_been_logged = True
+        return response
     return _text(request, "Durable Object expected Upgrade: websocket", 426)
 
 
@@ -93,10 +103,30 @@ async def metrics_view(request):
 
 
 async def healthz(request):
-    """For load balancers: 200 when the database and the channel layer answer, else 503 saying which."""
+    """For load balancers: 200 when the database and the channel layer answer, else 503 saying which.
+
+    Anyone may ask, so a failure reads ``unreachable`` alone. Why (the exception, which names internal hosts
+    and ports: ``Error 111 connecting to 10.0.3.7:6379``) is told to active staff users and to requests
+    carrying ``Authorization: Bearer <METRICS_TOKEN>``.
+    """
+    from hmac import compare_digest
+
     report = {
         "database": await _probe(lambda: db.run(storage.ping)),
         "channel_layer": await _probe(_layer_round_trip),
     }
     healthy = all(value == "ok" for value in report.values())
+    if not healthy:
+        token = conf.get("METRICS_TOKEN")
+        sent = request.headers.get("Authorization", "")
+        detailed = isinstance(token, str) and bool(token) and compare_digest(sent.encode(), f"Bearer {token}".encode())
+        # The session's user, without AuthenticationMiddleware anonymous, and unknown while the database is down.
+        if not detailed and report["database"] == "ok" and hasattr(request, "auser"):
+            try:
+                user = await request.auser()
+            except Exception:  # noqa: BLE001 - a user who cannot be read is anonymous
+                user = None
+            detailed = user is not None and user.is_active and user.is_staff
+        if not detailed:
+            report = {name: "ok" if value == "ok" else "unreachable" for name, value in report.items()}
     return JsonResponse(report, status=200 if healthy else 503)

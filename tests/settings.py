@@ -51,6 +51,9 @@ else:
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
+# pytest-django runs the tests with DEBUG off, where livesync's checks refuse the example's public development key
+# (syncapp.E014): the in-process tests sign with a key of their own.
+SECRET_KEY = "tests-only-secret-key-that-is-long-enough-for-django-0123456789"
 # No spare tables in-process (tests/test_spares.py turns them on): a refill running on past its test would make
 # the spares tests' counts race. The daphne processes of the interop, fault and hostile tests keep the default.
 LIVESYNC = {"ADMIN_SECRET": "test-admin-secret", "SPARE_TABLES": 0}

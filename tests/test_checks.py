@@ -42,8 +42,9 @@ def test_spare_tables_are_a_whole_number_zero_included(settings):
     assert ids({"SPARE_TABLES": 0}, settings) == []
 
 
-def test_production_without_validator_warns(settings):
-    assert ids({}, settings, debug=False) == ["syncapp.W001"]
+def test_production_without_validator_is_an_error_unless_anonymous_access_is_meant(settings):
+    assert ids({}, settings, debug=False) == ["syncapp.E013"]
+    assert ids({"ALLOW_ANONYMOUS": True}, settings, debug=False) == []
     assert ids({}, settings, debug=True) == []
 
 
@@ -62,7 +63,7 @@ def test_write_buffer_too_small_for_the_largest_frames_and_a_bad_header_timeout_
     assert ids({"SOCKET_WRITE_BUFFER_BYTES": 3_000_000, "MAX_MESSAGE_BYTES": 1_000_000}, settings) == []
 
 
-def test_no_validator_warning_when_every_endpoint_has_its_own(settings, monkeypatch):
+def test_no_validator_error_when_every_endpoint_has_its_own(settings, monkeypatch):
     import sys
 
     from syncapp import mounts
@@ -72,7 +73,7 @@ def test_no_validator_warning_when_every_endpoint_has_its_own(settings, monkeypa
     settings.ASGI_APPLICATION = "tests.support.guarded_asgi.application"
     assert ids({}, settings, debug=False) == []
     mounts.record("0.3 websocket", None)
-    assert ids({}, settings, debug=False) == ["syncapp.W001"]
+    assert ids({}, settings, debug=False) == ["syncapp.E013"]
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="Python 3.12's wait_for makes no task of its own")

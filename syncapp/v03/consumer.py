@@ -18,11 +18,21 @@ from . import codec
 
 logger = logging.getLogger("syncapp")
 
+# Wrong admin secrets one socket may send; the last one closes it, so a secret cannot be guessed on one socket
+# at the speed frames arrive, only one handshake (and its validator) per few guesses.
+ADMIN_SECRET_ATTEMPTS = 3
+# The close code of a socket that sent too many wrong admin secrets: the client's fault, and not a code that
+# says "retry" (1011-1013 do). RFC 6455's 1008 (policy violation) would say so, but daphne (autobahn) sends
+# only 1000 and 3000-4999 from a consumer, so a private code: 4000 + HTTP's 403 Forbidden.
+CLOSE_ADMIN_SECRET_REFUSED = 4403
+
 
 class V03Consumer(StoreSocketConsumer):
     """``@livestore/sync-cf`` 0.3 protocol at ``…/websocket?storeId=…&payload=…``."""
 
     generation = V03
+    # Wrong admin secrets this socket sent (ADMIN_SECRET_ATTEMPTS).
+    wrong_admin_secrets = 0
 
     def connected_to_store(self):
         self.subscriber = core.Subscriber(self.store_id, self, _forwarded_frames, self._catch_up)
@@ -149,9 +159,15 @@ class V03Consumer(StoreSocketConsumer):
                 codec.Error(requestId=message.requestId, message="Admin frames are disabled on this server")
             )
             return False
+        if self.wrong_admin_secrets >= ADMIN_SECRET_ATTEMPTS:
+            # Frames queued before the socket closed are not compared any more.
+            return False
         if hmac.compare_digest(message.adminSecret.encode(), secret.encode()):
             return True
+        self.wrong_admin_secrets += 1
         await self.send_message(codec.Error(requestId=message.requestId, message="Invalid admin secret"))
+        if self.wrong_admin_secrets >= ADMIN_SECRET_ATTEMPTS:
+            self.close_soon(CLOSE_ADMIN_SECRET_REFUSED, f"{ADMIN_SECRET_ATTEMPTS} wrong admin secrets")
         return False
 
     async def _admin_reset(self, message):

@@ -4,9 +4,16 @@ The reply is always ``200`` with a JSON array of RPC messages: a pull's
 ``Chunk`` pages and its ``Exit``, or a push's or ping's ``Exit`` (the
 reference's framing; the client treats anything else as UnknownError). A pull
 is streamed as the array is written, so a long backlog costs one database read
-of memory, not the whole reply. Refusals before any RPC (a rejected payload,
-``transport=ws`` without an upgrade, a body over ``MAX_MESSAGE_BYTES``) are
-text answers with the reference's status.
+of memory, not the whole reply. Refusals before any RPC (a Host or Origin not
+served, a rejected payload, ``transport=ws`` without an upgrade, a body over
+``MAX_MESSAGE_BYTES``) are text answers with the reference's status.
+
+The request is checked (Host, Origin and CSRF, search params, validator) before
+its body is read, and a body over ``MAX_MESSAGE_BYTES`` is refused from its
+``Content-Length`` or, without one, as soon as it grows past the limit: an
+unauthorised or oversized request costs no more than its headers and the
+first chunk past the limit. (Daphne itself receives a whole request before it
+hands it over; servers that stream the body, such as uvicorn, read no more.)
 
 A plain ASGI application rather than a Channels consumer: a request needs no
 channel of its own, and ``AsyncConsumer`` would create one per request.
@@ -28,6 +35,10 @@ class RequestAbandoned(Exception):
     """The client disconnected before its request body arrived."""
 
 
+class BodyTooLarge(Exception):
+    """The request body grew past the limit while it was read."""
+
+
 def header(scope, name):
     for key, value in scope.get("headers", []):
         if key == name:
@@ -44,8 +55,16 @@ def transport_of(scope):
     return values[0] if values else None
 
 
+def declared_length(scope):
+    """The request's ``Content-Length``, or None when it has none (or one that is not a number)."""
+    value = header(scope, b"content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
 async def read_body(receive, limit):
-    """The request body and whether it exceeded ``limit`` bytes (beyond which it is not kept)."""
+    """The request body; BodyTooLarge as soon as it exceeds ``limit`` bytes (the rest is not read)."""
     parts, size = [], 0
     while True:
         message = await receive()
@@ -53,10 +72,11 @@ async def read_body(receive, limit):
             raise RequestAbandoned
         body = message.get("body", b"")
         size += len(body)
-        if size <= limit:
-            parts.append(body)
+        if size > limit:
+            raise BodyTooLarge
+        parts.append(body)
         if not message.get("more_body"):
-            return b"".join(parts), size > limit
+            return b"".join(parts)
 
 
 class V04HttpEndpoint:
@@ -74,11 +94,13 @@ class V04HttpEndpoint:
     async def __call__(self, scope, receive, send):
         logcontext.bind(request_id=uuid.uuid4().hex, generation=V04, client=logcontext.client_address(scope))
         reply = _Reply(send, cors_headers(header(scope, b"access-control-request-headers")))
-        try:
-            body, too_large = await read_body(receive, conf.get("MAX_MESSAGE_BYTES"))
-        except RequestAbandoned:
-            return
         if scope["method"] == "OPTIONS" and conf.get("ENABLE_CORS"):
+            # A preflight changes nothing and carries nothing: the reference answers it, for a host this serves.
+            try:
+                handshake.check_site(handshake.request_of(scope), None)
+            except handshake.Refused as refused:
+                await self._refuse(refused, scope, reply)
+                return
             await reply.empty(204)
             return
         try:
@@ -88,20 +110,33 @@ class V04HttpEndpoint:
                 scope,
                 self.validate_payload,
                 generation=V04,
+                csrf=True,
             )
         except handshake.Refused as refused:
-            handshake.log_refused(refused, scope, V04)
-            metrics.HANDSHAKES.labels(V04, "http", refused.reason).inc()
-            await reply.text(refused.status, refused.body)
+            await self._refuse(refused, scope, reply)
             return
         metrics.HANDSHAKES.labels(V04, "http", "accepted").inc()
         if transport_of(scope) == "ws":
             await reply.text(426, "Durable Object expected Upgrade: websocket")
-        elif too_large:
-            await reply.text(413, f"Request too large: more than {conf.get('MAX_MESSAGE_BYTES')} bytes")
-        else:
-            eventlog.note_client(context.store_id, V04)
-            await self._call(context, body, reply)
+            return
+        limit = conf.get("MAX_MESSAGE_BYTES")
+        declared = declared_length(scope)
+        try:
+            if declared is not None and declared > limit:
+                raise BodyTooLarge
+            body = await read_body(receive, limit)
+        except RequestAbandoned:
+            return
+        except BodyTooLarge:
+            await reply.text(413, f"Request too large: more than {limit} bytes")
+            return
+        eventlog.note_client(context.store_id, V04)
+        await self._call(context, body, reply)
+
+    async def _refuse(self, refused, scope, reply):
+        handshake.log_refused(refused, scope, V04)
+        metrics.HANDSHAKES.labels(V04, "http", refused.reason).inc()
+        await reply.text(refused.status, refused.body)
 
     async def _call(self, context, body, reply):
         try:
