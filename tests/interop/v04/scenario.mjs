@@ -5,6 +5,8 @@
  *
  *   node scenario.mjs <scenario> --url ws://127.0.0.1:PORT [--url …] --store-id ID --token TOKEN
  *                     [--transport ws|http] [--admin-secret SECRET] [--total-events N] [--timeout-ms MS]
+ *                     [--clients N] [--first-client N] [--todos-per-client N] [--pace-ms MS] [--through-leader]
+ *                     [--ready-file PATH] [--start-file PATH] [--report-file PATH] [--wire-dir DIR] [--stored-log]
  *
  * `--transport` picks `makeWsSync` or `makeHttpSync` for scenarios that run one transport; the URL's scheme
  * is adjusted to it.
@@ -16,11 +18,12 @@ import { parseArgs } from 'node:util'
 import { auth } from './scenarios/auth.mjs'
 import { conflict } from './scenarios/conflict.mjs'
 import { converge } from './scenarios/converge.mjs'
+import { crowd } from './scenarios/crowd.mjs'
 import { lateJoiner } from './scenarios/late-joiner.mjs'
 import { mixed } from './scenarios/mixed.mjs'
 import { reset } from './scenarios/reset.mjs'
 
-const SCENARIOS = { auth, conflict, converge, 'late-joiner': lateJoiner, mixed, reset }
+const SCENARIOS = { auth, conflict, converge, crowd, 'late-joiner': lateJoiner, mixed, reset }
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
@@ -34,6 +37,17 @@ const { positionals, values } = parseArgs({
     // Events all clients of the store commit together, when clients in another process commit too.
     'total-events': { type: 'string' },
     'timeout-ms': { type: 'string', default: '90000' },
+    // The crowd scenario: its clients, their todos and pace, the start and report files, what it writes out.
+    clients: { type: 'string', default: '1' },
+    'first-client': { type: 'string', default: '0' },
+    'todos-per-client': { type: 'string', default: '150' },
+    'pace-ms': { type: 'string', default: '0' },
+    'through-leader': { type: 'boolean', default: false },
+    'ready-file': { type: 'string' },
+    'start-file': { type: 'string' },
+    'report-file': { type: 'string' },
+    'wire-dir': { type: 'string' },
+    'stored-log': { type: 'boolean', default: false },
   },
 })
 
@@ -70,6 +84,16 @@ if (
     adminSecret: values['admin-secret'],
     totalEvents: Number(values['total-events']),
     syncWaitMs: Math.floor(timeoutMs / 8),
+    clients: Number(values.clients),
+    firstClient: Number(values['first-client']),
+    todosPerClient: Number(values['todos-per-client']),
+    paceMs: Number(values['pace-ms']),
+    throughLeader: values['through-leader'],
+    readyFile: values['ready-file'],
+    startFile: values['start-file'],
+    reportFile: values['report-file'],
+    wireDir: values['wire-dir'],
+    storedLog: values['stored-log'],
   }).then(
     (result) => emit({ scenario: name, elapsedMs: Date.now() - startedAt, result }, 0),
     (error) => emit({ scenario: name, error: String(error?.stack ?? error) }, 1),
