@@ -256,7 +256,9 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)-8s %(name)s %(message)s"},
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(store_id)s %(request_id)s %(generation)s %(client)s",
+            "format": (
+                "%(asctime)s %(levelname)s %(name)s %(message)s %(store_id)s %(request_id)s %(generation)s %(client)s"
+            ),
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },

@@ -3,10 +3,14 @@
 ``LIVESYNC["VALIDATE_PAYLOAD"] = "syncapp.access.user_access"``: a browser app on the project's own site needs
 nothing but the user's login. Superusers may sync every store; others the stores a ``StoreAccess`` row gives
 them or one of their groups, read-only where no row lets them write.
+
+Open sockets follow the rows: deleting or narrowing a row, deactivating a user, changing their password or
+logging them out reaches their open sockets within a second (``syncapp.revocation``).
 """
 
 from django.db.models import Q
 
+from . import revocation  # noqa: F401  (its signal receivers tell open sockets when access changes)
 from .context import READ_ONLY, SyncContext
 from .models import StoreAccess
 

@@ -11,6 +11,7 @@ class SyncAppConfig(AppConfig):
         from . import (
             checks,  # noqa: F401  (registers the system checks)
             daphne_compat,
+            revocation,  # noqa: F401  (tells open sockets, in every process, when a user's access changes)
         )
 
         daphne_compat.install()

@@ -124,10 +124,23 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Error("LIVESYNC['SPARE_TABLES'] must be 0 or a positive integer.", obj=spare_tables, id="syncapp.E004")
         )
-    for name in ("MAX_EVENTS_PER_PUSH", "MAX_PUSHES_PER_SECOND"):
+    per_second = (
+        "MAX_EVENTS_PER_PUSH",
+        "MAX_PUSHES_PER_SECOND",
+        "MAX_PUSHES_PER_SECOND_PER_CLIENT",
+        "MAX_EVENTS_PER_SECOND_PER_CLIENT",
+        "REVALIDATE_INTERVAL",
+    )
+    for name in per_second:
         value = conf.get(name)
         if value is not None and (not isinstance(value, (int, float)) or value <= 0):
             errors.append(Error(f"LIVESYNC[{name!r}] must be None or a positive number.", obj=value, id="syncapp.E009"))
+    for name in ("MAX_CONNECTIONS_PER_CLIENT", "MAX_CONNECTIONS_PER_ADDRESS"):
+        value = conf.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            errors.append(
+                Error(f"LIVESYNC[{name!r}] must be None or a positive integer.", obj=value, id="syncapp.E004")
+            )
     errors.extend(_check_store_databases())
     errors.extend(_check_metrics_access())
     errors.extend(_check_write_buffer())
@@ -259,7 +272,8 @@ def _check_store_databases():
     if unknown:
         errors.append(
             Error(
-                f"LIVESYNC['STORE_DATABASES'] names databases that DATABASES does not have: {', '.join(map(str, unknown))}.",
+                "LIVESYNC['STORE_DATABASES'] names databases that DATABASES does not have: "
+                f"{', '.join(map(str, unknown))}.",
                 hint="Add them to DATABASES, and run manage.py migrate --database=<alias> for each.",
                 id="syncapp.E010",
             )

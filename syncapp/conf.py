@@ -10,7 +10,7 @@ pays a dict lookup, not a settings lookup.
 
 import inspect
 from collections.abc import Awaitable, Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -115,6 +115,21 @@ DEFAULTS: dict[str, Any] = {
     # Pushes one connection may make per second, on average (bursts up to twice
     # that); a push beyond is refused and writes nothing. None: no limit.
     "MAX_PUSHES_PER_SECOND": None,
+    # Pushes per second one client (a user, a token's subject, else an address) may make over all its
+    # connections and 0.4 HTTP requests together, in every process. None: no limit.
+    "MAX_PUSHES_PER_SECOND_PER_CLIENT": None,
+    # Events per second one client may push, counted as above. None: no limit.
+    "MAX_EVENTS_PER_SECOND_PER_CLIENT": None,
+    # WebSockets one client may have open at once, in every process. None: no limit.
+    "MAX_CONNECTIONS_PER_CLIENT": None,
+    # WebSockets one address may have open at once, in every process, whoever they act for. None: no limit.
+    "MAX_CONNECTIONS_PER_ADDRESS": None,
+    # A request header holding the client's address, set by a proxy every request passes (e.g.
+    # "X-Forwarded-For", "X-Real-IP"); its last address is used. None: the peer's address.
+    "CLIENT_ADDRESS_HEADER": None,
+    # Seconds (±20 %) between re-runs of the validator on each open WebSocket; a socket is also re-checked at
+    # once when its user's access changes, and at its token's expiry (syncapp.revocation). None: only then.
+    "REVALIDATE_INTERVAL": 10.0,
     # Whether, under daphne, the objects alive when the server starts serving are
     # collected once and frozen (``gc.freeze``), so that the garbage collector's
     # full collections walk only objects allocated since (see syncapp.daphne_compat).
@@ -144,12 +159,12 @@ def get(name: str) -> Any:
     return _effective()[name]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _effective() -> dict[str, Any]:
     return {**DEFAULTS, **(getattr(settings, "LIVESYNC", {}) or {})}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_hook(path: str) -> Callable[..., Awaitable[Any]]:
     func = import_string(path)
     if inspect.iscoroutinefunction(func):
@@ -186,7 +201,7 @@ def hook(name: str, override: str | Callable[..., object] | None = None) -> Call
     return sync_to_async(target, thread_sensitive=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _accepts_two_arguments(target: Callable[..., object]) -> bool:
     try:
         parameters = inspect.signature(target).parameters.values()
@@ -196,7 +211,7 @@ def _accepts_two_arguments(target: Callable[..., object]) -> bool:
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
-@lru_cache(maxsize=None)
+@cache
 def takes_context(name: str) -> bool:
     """Whether hook ``name`` is a callable of (message, context) rather than of (message) alone (asked once
     per setting, not per call)."""

@@ -15,12 +15,16 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 
-from . import conf, daphne_compat, eventlog, handshake, logcontext, metrics, mounts
+from . import conf, daphne_compat, eventlog, handshake, limits, logcontext, metrics, mounts, revocation
 from .hub import get_hub
 
 logger = logging.getLogger("syncapp")
 
 # Close codes; LiveStore clients reconnect after any close.
+# The socket's access is gone (its validator refuses it now, its session logged out, its token expired): the
+# client reconnects and is refused at the handshake (see syncapp.revocation). Not RFC 6455's 1008 (policy
+# violation): daphne (autobahn) sends only 1000 and 3000-4999 from a consumer. 4000 + HTTP's 403 Forbidden.
+CLOSE_ACCESS_REVOKED = 4403
 # Writing to the socket failed: its client must not wait for frames that will never come.
 CLOSE_INTERNAL_ERROR = 1011
 # The store was reset, or the server is shutting down: "Service Restart".
@@ -97,6 +101,9 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         self._closing_tasks = set()
         # The server's view of bytes written but not yet taken by the client (daphne only; see daphne_compat).
         self.write_buffer = None
+        # The connection counts the socket holds (syncapp.limits), and its watch over its access (syncapp.revocation).
+        self.connection_slots = limits.ConnectionSlots()
+        self.guard = None
 
     async def __call__(self, scope, receive, send):
         """Channels' consumer loop on one queue, fed by the client and the hub, with a graceful cancel.
@@ -172,7 +179,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
                 # Daphne drops every connection once the applications are done, buffered frames included:
                 # wait for the client's answer to the close frame, so the 1012 reaches it.
                 await asyncio.wait_for(self._until_disconnected(), SHUTDOWN_CLOSE_SECONDS)
-            except Exception:  # noqa: BLE001 - the connection may already be gone
+            except Exception:  # noqa: BLE001, S110 - the connection may already be gone
                 pass
 
     async def _until_disconnected(self):
@@ -293,6 +300,9 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
             request_id=self.socket_id, generation=self.generation, client=logcontext.client_address(self.scope)
         )
         try:
+            # The address's cap before the validator runs: a flood of connections from one address costs no
+            # validation past it.
+            await self._take_slot(self.connection_slots.take_address(self.scope))
             self.context = await handshake.check(
                 self.scope.get("query_string", b""),
                 handshake.scope_origin(self.scope),
@@ -300,7 +310,9 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
                 self.validate_payload,
                 generation=self.generation,
             )
+            await self._take_slot(self.connection_slots.take_client(self.context), self.context.store_id)
         except handshake.Refused as refused:
+            await self.connection_slots.release()
             handshake.log_refused(refused, self.scope, self.generation)
             metrics.HANDSHAKES.labels(self.generation, "ws", refused.reason).inc()
             await self._refuse(refused)
@@ -312,7 +324,21 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         self.joined = True
         metrics.SOCKETS.labels(self.generation).inc()
         await self.accept()
+        self.guard = revocation.watch(self)
         eventlog.note_client(self.store_id, self.generation)
+
+    @staticmethod
+    async def _take_slot(taking, store_id=None):
+        """Await a ``ConnectionSlots.take_*``; a cap it passes refuses the handshake (429 where it can say so)."""
+        try:
+            await taking
+        except limits.TooManyConnections as exc:
+            raise handshake.Refused(429, str(exc), store_id, reason="too_many_connections") from None
+
+    def revoke(self, reason):
+        """Close the socket because its access was taken away (``reason`` is logged); its client reconnects and is
+        refused at the handshake."""
+        self.close_soon(CLOSE_ACCESS_REVOKED, f"access revoked: {reason}")
 
     def connected_to_store(self):
         """Set up per-socket state once the handshake is accepted (before any store message arrives)."""
@@ -352,6 +378,10 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         await self._leave_store()
 
     async def _leave_store(self):
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            guard.stop()
+        await self.connection_slots.release()
         if self.joined:
             self.joined = False
             metrics.SOCKETS.labels(self.generation).dec()

@@ -55,7 +55,8 @@ def test_pip_installs_a_clean_clone_and_a_git_url(tmp_path):
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
     for requirement in (str(clone), f"git+file://{clone}"):
         bin_dir = fresh_virtualenv(tmp_path / f"venv-{len(list(tmp_path.iterdir()))}", "--no-deps", requirement)
-        shown = subprocess.run([str(bin_dir / "pip"), "show", "-f", "django-livestore-sync"], capture_output=True, text=True)
+        pip_show = [str(bin_dir / "pip"), "show", "-f", "django-livestore-sync"]
+        shown = subprocess.run(pip_show, capture_output=True, text=True)
         assert shown.returncode == 0 and "syncapp/consumers.py" in shown.stdout
 
 

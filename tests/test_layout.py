@@ -32,10 +32,24 @@ def modules():
 
 
 def imports_of(name, path, known):
-    """Every module ``name`` imports, at module level or inside functions, resolved to full names."""
+    """Every module ``name`` imports, at module level or inside functions, resolved to full names.
+
+    Imports under ``if TYPE_CHECKING:`` are left out: only a type checker runs them, never Python, so they
+    name a type in an annotation and make no dependency at run time.
+    """
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for_type_checkers = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in for_type_checkers:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -127,6 +127,14 @@ def test_no_client_skips_an_event_after_a_process_behind_nginx_is_killed(
 
     summaries = [{key: value for key, value in store.items() if key != "todoIds"} for store in stores]
     print("stores:", *summaries, sep="\n")
+    for server in servers:
+        if server is not busiest:
+            families = (
+                "livesync_repairs_total",
+                "livesync_broadcasts_kept_local_total",
+                "livesync_fanout_seconds_count",
+            )
+            print(f"daphne :{server.port}", {name: metric_total(server.http_url, name) for name in families})
     stored, head = stored_events(database_url, store_id)
     assert [event["seqNum"] for event in stored] == list(range(1, head + 1))
     assert killed_sockets > 0 and any(store["connectionsOpened"] > 1 for store in stores), summaries
