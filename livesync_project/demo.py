@@ -10,12 +10,15 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotFound
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.static import serve
 
 from syncapp import events
+from syncapp.access import user_access
+from syncapp.context import READ_ONLY, SyncContext
 
 NOT_BUILT = (
     "The TodoMVC demo is not built. Build it with `make demo` "
@@ -40,9 +43,24 @@ class ServerTodoForm(forms.Form):
     text = forms.CharField(label="Todo", max_length=500)
 
 
+def _may_write(user, store_id):
+    """Why ``user`` may not write to ``store_id`` as a syncing client could not (StoreAccess), or None."""
+    try:
+        verdict = user_access(None, SyncContext(store_id, None, "server", user=user))
+    except PermissionError as refused:
+        return str(refused)
+    return f"{user.get_username()} may only read store {store_id!r}" if verdict == READ_ONLY else None
+
+
 @staff_member_required
 def server_todo(request):
-    """Add a todo to a demo store as the server: the event the demo's own windows commit for one."""
+    """Add a todo to a demo store as the server: the event the demo's own windows commit for one.
+
+    A staff login is not enough: the user needs the admin's permission to change stores, and the store access
+    a syncing client of theirs would need to write (``StoreAccess``); CREATE_STORES applies as to any commit.
+    """
+    if not request.user.has_perm("syncapp.change_store"):
+        raise PermissionDenied("adding a todo from the server needs the permission to change stores")
     added = None
     if request.method == "POST":
         form = ServerTodoForm(request.POST)
@@ -50,6 +68,8 @@ def server_todo(request):
             store_id, text = form.cleaned_data["store_id"], form.cleaned_data["text"]
             created = {"id": str(uuid.uuid4()), "text": text, "createdAt": events.js_date(timezone.now())}
             try:
+                if refusal := _may_write(request.user, store_id):
+                    raise events.CommitRefused(refusal)
                 events.commit(store_id, [("v1.TodoCreated", created)])
             except events.CommitRefused as refused:
                 form.add_error("store_id", str(refused))
