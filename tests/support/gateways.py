@@ -62,7 +62,23 @@ def _wait_for_port(port, process, log_path, timeout=15.0):
     raise RuntimeError(f"nothing listens on {port} after {timeout} s")
 
 
-class LoadBalancer:
+class _Gateway:
+    """What the gateways share: a process of their own, its log, ``with`` to start and stop it."""
+
+    log_path: Path
+
+    def log_tail(self, lines=40):
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+class LoadBalancer(_Gateway):
     """nginx on a free port, balancing over ``upstream_ports`` with ``deploy/nginx.conf``'s proxy settings."""
 
     def __init__(self, directory, upstream_ports):
@@ -103,22 +119,12 @@ class LoadBalancer:
         _wait_for_port(self.port, self._process, self.log_path)
         return self
 
-    def log_tail(self, lines=40):
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def stop(self):
         # SIGQUIT: nginx's graceful shutdown.
         _stop(self._process, signal.SIGQUIT)
 
-    def __enter__(self):
-        return self.start()
 
-    def __exit__(self, *exc_info):
-        self.stop()
-
-
-class PgBouncer:
+class PgBouncer(_Gateway):
     """PgBouncer in transaction pooling mode on a free port, in front of ``database_url``'s server.
 
     PgBouncer refuses to run as root, so it runs as the ``postgres`` user, from a folder that user can read.
@@ -162,16 +168,6 @@ class PgBouncer:
         _wait_for_port(self.port, self._process, self.log_path)
         return self
 
-    def log_tail(self, lines=40):
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def stop(self):
         _stop(self._process)
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
