@@ -2,9 +2,10 @@
 
 Frames are mutations of valid ones: values swapped for hostile ones (NUL, huge numbers, deep nesting, long
 strings), keys dropped or added, tags changed, text cut short, binary frames. None of them can be a valid
-write: every push is built on a parent above the head and every admin frame has a wrong secret, and no
-mutation produces the head's seqNum. Whatever arrives, no socket is closed by the server, no traceback is
-logged (see conftest), and the store's log is what it was.
+write: every push is built on a parent above the head, admin frames are off on this server (no admin secret:
+three wrong secrets close a socket by design, see tests/security/test_origins.py), and no mutation produces the
+head's seqNum. Whatever arrives, no socket is closed by the server, no traceback is logged (see conftest), and the
+store's log is what it was.
 """
 
 import asyncio
@@ -69,6 +70,12 @@ def deep(depth):
 def fuzz_events(store_head):
     # clientId "fuzz" never matches a stored event: no push can pass as a retry of one.
     return events(store_head + 3, store_head + 4, client_id="fuzz")
+
+
+@pytest.fixture(scope="module")
+def server(deployment):
+    """One daphne process of the module's backend, with admin frames off."""
+    return deployment.start({"LIVESYNC_ADMIN_SECRET": ""})
 
 
 def base_frames_03(store_id):
