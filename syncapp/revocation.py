@@ -246,6 +246,8 @@ _lock = threading.Lock()
 _guards: set[Guard] = set()
 _by_user: dict[str, set[Guard]] = {}
 _by_session: dict[str, set[Guard]] = {}
+# Guards per event loop: the loop's notice listener stops with its last guard (a count, not a scan per close).
+_per_loop: collections.Counter[Any] = collections.Counter()
 
 
 def watch(socket: "StoreSocketConsumer") -> Guard | None:
@@ -256,6 +258,7 @@ def watch(socket: "StoreSocketConsumer") -> Guard | None:
     guard = Guard(socket, context)
     with _lock:
         _guards.add(guard)
+        _per_loop[guard.loop] += 1
         if guard.user_id is not None:
             _by_user.setdefault(guard.user_id, set()).add(guard)
         if guard.session is not None:
@@ -267,13 +270,17 @@ def watch(socket: "StoreSocketConsumer") -> Guard | None:
 
 def _unregister(guard: Guard) -> None:
     with _lock:
-        _guards.discard(guard)
+        if guard in _guards:
+            _guards.discard(guard)
+            _per_loop[guard.loop] -= 1
         for index, key in ((_by_user, guard.user_id), (_by_session, guard.session)):
             if key is not None and key in index:
                 index[key].discard(guard)
                 if not index[key]:
                     del index[key]
-        remaining = any(other.loop is guard.loop for other in _guards)
+        remaining = _per_loop[guard.loop] > 0
+        if not remaining:
+            del _per_loop[guard.loop]
     if not remaining:
         _stop_listening(guard.loop)
 
