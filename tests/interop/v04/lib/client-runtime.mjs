@@ -87,8 +87,10 @@ globalThis.fetch = async (input, init) => {
   const exchange = { request: typeof body === 'string' ? parseFrame(body) : undefined, status: undefined, replies: [] }
   wireLogFor(url).exchanges.push(exchange)
   const response = await nodeFetch(input, init)
+  // Both at once, so an exchange with a status is one whose whole reply was read.
+  const replies = parseFrame(await response.clone().text())
   exchange.status = response.status
-  exchange.replies = parseFrame(await response.clone().text())
+  exchange.replies = replies
   return response
 }
 

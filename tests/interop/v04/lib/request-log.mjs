@@ -30,9 +30,10 @@ const requestsOf = (wire) => {
 
 /**
  * How a request ended: `ok`; the failure's `_tag` (and its fields as `failure`); `open` (a live ws pull, streaming
- * until its connection ended); or, when nothing answered, `no answer` (with what `fetch` threw) or `HTTP <status>`.
+ * until its connection ended); `in flight` (an http exchange still on its way when the log was read: a client polls
+ * until it is shut down); or, when nothing answered, `no answer` (with what `fetch` threw) or `HTTP <status>`.
  */
-const outcomeOf = ({ frame, answers, status, error }) => {
+const outcomeOf = ({ frame, answers, status, error, via }) => {
   const exit = answers.find((answer) => answer?._tag === 'Exit')?.exit
   if (exit !== undefined) {
     if (exit._tag === 'Success') return { outcome: 'ok' }
@@ -41,6 +42,7 @@ const outcomeOf = ({ frame, answers, status, error }) => {
   }
   if (error !== undefined) return { outcome: `no answer (${error})` }
   if (status !== undefined && status !== 200) return { outcome: `HTTP ${status}` }
+  if (status === undefined && via.startsWith('exchange')) return { outcome: 'in flight' }
   return { outcome: frame.payload?.live ? 'open' : 'no answer' }
 }
 
