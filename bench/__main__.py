@@ -7,14 +7,17 @@
     python -m bench --layers              # livesync on Redis's two channel layers, 1 and 2 processes
     python -m bench --ceilings            # also the machine's limits: daphne echo, PostgreSQL and SQLite commits
     python -m bench --stores              # also 1,000 and 10,000 new stores (--large: 100,000) on both backends
+    python -m bench --client python,node  # every server driven by both load generators (default: python)
+    python -m bench --smoke               # every scenario at a tiny size: checks the bench runs, measures nothing
 
 Scenarios: 1 push throughput, 2 cold pull, 3 fan-out latency, 4 many stores, 5 idle connections,
-6 scale-out (1, 2 and 4 daphne processes on PostgreSQL + Redis; not with --url). Each livesync server runs
-once per client protocol (``--protocols``): ratios 0.4/0.3 compare the two clients on the same server. The
-load runs in its own process (``bench.loadgen``) on raw sockets with the real clients' frames
-(``python -m bench.verify_frames`` and ``bench.verify_frames04`` check them); each table says how much CPU it
-used. Prints one table per scenario and writes all results as JSON (``--json``, default
-``bench/results.json``).
+6 scale-out (1, 2 and 4 daphne processes on PostgreSQL + Redis; not with --url), 7 sustained load. Each
+livesync server runs once per client protocol (``--protocols``): ratios 0.4/0.3 compare the two clients on the
+same server; and once per load generator (``--client``). The load runs in its own process: ``bench.loadgen``
+on raw sockets, or ``bench/node/loadgen.mjs`` on Node's ``ws`` as the real clients use it, both with the real
+clients' frames (``python -m bench.verify_frames``, ``bench.verify_frames04`` and ``bench.verify_node_frames``
+check them); each table says how much CPU it used. Prints one table per scenario and writes all results as
+JSON (``--json``, default ``bench/results.json``).
 """
 
 import argparse
@@ -29,7 +32,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ceilings, report, scenarios, stores
+from bench import ceilings, report, scenarios, stores, sustained
 from bench.clients import CLIENTS
 from bench.runner import JobFailed, run_job
 from bench.servers import (
@@ -40,11 +43,14 @@ from bench.servers import (
     LivesyncServer,
     ReferenceServer,
     Unavailable,
+    generator_suffix,
     postgres_and_redis_problem,
     reference_problem,
 )
 
-ALL_SCENARIOS = ["push", "pull", "fanout", "many", "idle", "scaleout"]
+ALL_SCENARIOS = ["push", "pull", "fanout", "many", "idle", "sustained", "scaleout"]
+SCENARIOS = {**scenarios.SCENARIOS, "sustained": (sustained.TITLE, sustained.run)}
+GENERATORS = ["python", "node"]
 # What a channel layer changes: the broadcast path (and, on 2 processes, the trip through Redis).
 LAYER_SCENARIOS = ["push", "fanout", "many"]
 LAYER_PROCESSES = (1, 2)
@@ -104,6 +110,23 @@ def parse_args(argv):
     parser.add_argument(
         "--rounds", type=int, default=1, help="run each scenario N times, in alternating order; tables show medians"
     )
+    parser.add_argument(
+        "--client",
+        default="python",
+        help=f"comma-separated load generators to drive every server with: {', '.join(GENERATORS)} (default python)",
+    )
+    parser.add_argument(
+        "--sustained-size",
+        metavar="SOCKETS/STORES",
+        help="scenario 7's sockets and stores (default 1000/200; at least 2 sockets per store)",
+    )
+    parser.add_argument(
+        "--sustained-rates", metavar="R1,R2,…", help="scenario 7's steps, total events/s (default 100,200,…,12800)"
+    )
+    parser.add_argument("--sustained-step", type=float, metavar="S", help="scenario 7's seconds per step (default 5)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every scenario at a tiny size: checks the bench runs, measures nothing"
+    )
     args = parser.parse_args(argv)
     if args.url and args.compare:
         parser.error("--url and --compare exclude each other")
@@ -113,11 +136,20 @@ def parse_args(argv):
         parser.error("--metrics starts its own servers; it excludes --url, --compare and --layers")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.client != "python" and (args.layers or args.metrics):
+        parser.error("--layers and --metrics run with the Python load generator only")
     if args.stores_only:
         args.stores, args.only = True, None
     args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not args.protocols or set(args.protocols) - set(CLIENTS):
         parser.error(f"--protocols: choose from {', '.join(CLIENTS)}")
+    args.clients = [c.strip() for c in args.client.split(",") if c.strip()]
+    if not args.clients or set(args.clients) - set(GENERATORS):
+        parser.error(f"--client: choose from {', '.join(GENERATORS)}")
+    try:
+        args.sustained_fields = sustained_overrides(args)
+    except ValueError as error:
+        parser.error(str(error))
     default = LAYER_SCENARIOS if args.layers else ALL_SCENARIOS
     args.scenarios = default if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
     if args.metrics and not args.only:
@@ -128,6 +160,25 @@ def parse_args(argv):
     if unknown:
         parser.error(f"unknown scenarios{' for --layers' if args.layers else ''}: {', '.join(sorted(unknown))}")
     return args
+
+
+def sustained_overrides(args):
+    """Scenario 7's sizes given on the command line, as ``Config`` fields."""
+    fields = {}
+    if args.sustained_size:
+        sockets, _, stores = args.sustained_size.partition("/")
+        fields.update(sustained_sockets=int(sockets), sustained_stores=int(stores))
+        if fields["sustained_sockets"] < 2 * fields["sustained_stores"] or fields["sustained_stores"] < 1:
+            raise ValueError("--sustained-size: at least 2 sockets per store, so that each push has someone to reach")
+    if args.sustained_rates:
+        fields["sustained_rates"] = tuple(int(rate) for rate in args.sustained_rates.split(","))
+    if args.sustained_step:
+        fields["sustained_step_s"] = args.sustained_step
+    return fields
+
+
+def describe(name, config):
+    return sustained.describe(config) if name == "sustained" else scenarios.describe(name, config)
 
 
 def tool_version(command):
@@ -183,28 +234,41 @@ def make_targets(args, workdir):
             ratios.append((f"{kind} metrics/none", on, off))
         return targets, ratios
 
-    def make(kind, protocol):
+    def make(kind, protocol, generator):
         if args.url:
-            return ExternalServer(args.url, args.server_pid, protocol=protocol)
-        return LivesyncServer(kind, workdir=workdir, protocol=protocol)
+            return ExternalServer(args.url, args.server_pid, protocol=protocol, generator=generator)
+        return LivesyncServer(kind, workdir=workdir, protocol=protocol, generator=generator)
 
     kinds = ["server"] if args.url else ["sqlite", "postgres"] if args.compare else ["sqlite"]
     targets, ratios = [], []
-    for kind in kinds:
-        made = {protocol: make(kind, protocol) for protocol in args.protocols}
-        targets += made.values()
-        # each other client against the 0.3 client on the same kind of server
-        ratios += [
-            (f"{kind} {protocol.split('-')[0]}/0.3", server.name, made["0.3"].name)
-            for protocol, server in made.items()
-            if protocol != "0.3" and "0.3" in made
-        ]
-    if args.compare and not args.no_reference:
-        reference = ReferenceServer(workdir=workdir)
-        ratios += [
-            (f"{t.name.removeprefix('livesync-')}/ref", t.name, reference.name) for t in targets if t.protocol == "0.3"
-        ]
-        targets.append(reference)
+    for generator in args.clients:
+        suffix = generator_suffix(generator)
+        mine = []
+        for kind in kinds:
+            made = {protocol: make(kind, protocol, generator) for protocol in args.protocols}
+            mine += made.values()
+            # each other client against the 0.3 client on the same kind of server
+            ratios += [
+                (f"{kind}{suffix} {protocol.split('-')[0]}/0.3", server.name, made["0.3"].name)
+                for protocol, server in made.items()
+                if protocol != "0.3" and "0.3" in made
+            ]
+        if args.compare and not args.no_reference:
+            reference = ReferenceServer(workdir=workdir, generator=generator)
+            ratios += [
+                (f"{t.name.removeprefix('livesync-')}/ref{suffix}", t.name, reference.name)
+                for t in mine
+                if t.protocol == "0.3"
+            ]
+            mine.append(reference)
+        targets += mine
+    # where both generators ran: each 0.3 server as the Node generator saw it against the Python one
+    by_name = {t.name: t for t in targets}
+    ratios += [
+        (f"{t.name.removeprefix('livesync-').removesuffix('-node')} node/py", t.name, python_name)
+        for t in targets
+        if t.generator == "node" and t.protocol == "0.3" and (python_name := t.name.removesuffix("-node")) in by_name
+    ]
     return targets, ratios
 
 
@@ -216,7 +280,7 @@ def run_scenario(name, target, config, unavailable):
     """One scenario against one target on a fresh server (fresh database); returns its result entry."""
     if target.name in unavailable:
         return {"unavailable": unavailable[target.name]}
-    _, function = scenarios.SCENARIOS[name]
+    _, function = SCENARIOS[name]
     started = time.monotonic()
     try:
         with target as server:
@@ -265,7 +329,8 @@ def measure_metrics_cost():
 
 def main(argv=None):
     args = parse_args(argv)
-    config = scenarios.Config.make(large=args.large, layers=args.layers)
+    config = scenarios.Config.make(large=args.large, layers=args.layers, smoke=args.smoke)
+    config.__dict__.update(args.sustained_fields)
     env = environment()
     started = time.monotonic()
     results, scaleout, unavailable, limits, store_counts, metrics_cost = {}, None, {}, None, None, None
@@ -283,7 +348,7 @@ def main(argv=None):
             )
             first_pushes = stores.measure_first_pushes(workdir, postgres_problem=postgres_and_redis_problem(), log=log)
         if args.compare and not args.no_reference and reference_problem():
-            unavailable["reference"] = reference_problem()
+            unavailable.update({t.name: reference_problem() for t in targets if isinstance(t, ReferenceServer)})
         for name in args.scenarios:
             if name == "scaleout":
                 continue
@@ -311,22 +376,24 @@ def main(argv=None):
     if any(name != "scaleout" for name in args.scenarios):
         out.append("servers: " + "; ".join(f"{t.name} = {t.description}" for t in targets))
     out.append(
-        "load generator: its own process, raw WebSocket frames identical to the real clients' (0.3.1: "
-        "bench.verify_frames; 0.4.0 ws: bench.verify_frames04); 'load generator CPU' = its CPU time / wall time "
-        "of the measured part. Ratio columns divide each metric of one server by another's: x/ref = livesync / "
-        "the reference, 0.4/0.3 = the 0.4 ws client / the 0.3 client on the same kind of server, pubsub/core = "
-        "RedisPubSubChannelLayer / RedisChannelLayer. Server memory and CPU: /proc of the server process "
-        "(reference: the workerd running the worker, Durable Objects and D1; wrangler dev's node processes "
-        "and proxy workerd are shown apart). 'Other processes' CPU' is the rest of the machine's busy time "
+        "load generator: its own process, with frames identical to the real clients' (0.3.1: "
+        "bench.verify_frames; 0.4.0 ws: bench.verify_frames04; Node's: bench.verify_node_frames): Python's on raw "
+        "sockets without compression, or (servers named -node) Node's on ws with the real clients' defaults; "
+        "'load generator CPU' = its CPU time / wall time of the measured part. Ratio columns divide each metric "
+        "of one server by another's: x/ref = livesync / the reference, 0.4/0.3 = the 0.4 ws client / the 0.3 "
+        "client on the same kind of server, node/py = the Node generator / the Python one on the same kind of "
+        "server, pubsub/core = RedisPubSubChannelLayer / RedisChannelLayer. Server memory and CPU: /proc of the "
+        "server process (reference: the workerd running the worker, Durable Objects and D1; wrangler dev's node "
+        "processes and proxy workerd are shown apart). 'Other processes' CPU' is the rest of the machine's busy time "
         "during the measured jobs: PostgreSQL and Redis, and anything else running on the machine."
         + (f" Every number is the median of {args.rounds} rounds." if args.rounds > 1 else "")
     )
     for name in args.scenarios:
         if name == "scaleout":
-            out.append(report.scaleout_table("6. Scale-out", scenarios.describe("scaleout", config), scaleout, config))
+            out.append(report.scaleout_table("6. Scale-out", describe("scaleout", config), scaleout, config))
         else:
-            title, _ = scenarios.SCENARIOS[name]
-            out.append(report.scenario_table(title, scenarios.describe(name, config), results[name], ratios))
+            title, _ = SCENARIOS[name]
+            out.append(report.scenario_table(title, describe(name, config), results[name], ratios))
     # The issue's targets are livesync against the 0.3.1 reference, with the client of that protocol.
     if limits is not None:
         out.append(report.ceilings_table(limits, results.get("push", {}), targets))
@@ -338,12 +405,18 @@ def main(argv=None):
             f"## What the metrics cost one push\nthe calls a batch-1 push makes into prometheus-client, timed alone "
             f"(bench/metrics_cost.py): {metrics_cost:.1f} µs per push; set against the server CPU per push above"
         )
-    checked = [t.name for t in targets if t.protocol == "0.3" and t.name != report.REFERENCE]
-    checks = (
-        report.check_targets(results, scaleout, config, checked)
-        if checked and args.scenarios and not args.layers and not args.metrics
-        else []
-    )
+    checks = []
+    for generator in args.clients if args.scenarios and not args.layers and not args.metrics else []:
+        checked = [
+            t.name
+            for t in targets
+            if t.protocol == "0.3" and t.generator == generator and not isinstance(t, ReferenceServer)
+        ]
+        if checked:
+            reference = report.REFERENCE + generator_suffix(generator)
+            checks += report.check_targets(
+                results, scaleout if generator == "python" else None, config, checked, reference_name=reference
+            )
     if checks:
         out.append(report.targets_table(checks))
     out.append(
@@ -365,6 +438,7 @@ def main(argv=None):
             "stores": args.stores,
             "protocols": args.protocols,
             "rounds": args.rounds,
+            "clients": args.clients,
             "scenarios": args.scenarios,
         },
         "config": dict(config.__dict__),

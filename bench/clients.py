@@ -73,11 +73,19 @@ class PullRes(msgspec.Struct):
     remaining: int = 0
 
 
+class Reply03(msgspec.Struct):
+    requestId: str
+    message: str = ""
+
+
 decode_pull_res = msgspec.json.Decoder(PullRes).decode
+decode_reply03 = msgspec.json.Decoder(Reply03).decode
 PULL_RES_TAG = '"WSMessage.PullRes"'
+PUSH_ACK_TAG = '"WSMessage.PushAck"'
+ERROR_TAG = '"WSMessage.Error"'
 
 
-async def _wait_for_reply(socket, req_id, tag='"WSMessage.PushAck"'):
+async def _wait_for_reply(socket, req_id, tag=PUSH_ACK_TAG):
     """Read frames until the one tagged ``tag`` for ``req_id``; an ``Error`` for it raises. Substring tests
     first: most frames the pusher reads are other requests' broadcasts, not worth decoding."""
     while True:
@@ -85,47 +93,72 @@ async def _wait_for_reply(socket, req_id, tag='"WSMessage.PushAck"'):
         if req_id in text:
             if tag in text:
                 return arrived_at
-            if '"WSMessage.Error"' in text:
+            if ERROR_TAG in text:
                 raise ServerError(json.loads(text).get("message"))
 
 
 class Client03:
     protocol = "0.3"
 
-    def __init__(self, socket):
-        self.socket = socket
-        self.closed = socket.closed
+    def __init__(self):
+        self.socket = self.closed = None
         self._pushes = 0
+        # With ``on_events`` every frame goes to the handler, which settles the pushes' futures here.
+        self._acks = None
 
     @classmethod
     async def open(cls, url, store, on_events=None):
         """``PullReq`` (no cursor), then ``Ping``, as the client opens a socket."""
-        on_message = None if on_events is None else cls._handler(on_events)
-        socket = await connect(frames.store_url(url, store), on_message=on_message)
+        client = cls()
+        on_message = None if on_events is None else client._handler(on_events)
+        socket = client.socket = await connect(frames.store_url(url, store), on_message=on_message)
+        client.closed = socket.closed
+        if on_events is not None:
+            client.closed.add_done_callback(client._lost)
         req_id = frames.request_id("pull-", 0)
         socket.send(frames.pull_req(req_id))
         socket.send(frames.PING)
         if on_events is None:
             await _wait_for_reply(socket, req_id, PULL_RES_TAG)
-        return cls(socket)
+        return client
 
-    @staticmethod
-    def _handler(on_events):
+    def _handler(self, on_events):
+        self._acks = {}
+
         def on_message(arrived_at, text):
-            if PULL_RES_TAG not in text:
-                return
-            res = decode_pull_res(text)
-            caught_up = res.requestId.context == "pull" and res.remaining == 0
-            on_events(arrived_at, [item.eventEncoded.seqNum for item in res.batch], caught_up)
+            if PULL_RES_TAG in text:
+                res = decode_pull_res(text)
+                caught_up = res.requestId.context == "pull" and res.remaining == 0
+                on_events(arrived_at, [item.eventEncoded.seqNum for item in res.batch], caught_up)
+            elif PUSH_ACK_TAG in text or ERROR_TAG in text:
+                reply = decode_reply03(text)
+                waiter = self._acks.pop(reply.requestId, None)
+                if waiter is None or waiter.done():
+                    return
+                if PUSH_ACK_TAG in text:
+                    waiter.set_result(arrived_at)
+                else:
+                    waiter.set_exception(ServerError(reply.message))
 
         return on_message
+
+    def _lost(self, _closed):
+        waiters, self._acks = self._acks.values(), {}
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(ServerError("connection closed"))
 
     async def push(self, first_seq, count, client_id="bench"):
         req_id = frames.request_id("push-", self._pushes)
         self._pushes += 1
+        waiter = None
+        if self._acks is not None:
+            waiter = self._acks[req_id] = asyncio.get_running_loop().create_future()
         sent_at = now()
         self.socket.send(frames.todo_push(req_id, first_seq, count, client_id, f"{client_id}-session"))
-        return sent_at, await _wait_for_reply(self.socket, req_id)
+        if waiter is None:
+            return sent_at, await _wait_for_reply(self.socket, req_id)
+        return sent_at, await waiter
 
     @classmethod
     async def cold_pull(cls, url, store, expected):

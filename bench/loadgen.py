@@ -21,29 +21,9 @@ import time
 import traceback
 
 from bench.clients import CLIENTS
+from bench.measure import Measure, percentiles, report
+from bench.sustained_load import job_sustained
 from bench.wsraw import now
-
-
-class Measure:
-    """Wall and CPU time of the measured part of a job."""
-
-    def __enter__(self):
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall_s = time.perf_counter() - self.wall0
-        self.cpu_s = time.process_time() - self.cpu0
-
-    def result(self, **extra):
-        return {"wall_s": self.wall_s, "loadgen_cpu_s": self.cpu_s, **extra}
-
-
-def percentiles(values, points=(50, 95, 99)):
-    if not values:
-        return {f"p{p}": None for p in points}
-    ordered = sorted(values)
-    return {f"p{p}": ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] for p in points}
 
 
 async def push_events(client, total, batch, first_seq=1, client_id="bench"):
@@ -317,12 +297,8 @@ JOBS = {
     "scale_push": job_scale_push,
     "idle": job_idle,
     "new_stores": job_new_stores,
+    "sustained": job_sustained,
 }
-
-
-def report(line):
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 def main():

@@ -19,7 +19,8 @@ def main():
     import django
 
     django.setup()
-    from syncapp import db, metrics
+    from syncapp import metrics
+    from syncapp.storage import db
 
     started = time.perf_counter()
     for _ in range(CALLS):

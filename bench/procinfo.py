@@ -93,6 +93,11 @@ def cmdline(pid):
         return ""
 
 
+def pids_named(name):
+    """Every process whose ``comm`` is ``name``."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and comm(entry.name) == name]
+
+
 def comm(pid):
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()

@@ -160,13 +160,14 @@ def _get(results, scenario, target, key):
     return results.get(scenario, {}).get(target, {}).get("metrics", {}).get(key)
 
 
-def check_targets(results, scaleout, config, livesync):
-    """``[(target text, server, verdict "PASS"/"MISS"/"n/a", what was measured)]`` for the servers ``livesync``."""
+def check_targets(results, scaleout, config, livesync, reference_name=REFERENCE):
+    """``[(target text, server, verdict "PASS"/"MISS"/"n/a", what was measured)]`` for the servers ``livesync``,
+    against the server named ``reference_name`` (the reference driven by the same load generator)."""
     checks = []
-    have_reference = any("metrics" in per.get(REFERENCE, {}) for per in results.values())
+    have_reference = any("metrics" in per.get(reference_name, {}) for per in results.values())
 
     def ref(scenario, key):
-        value = _get(results, scenario, REFERENCE, key)
+        value = _get(results, scenario, reference_name, key)
         if value is None and key in BRIEF_REFERENCE:
             return BRIEF_REFERENCE[key], " (reference as given in the issue)"
         return value, ""
@@ -179,6 +180,7 @@ def check_targets(results, scaleout, config, livesync):
         "many": "many",
         "idle": "idle",
         "10,000 idle": "idle",
+        "sustained": "sustained",
     }
 
     def add(text, target, ok, measured):
@@ -256,6 +258,25 @@ def check_targets(results, scaleout, config, livesync):
             )
         if 10_000 not in config.idle_sockets:
             add("10,000 idle sockets in one process", target, None, "needs --large")
+        value, (held, note) = _get(results, "sustained", target, "sus_held"), ref("sustained", "sus_held")
+        ok = None if value is None or not held else value >= 5 * held
+        add(
+            "sustained: rate held >= 5x reference",
+            target,
+            ok,
+            f"{_fmt('{:,.0f}', value)} vs {_fmt('{:,.0f}', held)} events/s{note}",
+        )
+        value, (cpu, note) = (
+            _get(results, "sustained", target, "sus_base_cpu_total"),
+            ref("sustained", "sus_base_cpu_total"),
+        )
+        ok = None if value is None or cpu is None else value <= cpu / 5
+        add(
+            "sustained: server-side CPU per event <= 1/5 reference",
+            target,
+            ok,
+            f"{_fmt('{:.3f}', value)} vs {_fmt('{:.3f}', cpu)} ms at {config.sustained_rates[0]:,}/s{note}",
+        )
     if scaleout and "unavailable" not in scaleout:
         one, two, four = (scaleout.get(n, {}).get("metrics", {}) for n in (1, 2, 4))
         ratio = (two.get("many_eps") / one["many_eps"]) if one.get("many_eps") and two.get("many_eps") else None
@@ -279,7 +300,9 @@ def check_targets(results, scaleout, config, livesync):
             f"{_fmt('{}', four.get('correct'))}",
         )
     if not have_reference:
-        checks.append(("(the reference did not run: ratios use the reference numbers given in the issue)", "", "", ""))
+        checks.append(
+            (f"({reference_name} did not run: ratios use the reference numbers given in the issue, if any)", "", "", "")
+        )
     return checks
 
 

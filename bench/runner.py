@@ -1,18 +1,44 @@
-"""Runs one load-generator job (``bench.loadgen``) in its own process and measures it and the server."""
+"""Runs one load-generator job in its own process and measures it and the server. A job's ``generator`` picks
+the load generator: ``python`` (``bench.loadgen``, the default) or ``node`` (``bench/node/loadgen.mjs``)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 
 from bench import procinfo
-from bench.servers import REPO_ROOT
+from bench.servers import REPO_ROOT, Unavailable
+
+NODE_LOADGEN = REPO_ROOT / "bench" / "node" / "loadgen.mjs"
+# Where the Node generator loads ``ws`` from, as each protocol's real client does (see bench/node/clients.mjs).
+INTEROP = REPO_ROOT / "tests" / "interop"
+NODE_WS = [INTEROP / "node_modules" / "ws", INTEROP / "v04" / "node_modules" / "ws"]
 
 
 class JobFailed(RuntimeError):
     pass
+
+
+def generator_problem(generator):
+    """Why ``generator`` cannot run here, or None."""
+    if generator == "node":
+        if shutil.which("node") is None:
+            return "node not found"
+        if not all(path.exists() for path in NODE_WS):
+            return "the interop suites' node_modules are missing: run `make interop-deps`"
+    return None
+
+
+def loadgen_command(generator):
+    problem = generator_problem(generator)
+    if problem:
+        raise Unavailable(f"the {generator} load generator: {problem}")
+    if generator == "node":
+        return ["node", str(NODE_LOADGEN)]
+    return [sys.executable, "-m", "bench.loadgen"]
 
 
 def run_job(job, server_pids=(), on_ready=None, timeout=600.0, sample_memory=True, aux_pids=()):
@@ -24,7 +50,7 @@ def run_job(job, server_pids=(), on_ready=None, timeout=600.0, sample_memory=Tru
     """
     server_pids, aux_pids = list(server_pids), list(aux_pids)
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.loadgen"],
+        loadgen_command(job.get("generator", "python")),
         cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

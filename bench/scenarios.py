@@ -23,22 +23,47 @@ class Config:
     idle_sockets_per_store: int = 10
     scale_processes: tuple = (1, 2, 4)
     scale_push_batches: tuple = (1, 100)
+    sustained_sockets: int = 1000
+    sustained_stores: int = 200
+    sustained_rates: tuple = (100, 200, 400, 800, 1600, 3200, 6400, 12_800)
+    sustained_step_s: float = 5.0
+    sustained_drain_s: float = 2.0
+    sustained_limit_ms: float = 50.0
+    sustained_min_share: float = 0.95
     job_timeout: float = 600.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     @classmethod
-    def make(cls, large=False, layers=False):
+    def make(cls, large=False, layers=False, smoke=False):
         config = cls(large=large)
         if large:
             config.pull_sizes = (10_000, 100_000)
             config.idle_sockets = (1000, 10_000)
         if large or layers:
             config.fanout_subscribers = (20, 200)
+        if smoke:
+            config.__dict__.update(SMOKE)
         return config
 
     def store(self, name):
         return f"bench-{self.run_id}-{name}-{uuid.uuid4().hex[:6]}"
 
+
+# Every scenario at a size that only shows the bench runs (``--smoke``): its figures measure nothing.
+SMOKE = {
+    "push_total": 200,
+    "pull_sizes": (1000,),
+    "fanout_subscribers": (5,),
+    "fanout_pushes": 20,
+    "many_stores": 5,
+    "many_events": 5,
+    "idle_sockets": (50,),
+    "scale_processes": (1, 2),
+    "sustained_sockets": 20,
+    "sustained_stores": 5,
+    "sustained_rates": (20, 40),
+    "sustained_step_s": 1.0,
+}
 
 # key -> (label, format, better): better is "higher", "lower" or None (informational, no ratio)
 METRICS = {}
@@ -55,8 +80,8 @@ def aux(server):
 
 
 def job(server, kind, **fields):
-    """A load-generator job against ``server``, in the protocol its client speaks."""
-    return {"kind": kind, "protocol": server.protocol, **fields}
+    """A load-generator job against ``server``, in the protocol its client speaks, for its load generator."""
+    return {"kind": kind, "protocol": server.protocol, "generator": server.generator, **fields}
 
 
 def subscriber_urls(server):

@@ -36,6 +36,15 @@ def protocol_suffix(protocol):
     return "" if protocol == "0.3" else "-" + protocol.replace("-", "")
 
 
+def generator_suffix(generator):
+    """How a server's name says which load generator drives it: nothing for Python's, ``-node`` for Node's."""
+    return "" if generator == "python" else f"-{generator}"
+
+
+def generator_note(generator):
+    return "" if generator == "python" else f", {generator} load generator"
+
+
 class Unavailable(RuntimeError):
     """This server cannot run here; the message says why."""
 
@@ -44,6 +53,7 @@ class Server:
     name = "server"
     description = ""
     protocol = "0.3"  # the load generator's client for it: "0.3" or "0.4-ws" (bench.clients)
+    generator = "python"  # the load generator: "python" (bench.loadgen) or "node" (bench/node)
 
     def __init__(self):
         self.urls = []
@@ -74,13 +84,14 @@ class Server:
 class ExternalServer(Server):
     """A server someone else runs at ``url``; memory and CPU only if its ``pid`` is given."""
 
-    def __init__(self, url, pid=None, name=None, protocol="0.3"):
+    def __init__(self, url, pid=None, name=None, protocol="0.3", generator="python"):
         super().__init__()
-        self.name = name or "server" + protocol_suffix(protocol)
+        self.name = name or "server" + protocol_suffix(protocol) + generator_suffix(generator)
         self.protocol = protocol
+        self.generator = generator
         self.urls = [url.rstrip("/")]
         self.pids = [pid] if pid else []
-        self.description = f"{url}, {protocol} client" + (f" (pid {pid})" if pid else "")
+        self.description = f"{url}, {protocol} client{generator_note(generator)}" + (f" (pid {pid})" if pid else "")
 
 
 def postgres_and_redis_problem():
@@ -118,6 +129,7 @@ class LivesyncServer(Server):
         layer=None,
         protocol="0.3",
         store_files=0,
+        generator="python",
     ):
         super().__init__()
         if backend == "sqlite" and processes != 1:
@@ -129,7 +141,8 @@ class LivesyncServer(Server):
         self.backend = backend
         self.processes = processes
         self.protocol = protocol
-        self.name = name or f"livesync-{backend}" + protocol_suffix(protocol)
+        self.generator = generator
+        self.name = name or f"livesync-{backend}" + protocol_suffix(protocol) + generator_suffix(generator)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livesync-bench-"))
         self._own_workdir = workdir is None  # a directory of our own is removed on stop()
         layer_class, layer_settings = LAYERS[layer or DEFAULT_REDIS_CHANNEL_LAYER]
@@ -146,7 +159,7 @@ class LivesyncServer(Server):
             self.description = (
                 f"{processes} daphne process{'es' if processes > 1 else ''}, PostgreSQL + Redis ({layer_class})"
             )
-        self.description += f", {protocol} client"
+        self.description += f", {protocol} client{generator_note(generator)}"
 
     def problem(self):
         if self.backend == "postgres":
@@ -210,10 +223,10 @@ class ReferenceServer(Server):
     Cloudflare edge there): ``proxy_pids``.
     """
 
-    name = "reference"
-
-    def __init__(self, workdir=None, port=None, ready_timeout=180.0):
+    def __init__(self, workdir=None, port=None, ready_timeout=180.0, generator="python"):
         super().__init__()
+        self.name = "reference" + generator_suffix(generator)
+        self.generator = generator
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livesync-bench-"))
         self._own_workdir = workdir is None  # a directory of our own is removed on stop()
         self.requested_port = port
@@ -221,7 +234,7 @@ class ReferenceServer(Server):
         self.ready_timeout = ready_timeout
         self.proxy_pids = []
         self.process = None
-        self.description = "@livestore/sync-cf@0.3.1 under wrangler dev (workerd, local D1)"
+        self.description = "@livestore/sync-cf@0.3.1 under wrangler dev (workerd, local D1)" + generator_note(generator)
         self.note_on_failures = (
             "wrangler dev's proxy workerd uses ~9 file descriptors per WebSocket and dies "
             "with 'accept: Too many open files' when it reaches the open-files limit"
