@@ -7,7 +7,7 @@ INTEROP := tests/interop
 DEMO := examples/todomvc
 REFERENCE := bench/reference
 
-.PHONY: run test lint test-sqlite test-postgres chaos matrix interop-deps demo bench bench-deps
+.PHONY: run test lint docs test-sqlite test-postgres chaos matrix interop-deps demo bench bench-deps
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The documentation site (mkdocs.yml, docs/) into site/, offline; strict: a warning or a broken link or anchor fails it.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 # The version matrix (noxfile.py): every supported (Python, Django) pair. pyenv's interpreters are put on the
 # PATH where pyenv has them.
 matrix: $(VENV)/.installed interop-deps
@@ -78,6 +82,7 @@ bench-deps:
 	elif [ ! -f $(REFERENCE)/node_modules/.package-lock.json ] || [ $(REFERENCE)/package-lock.json -nt $(REFERENCE)/node_modules/.package-lock.json ]; then \
 		cd $(REFERENCE) && npm ci --no-audit --no-fund --loglevel=error; fi
 
-# livesync (SQLite; PostgreSQL + Redis) against the reference, alternating; BENCH_ARGS=--large for the large sizes.
+# livesync (SQLite; PostgreSQL + Redis) against the reference, alternating, driven by the Python and the Node load
+# generators (the Node one loads `ws` from the interop installs); BENCH_ARGS=--large for the large sizes.
 bench: $(VENV)/.installed interop-deps bench-deps
-	$(PY) -m bench --compare --ceilings --stores $(BENCH_ARGS)
+	$(PY) -m bench --compare --ceilings --stores --client python,node $(BENCH_ARGS)
