@@ -95,7 +95,7 @@ SQLITE_OPTIONS = {
 
 # No CONN_HEALTH_CHECKS: they cost a "SELECT 1" round trip before every push.
 # A connection that failed is still replaced: Django closes connections whose
-# last query errored, and livesync's database pool (syncapp.db) asks it to
+# last query errored, and livesync's database pool (syncapp.storage.db) asks it to
 # after every call.
 DATABASES = {
     "default": dj_database_url.config(
@@ -132,7 +132,7 @@ REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS")
 REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER")
 # channels_redis's two layers. "pubsub" (the default) costs one PUBLISH per push and half the server CPU
 # of "core", which keeps groups in Redis (about 16 commands per push); livesync's hub bounds the pub/sub
-# layer's queue and detects its outages itself (syncapp/hub.py). See the README's "Channel layers".
+# layer's queue and detects its outages itself (syncapp/fanout/hub.py). See the README's "Channel layers".
 DEFAULT_REDIS_CHANNEL_LAYER = "pubsub"
 REDIS_CHANNEL_LAYERS = {
     # No socket timeout (redis-py's default is 5 s): livesync bounds each of its calls to Redis itself. On
@@ -244,6 +244,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOG_FORMAT = os.environ.get("LIVESYNC_LOG_FORMAT", "plain")
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured("LIVESYNC_LOG_FORMAT must be plain or json")
+# Every record goes to the one console handler, in the one format: livesync's, Django's, daphne's and, at daphne's
+# -v 2, Twisted's (daphne hands them to the logger daphne.server), asyncio's and warnings (through the root).
+_console_only = {"handlers": ["console"], "propagate": False}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -254,18 +257,20 @@ LOGGING = {
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)-8s %(name)s %(message)s"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "format": (
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(store_id)s %(request_id)s %(generation)s %(client)s"
-            ),
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
+        "json": {"()": "syncapp.logcontext.JsonFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["connection", "redact"]}
     },
+    # No level: daphne's -v sets the root's (INFO by default), and commands keep Python's WARNING.
+    "root": {"handlers": ["console"]},
     "loggers": {
-        "syncapp": {"handlers": ["console"], "level": os.environ.get("LIVESYNC_LOG_LEVEL", "INFO"), "propagate": False}
+        "syncapp": {**_console_only, "level": os.environ.get("LIVESYNC_LOG_LEVEL", "INFO")},
+        # Instead of Django's default handlers, which write plain text of their own (twice under DEBUG).
+        "django": {**_console_only, "level": "INFO"},
+        "django.server": {**_console_only, "level": "INFO"},
+        # daphne's access lines: plain, daphne writes them to stdout as ever; JSON, they are records like the rest
+        # (syncapp.logcontext.redact_server_logs routes them to this logger once it has a handler).
+        **({"daphne.access": {**_console_only, "level": "INFO"}} if LOG_FORMAT == "json" else {}),
     },
 }

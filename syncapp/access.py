@@ -5,14 +5,14 @@ nothing but the user's login. Superusers may sync every store; others the stores
 them or one of their groups, read-only where no row lets them write.
 
 Open sockets follow the rows: deleting or narrowing a row, deactivating a user, changing their password or
-logging them out reaches their open sockets within a second (``syncapp.revocation``).
+logging them out reaches their open sockets within a second (``syncapp.server.revocation``).
 """
 
 from django.db.models import Q
 
-from . import revocation  # noqa: F401  (its signal receivers tell open sockets when access changes)
 from .context import READ_ONLY, SyncContext
 from .models import StoreAccess
+from .server import revocation  # noqa: F401  (its signal receivers tell open sockets when access changes)
 
 
 def user_access(payload: object, context: SyncContext) -> str | None:

@@ -8,26 +8,36 @@ class SyncAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import (
-            checks,  # noqa: F401  (registers the system checks)
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .server import (
             daphne_compat,
             revocation,  # noqa: F401  (tells open sockets, in every process, when a user's access changes)
         )
 
         daphne_compat.install()
-        post_migrate.connect(_make_spare_tables, sender=self)
+        post_migrate.connect(_create_store_schema, sender=self)
 
 
-def _make_spare_tables(sender, using, plan=None, **kwargs):
-    """After ``migrate`` of a store database, its spare tables (``syncapp.spares``): a fresh deployment's
-    first new stores then rename them instead of creating tables on their pushes' path.
+def _create_store_schema(sender, using, plan=None, stdout=None, verbosity=1, **kwargs):
+    """After ``migrate`` of a database that holds syncapp's tables, on PostgreSQL, the schema its stores'
+    tables go in (``LIVESYNC["STORE_SCHEMA"]``), so that the host's own schema gets none of them; and a
+    notice of the tables an earlier version left in the host's schema, with the command that moves them.
 
+    Nothing else: spare tables are made when the database's first stores are.
     ``flush`` sends this signal too, without a plan, and a migration backwards
-    has a plan of steps backwards: neither asks for tables, so neither gets any.
+    has a plan of steps backwards: neither asks for a schema.
     """
-    from . import conf, storage
+    from django.db import router
 
-    if plan is None or any(backwards for _, backwards in plan):
+    from . import storage
+    from .models import Store
+
+    if plan is None or any(backwards for _, backwards in plan) or not router.allow_migrate_model(using, Store):
         return
-    if using in conf.store_databases():
-        storage.make_spares(using)
+    if storage.create_store_schema(using) and verbosity >= 1 and stdout is not None:
+        left = len(storage.tables_to_move(using))
+        if left:
+            stdout.write(
+                f"  {left} livesync tables of database {using!r} are outside schema "
+                f"{storage.store_schema(using)!r}: run manage.py livesync_move_tables --database={using} to move them."
+            )

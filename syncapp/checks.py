@@ -8,7 +8,9 @@ from django.core.checks.security.base import SECRET_KEY_MIN_LENGTH, SECRET_KEY_M
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from . import conf, layer_redis, mounts
+from . import conf
+from .fanout import layer_redis
+from .server import mounts
 
 
 @register(Tags.compatibility)
@@ -21,7 +23,7 @@ def check_channel_layer(app_configs, **kwargs):
         Error(
             "CHANNEL_LAYERS has no 'default' layer: livesync cannot announce pushes to its sockets.",
             hint="Add CHANNEL_LAYERS = {'default': {'BACKEND': 'channels.layers.InMemoryChannelLayer'}} for one "
-            "process, or channels_redis for several (see the README's embedding section).",
+            "process, or channels_redis for several (see the docs' Tutorial and Run in production pages).",
             id="syncapp.E008",
         )
     ]
@@ -44,8 +46,36 @@ def check_pubsub_socket_timeout(app_configs, **kwargs):
             "The pub/sub channel layer's Redis connections have a socket timeout (redis-py's default is 5 s): on "
             "Python 3.11, sockets that connect at once then wait in line for one another's subscribe.",
             hint='Give each host "socket_timeout": None; livesync bounds its own waits on Redis (see the '
-            'README\'s "Production").',
+            "docs' Run in production page, Redis connections).",
             id="syncapp.W003",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_runserver_serves_asgi(app_configs, **kwargs):
+    """``manage.py runserver`` is Django's WSGI server unless daphne's app replaces it with an ASGI one, and
+    WSGI carries no WebSocket: every sync client would be refused there, with nothing saying why."""
+    from django.apps import apps
+    from django.core.management import get_commands
+
+    reasons = []
+    # The first installed app with a runserver command provides it (Django's own, staticfiles' or daphne's).
+    runserver = get_commands().get("runserver")
+    if not apps.is_installed("daphne"):
+        reasons.append('"daphne" is not in INSTALLED_APPS')
+    elif runserver != "daphne":
+        reasons.append(f'"daphne" comes after {runserver} in INSTALLED_APPS, whose runserver replaces daphne\'s')
+    if not getattr(settings, "ASGI_APPLICATION", None):
+        reasons.append("ASGI_APPLICATION is not set, and daphne's runserver needs it")
+    if not reasons:
+        return []
+    return [
+        Warning(
+            f"manage.py runserver cannot serve livesync's sync routes: {'; '.join(reasons)}.",
+            hint='Put "daphne" first in INSTALLED_APPS and set ASGI_APPLICATION = "<project>.asgi.application", '
+            "so that runserver serves the project's asgi.py; in production, run daphne <project>.asgi:application.",
+            id="syncapp.W006",
         )
     ]
 
@@ -314,7 +344,7 @@ def _check_metrics_access():
 def _check_write_buffer():
     """A pull sends its next page once less than PULL_PAUSE_BYTES wait, and a page or a broadcast may be as
     large as the largest accepted frame: a smaller limit would close sockets whose clients read fine."""
-    from .websocket import PULL_PAUSE_BYTES
+    from .server.websocket import PULL_PAUSE_BYTES
 
     limit, largest = conf.get("SOCKET_WRITE_BUFFER_BYTES"), conf.get("MAX_MESSAGE_BYTES")
     if not isinstance(limit, int) or not isinstance(largest, int) or limit >= PULL_PAUSE_BYTES + 2 * largest:
@@ -341,7 +371,7 @@ def check_prepared_statements_behind_a_pooler(app_configs, databases=None, **kwa
     """
     from django.db import connections
 
-    from . import placement
+    from .storage import placement
 
     warnings = []
     for alias in placement.store_databases():
@@ -366,3 +396,26 @@ def check_prepared_statements_behind_a_pooler(app_configs, databases=None, **kwa
                 )
             )
     return warnings
+
+
+# PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
+_LONGEST_SCHEMA_NAME = 63
+
+
+@register(Tags.compatibility)
+def check_store_schema(app_configs, **kwargs):
+    """``STORE_SCHEMA`` is written into livesync's statements as a quoted identifier: a name PostgreSQL would
+    cut short, or one that a quote would end early, cannot be used as given."""
+    schema = conf.get("STORE_SCHEMA")
+    if schema is None:
+        return []
+    if isinstance(schema, str) and schema and '"' not in schema and len(schema.encode()) <= _LONGEST_SCHEMA_NAME:
+        return []
+    return [
+        Error(
+            f"LIVESYNC['STORE_SCHEMA'] must be None or a PostgreSQL schema name: a non-empty string of at most "
+            f'{_LONGEST_SCHEMA_NAME} bytes without a double quote (")',
+            obj=schema,
+            id="syncapp.E015",
+        )
+    ]

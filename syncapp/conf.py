@@ -59,11 +59,11 @@ DEFAULTS: dict[str, Any] = {
     # header (Node, native apps) are always allowed.
     "ALLOWED_ORIGINS": None,
     # Threads that run database work off the event loop, each with its own
-    # connection (see syncapp.db); on PostgreSQL also the most connections the
-    # event loop opens for pushes (syncapp.pgloop). None: one on SQLite, four elsewhere.
+    # connection (see syncapp.storage.db); on PostgreSQL also the most connections the
+    # event loop opens for pushes (syncapp.storage.postgres). None: one on SQLite, four elsewhere.
     "DATABASE_THREADS": None,
     # Seconds between each process's reads of its stores' heads, the safety net
-    # for broadcasts the channel layer lost (see syncapp.hub).
+    # for broadcasts the channel layer lost (see syncapp.fanout.hub).
     "HEAD_CHECK_INTERVAL": 1.0,
     # Messages waiting for one socket (store messages and the client's own frames);
     # a socket whose backlog exceeds this is closed with code 1013 (try again
@@ -77,8 +77,9 @@ DEFAULTS: dict[str, Any] = {
     # Pulls one 0.4 WebSocket may have in flight at once (the client uses one);
     # a further one fails with UnknownError.
     "MAX_PULLS_PER_SOCKET": 4,
-    # Seconds a connection may take to send its first complete request (under
-    # daphne), so half-sent handshakes cannot hold connections forever.
+    # Seconds a connection may take to send its first request's headers (under
+    # daphne), so half-sent handshakes cannot hold connections forever. A body is
+    # not timed.
     "REQUEST_HEADER_TIMEOUT": 10.0,
     # Whether a client connecting to an unknown store creates it (the reference's
     # behaviour). False: stores exist only once created by ``livesync_create`` (or
@@ -94,7 +95,7 @@ DEFAULTS: dict[str, Any] = {
     # Empty eventlog tables each PostgreSQL store database keeps ready (about 16 KB
     # each on disk), so that up to this many new stores arriving at once have their
     # tables renamed from spares instead of created on their first push's path
-    # (see syncapp.spares). 0 turns spares off; SQLite keeps none.
+    # (see syncapp.storage.spares). 0 turns spares off; SQLite keeps none.
     "SPARE_TABLES": 64,
     # Aliases in ``DATABASES`` that hold stores. Each store lives wholly in one of
     # them (its registry row and its eventlog table); a new store goes to the one a
@@ -128,12 +129,19 @@ DEFAULTS: dict[str, Any] = {
     # "X-Forwarded-For", "X-Real-IP"); its last address is used. None: the peer's address.
     "CLIENT_ADDRESS_HEADER": None,
     # Seconds (±20 %) between re-runs of the validator on each open WebSocket; a socket is also re-checked at
-    # once when its user's access changes, and at its token's expiry (syncapp.revocation). None: only then.
+    # once when its user's access changes, and at its token's expiry (syncapp.server.revocation). None: only then.
     "REVALIDATE_INTERVAL": 10.0,
     # Whether, under daphne, the objects alive when the server starts serving are
     # collected once and frozen (``gc.freeze``), so that the garbage collector's
-    # full collections walk only objects allocated since (see syncapp.daphne_compat).
+    # full collections walk only objects allocated since (see syncapp.server.daphne_compat).
     "FREEZE_STARTUP_OBJECTS": True,
+    # The PostgreSQL schema that holds every store's eventlog table and the spare tables,
+    # in each store database, so that the host's own schema shows none of them.
+    # ``migrate`` creates it; tables made by versions before it stay usable where they
+    # are until ``manage.py livesync_move_tables`` moves them in. None: the connection's
+    # own schema (its search_path), as before. SQLite has no schemas: give stores a
+    # database file of their own with STORE_DATABASES instead.
+    "STORE_SCHEMA": "livesync",
 }
 
 HOOK_SETTINGS = ("VALIDATE_PAYLOAD", "ON_PUSH", "ON_PUSH_RES", "ON_PULL", "ON_PULL_RES")

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 from django.contrib.auth.models import AnonymousUser
 
-from . import conf, limits
+from . import conf
+from .server import limits
 
 if TYPE_CHECKING:
     # django-stubs' "the project's user model or AnonymousUser": its mypy plugin reads AUTH_USER_MODEL, so a
@@ -38,10 +39,10 @@ class SyncContext:
     headers: dict[str, str] = field(default_factory=dict)
     read_only: bool = False
     # Whom the connection acts for when it has no user: a validator sets it (``validate_token`` to the token's
-    # ``subject``), and the per-client limits count it as one client (``syncapp.limits``).
+    # ``subject``), and the per-client limits count it as one client (``syncapp.server.limits``).
     subject: str | None = None
     # When (Unix time) the connection's authorization lapses, if it does: a validator sets it (``validate_token`` to
-    # the token's expiry), and an open WebSocket re-runs its validator then (``syncapp.revocation``).
+    # the token's expiry), and an open WebSocket re-runs its validator then (``syncapp.server.revocation``).
     expires_at: float | None = None
     # The connection's push allowance (MAX_PUSHES_PER_SECOND): pushes it may still make now, and when counted.
     _allowance: float | None = field(default=None, repr=False, compare=False)
@@ -62,7 +63,7 @@ class SyncContext:
         """Why this connection may not push ``event_count`` events now (its limits, its client's), or None.
 
         A push it lets through counts against the connection's MAX_PUSHES_PER_SECOND and its client's
-        MAX_PUSHES_PER_SECOND_PER_CLIENT and MAX_EVENTS_PER_SECOND_PER_CLIENT (``syncapp.limits``); a refused one
+        MAX_PUSHES_PER_SECOND_PER_CLIENT and MAX_EVENTS_PER_SECOND_PER_CLIENT (``syncapp.server.limits``); a refused one
         counts against none of them.
         """
         if self.read_only:

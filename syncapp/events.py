@@ -5,13 +5,21 @@ client push (seqNums assigned at the head, the compare-and-set retried when
 a client pushed in between, never a fork) and announces them to every
 connected client of both generations exactly as a push is announced.
 
-Called inside ``transaction.atomic()`` on the store's database, the events
-are part of the caller's transaction: stored when it commits, announced
-(and ``events_committed`` sent) only then, and neither if it rolls back.
-That is the outbox pattern with no outbox: a webhook's model changes and the
-events that tell the clients about them commit together or not at all.
-While the caller's transaction is open, the store's row stays locked, and
-client pushes to that store wait for it.
+Called inside ``atomic(store_id)``, a transaction on the store's own
+database, the events are part of the caller's transaction: stored when it
+commits, announced (and ``events_committed`` sent) only then, and neither if
+it rolls back. That is the outbox pattern with no outbox: a webhook's model
+changes in that database and the events that tell the clients about them
+commit together or not at all. While the caller's transaction is open, the
+store's row stays locked, and client pushes to that store wait for it.
+
+With stores spread over several databases (``STORE_DATABASES``), a plain
+``transaction.atomic()`` is on the default database, which holds only some
+of the stores: a commit to a store elsewhere would not be part of it, and
+would reach the clients before the caller's transaction had decided. So a
+commit inside a transaction of another database, while none is open on the
+store's, raises CommitOutsideStoreTransaction rather than pretend; a caller
+that wants the events committed at once regardless says ``independent=True``.
 
 ``args`` are the events' *encoded* JSON, as the client schema's encoded side
 expects them: a ``Schema.Date`` is an ISO 8601 string (``js_date``), a
@@ -20,6 +28,7 @@ a JSON boolean. Values JSON cannot hold (datetimes, Decimals, NaN) are refused
 rather than guessed at.
 """
 
+import contextlib
 import functools
 import json
 import secrets
@@ -28,9 +37,15 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
+from django.db import connections, transaction
+from django.db.transaction import TransactionManagementError
 
-from . import conf, db, eventlog, handshake, metrics, signals, storage, wire
+from . import conf, signals, storage
+from .core import eventlog
+from .fanout import handover
+from .protocol import wire
+from .server import handshake
+from .storage import db, placement
 
 # Who the events of the Python API come from, as the clients see them (``clientId`` / ``sessionId``).
 SERVER_CLIENT_ID = "livesync-server"
@@ -49,6 +64,11 @@ class CommitConflict(RuntimeError):
     """The store's head kept moving for COMMIT_ATTEMPTS attempts; nothing was written."""
 
 
+class CommitOutsideStoreTransaction(TransactionManagementError):
+    """A commit inside a transaction of another database than the store's, which it could not be part of;
+    nothing was written. A TransactionManagementError, as Django raises for a transaction it cannot honour."""
+
+
 def js_date(moment: datetime) -> str:
     """A datetime as JavaScript's ``toISOString`` writes it, the encoded form of ``Schema.Date``."""
     if moment.tzinfo is None:
@@ -57,18 +77,42 @@ def js_date(moment: datetime) -> str:
     return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@contextlib.contextmanager
+def atomic(store_id: str) -> Iterator[None]:
+    """``transaction.atomic`` on the database that holds ``store_id``, as a context manager or a decorator.
+
+    Commits to the store inside it are part of its transaction wherever the
+    store lives. A store not created yet is created in the database it is
+    bound for (``placement``), inside the block: a block that rolls back
+    leaves no store behind. The database is looked up on entering, not when
+    a decorator is applied.
+    """
+    _check_store_id(store_id)
+    with transaction.atomic(using=_database_for(store_id)):
+        yield
+
+
 def commit(
     store_id: str,
     events: Iterable[tuple[str, object]],
     client_id: str = SERVER_CLIENT_ID,
     session_id: str = SERVER_SESSION_ID,
+    *,
+    independent: bool = False,
 ) -> list[int]:
     """Append ``events`` (``(name, args)`` pairs) at the store's head; return their seqNums.
 
-    Inside ``transaction.atomic()`` on the store's database they are stored in
-    that transaction and announced after it commits; otherwise at once. Raises
-    CommitRefused for unusable input (nothing written) and CommitConflict.
+    Inside a transaction on the store's database (``atomic(store_id)``) they
+    are stored in that transaction and announced after it commits; outside
+    any transaction, at once. Inside a transaction of another database only,
+    CommitOutsideStoreTransaction, unless ``independent``: then at once, in a
+    transaction of their own, whatever becomes of the caller's (inside a
+    transaction on the store's database, ``independent`` changes nothing: it
+    cannot take the events out of it). Raises CommitRefused for unusable
+    input (nothing written) and CommitConflict.
     """
+    if not independent:
+        _refuse_other_databases_transaction(store_id)
     pending, seq_nums = _append_at_head(store_id, events, client_id, session_id)
     announce = functools.partial(_announce_blocking, store_id, pending)
     transaction.on_commit(announce, using=storage.database_of(store_id))
@@ -133,7 +177,7 @@ def _append_at_head(
             continue
         except storage.PushRejected as rejected:
             raise CommitRefused(str(rejected)) from None
-        metrics.EVENTS_COMMITTED.labels(signals.PYTHON).inc(len(batch) - appended.already_stored)
+        handover.count_committed(signals.PYTHON, len(batch) - appended.already_stored, storage.database_of(store_id))
         return eventlog.Announcement(batch, appended, request_id), [event.seqNum for event in batch]
     raise CommitConflict(f"store {store_id!r}: the head moved {COMMIT_ATTEMPTS} times during the commit")
 
@@ -167,10 +211,38 @@ def _encoded(events: Iterable[tuple[str, object]]) -> list[tuple[str, wire.Raw]]
     return encoded
 
 
-def _check(store_id: str, client_id: str, session_id: str) -> None:
+def _database_for(store_id: str) -> str:
+    """The alias of the database holding the store, or for a store not created yet the one it will be made in."""
+    return placement.destinations([store_id])[store_id]
+
+
+def _refuse_other_databases_transaction(store_id: str) -> None:
+    """CommitOutsideStoreTransaction when the caller is in a transaction of another database than the store's
+    and in none of the store's own: the commit could not be part of the transaction it appears in."""
+    _check_store_id(store_id)
+    alias = _database_for(store_id)
+    if transaction.get_connection(alias).in_atomic_block:
+        return
+    others = sorted(
+        connection.alias for connection in connections.all(initialized_only=True) if connection.in_atomic_block
+    )
+    if others:
+        raise CommitOutsideStoreTransaction(
+            f"store {store_id!r} is kept in database {alias!r}, but the transaction open is on {', '.join(others)}: "
+            "the events would be stored and announced at once, whatever became of it. Commit inside "
+            "syncapp.events.atomic(store_id), a transaction on the store's database, or pass independent=True "
+            "to commit at once on purpose."
+        )
+
+
+def _check_store_id(store_id: str) -> None:
     problem = handshake.store_id_problem(store_id)
     if problem is not None:
         raise CommitRefused(f"storeId {store_id!r} {problem}")
+
+
+def _check(store_id: str, client_id: str, session_id: str) -> None:
+    _check_store_id(store_id)
     for field, value in (("client_id", client_id), ("session_id", session_id)):
         if not isinstance(value, str) or not value:
             raise CommitRefused(f"{field} must be a non-empty string")

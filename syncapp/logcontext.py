@@ -8,13 +8,16 @@ their own, since they serve every store. Records logged elsewhere (threads of
 the database pool, commands) carry None.
 
 ``redact_server_logs`` keeps what clients send in their URLs (``payload=``, the auth token) out of the ASGI
-servers' access logs.
+servers' access logs, and lets daphne's access lines go through logging. ``JsonFormatter`` writes every
+record as one JSON object with the same fields.
 """
 
 import contextvars
+import json
 import logging
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 FIELDS = ("store_id", "request_id", "generation", "client")
@@ -48,6 +51,30 @@ class ContextFilter(logging.Filter):
             if not hasattr(record, field):
                 setattr(record, field, current.get(field))
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with the same fields whoever logged it: ``time`` (ISO 8601, UTC), ``level``,
+    ``logger``, ``message`` and FIELDS (null when the record is about no connection), plus ``exc_info`` (the
+    traceback, as text) when there is one.
+
+    Nothing else a library attaches to a record is written: Django's request loggers attach the request,
+    whose URL carries a client's sync payload. The message and traceback are redacted (``redact``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            **{field: getattr(record, field, None) for field in FIELDS},
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            fields["exc_info"] = redact(record.exc_text)
+        return json.dumps(fields, ensure_ascii=False, default=str)
 
 
 # Secrets in URLs. A LiveStore client sends its ``syncPayload`` (typically ``{"authToken": …}``) as the query
@@ -87,12 +114,22 @@ class RedactingFilter(logging.Filter):
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "django.channels.server", "django.server")
 
 
+# The logger daphne's access lines go through once a project gives it a handler of its own (in LOGGING).
+ACCESS_LOGGER = "daphne.access"
+
 # daphne's own AccessLogGenerator.write_entry, once redact_server_logs has wrapped it.
 _daphne_write_entry: Any = None
 
 
-def _redacted_write_entry(self, host, date, request, *args, **kwargs):
-    return _daphne_write_entry(self, host, date, redact(request), *args, **kwargs)
+def _access_entry(self, host, date, request, status=None, length=None, ident=None, user=None):
+    """daphne's access line, redacted: through ACCESS_LOGGER if it has a handler, else to daphne's stream."""
+    request = redact(request)
+    access_logger = logging.getLogger(ACCESS_LOGGER)
+    if not access_logger.handlers:
+        return _daphne_write_entry(self, host, date, request, status, length, ident, user)
+    # The time is the record's own; the client address is the record's "client" field.
+    access_logger.info('"%s" %s %s', request, status or "-", length or "-", extra={"client": host})
+    return None
 
 
 def redact_server_logs() -> None:
@@ -100,7 +137,9 @@ def redact_server_logs() -> None:
     example project's ``asgi.py`` does). Idempotent.
 
     daphne's access log is no logger but lines written to a stream: its ``AccessLogGenerator`` writes each
-    request line through ``redact`` from now on. The loggers of SERVER_LOGGERS get a ``RedactingFilter``.
+    request line through ``redact`` from now on, and through the logger ``daphne.access`` (ACCESS_LOGGER)
+    instead of the stream when the project's LOGGING gives that logger a handler, so that access lines take
+    the format of every other line. The loggers of SERVER_LOGGERS get a ``RedactingFilter``.
     """
     global _daphne_write_entry
     try:
@@ -108,9 +147,9 @@ def redact_server_logs() -> None:
     except ImportError:  # not served by daphne
         pass
     else:
-        if AccessLogGenerator.write_entry is not _redacted_write_entry:
+        if AccessLogGenerator.write_entry is not _access_entry:
             _daphne_write_entry = AccessLogGenerator.write_entry
-            AccessLogGenerator.write_entry = _redacted_write_entry
+            AccessLogGenerator.write_entry = _access_entry
     for name in SERVER_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(existing, RedactingFilter) for existing in logger.filters):

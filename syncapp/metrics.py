@@ -7,7 +7,12 @@ values (a protocol generation, a transport, an outcome): never a storeId, so
 the number of series does not grow with the number of stores.
 
 Each daphne process counts its own traffic: scrape every process (each
-listens on a port of its own), and sum across them in the queries.
+listens on a port of its own), and sum across them in the queries. Events
+committed by a process nobody scrapes (``manage.py livesync_commit``, a
+worker, a shell) are counted by the server processes instead: with Redis as
+the channel layer that process hands them over (``syncapp.fanout.handover``),
+and the next scrape of any server process takes them into its own counter, so
+each is counted once, where a scrape sees it.
 
 prometheus-client comes with the ``[metrics]`` extra. Without it every family
 is a no-op, ``/metrics`` answers 404 as when it is off, and a setting that
@@ -15,10 +20,13 @@ turns it on fails ``manage.py check`` (syncapp.E012).
 """
 
 import ipaddress
+import logging
 import secrets
 import time
 
 from . import conf
+
+logger = logging.getLogger("syncapp")
 
 try:
     from prometheus_client import Counter, Gauge, Histogram
@@ -99,6 +107,11 @@ UNAVAILABLE = _family(
     "livesync_unavailable_total",
     "A service found unreachable: the channel layer (once per outage) or the database (per failed call).",
     ["service"],
+)
+EVENT_LOOP_BEHIND = _family(
+    Counter,
+    "livesync_event_loop_behind_seconds_total",
+    "Seconds the event loop ran behind its timers (busy or blocked): a wait on Redis is not failed for them.",
 )
 DATABASE_WAITING = _family(Gauge, "livesync_database_waiting_calls", "Database calls waiting for a thread of the pool.")
 PULL_EVENTS = _family(

@@ -10,7 +10,7 @@ a sync server, like the example project) or only under ``path_prefix`` (a
 project that serves its own pages too, whose URLs must stay its own).
 
 Routed around Django's middleware, every endpoint applies Django's rules itself
-before the upgrade (``syncapp.handshake``): the Host as ``ALLOWED_HOSTS`` takes
+before the upgrade (``syncapp.server.handshake``): the Host as ``ALLOWED_HOSTS`` takes
 it, a browser's Origin as ``CsrfViewMiddleware`` takes it (the site's own,
 ``CSRF_TRUSTED_ORIGINS``, ``LIVESYNC["ALLOWED_ORIGINS"]``), and over 0.4 HTTP
 the Referer of a request with the session cookie and no Origin over HTTPS.

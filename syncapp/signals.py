@@ -10,8 +10,9 @@ text) and ``origin`` (one of ORIGINS).
 In-process and not durable: a process that dies after a commit and before
 its receivers ran never sends it, and other processes never see it. What
 must not miss an event reads the log instead (``syncapp.events.read``,
-``manage.py livesync_tail``). A receiver that raises is logged; the client,
-the caller and the other receivers go on as if it had not.
+``manage.py livesync_tail``). A receiver that raises is logged once, on the
+``syncapp`` logger with the store it failed for; the client, the caller and
+the other receivers go on as if it had not.
 """
 
 import logging
@@ -20,12 +21,12 @@ from typing import TYPE_CHECKING, Final
 
 from django.dispatch import Signal
 
-from .generations import V03, V04
 from .models import Store
+from .protocol.generations import V03, V04
 from .storage import StoredEvent
 
 if TYPE_CHECKING:
-    from .wire import Event
+    from .protocol.wire import Event
 
 logger = logging.getLogger("syncapp")
 
@@ -34,7 +35,16 @@ IMPORT: Final = "import"
 # Where a batch came from: a client of either protocol generation, the Python API, an import.
 ORIGINS = (V03, V04, PYTHON, IMPORT)
 
-events_committed = Signal()
+
+class _LoggedOnce(Signal):
+    """A Signal whose receivers' failures only ``_log_failures`` logs, with the store they were for."""
+
+    def _log_robust_failure(self, receiver: object, err: Exception) -> None:
+        """Nothing: ``send_robust`` would log each failure on ``django.dispatch`` as well (through this hook of
+        Django's), and an operator would read it twice, with two tracebacks."""
+
+
+events_committed = _LoggedOnce()
 
 
 def stored_events(

@@ -6,7 +6,7 @@ prefixes ending in ``*`` — whether it may write, when it expires, and optional
 ``subject``: a user id, a device, a customer; the per-client limits count every connection of one subject
 together). The project's own views issue them (``issue``), operators with ``manage.py livesync_token``;
 ``validate_token`` is the ready validator that accepts them from the client's ``syncPayload: { authToken }``,
-and an open WebSocket is closed when its token expires (``syncapp.revocation``).
+and an open WebSocket is closed when its token expires (``syncapp.server.revocation``).
 """
 
 import time

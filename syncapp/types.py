@@ -2,8 +2,8 @@
 
 ``Validator`` is the shape of ``LIVESYNC["VALIDATE_PAYLOAD"]`` and of a mount's
 ``validate_payload=``, ``Hook`` that of ``ON_PUSH``, ``ON_PUSH_RES``,
-``ON_PULL`` and ``ON_PULL_RES`` (see the README's "Who may sync which store"
-and "Settings"). ``ASGIApp`` is what ``syncapp.routing.TransportRouter`` routes
+``ON_PULL`` and ``ON_PULL_RES`` (see the docs' Authenticate clients and
+Settings pages). ``ASGIApp`` is what ``syncapp.routing.TransportRouter`` routes
 to. Nothing here is used at run time: livesync calls what it is given.
 """
 

@@ -13,7 +13,7 @@ is the sync endpoint and every other path is answered ``Invalid path``.
 
 from django.urls import URLPattern, path, re_path
 
-from . import views
+from .server import views
 
 urlpatterns: list[URLPattern] = [
     path("", views.info, name="livesync-info"),

@@ -57,7 +57,7 @@ async def fresh_channel_layers():
     """A new hub and channel layer per test: both hold tasks and locks bound to the test's event loop."""
     from channels.layers import channel_layers
 
-    from syncapp.hub import existing_hub
+    from syncapp.fanout.hub import existing_hub
 
     yield
     hub = existing_hub()

@@ -26,7 +26,7 @@ if BACKEND == "postgres":
     DATABASES["default"]["OPTIONS"] = POSTGRES_OPTIONS
     # One test database per run, so concurrent runs on one machine never collide.
     DATABASES["default"]["TEST"] = {"NAME": f"test_livesync_{os.getpid()}"}
-    # A second database to spread stores over (tests/test_store_databases.py); unused by the others.
+    # A second database to spread stores over (tests/storage/test_store_databases.py); unused by the others.
     DATABASES["stores_b"] = {**DATABASES["default"], "TEST": {"NAME": f"test_livesync_b_{os.getpid()}"}}
     CHANNEL_LAYERS = {
         "default": redis_channel_layer(REDIS_URL, os.environ.get("LIVESYNC_CHANNEL_LAYER", DEFAULT_REDIS_CHANNEL_LAYER))
@@ -41,7 +41,7 @@ else:
             "TEST": {"NAME": _test_db},
         }
     }
-    # A second database to spread stores over (tests/test_store_databases.py); unused by the others.
+    # A second database to spread stores over (tests/storage/test_store_databases.py); unused by the others.
     _second_test_db = os.path.join(tempfile.gettempdir(), f"livesync-test-b-{os.getpid()}.sqlite3")
     DATABASES["stores_b"] = {
         **DATABASES["default"],
@@ -54,7 +54,7 @@ else:
 # pytest-django runs the tests with DEBUG off, where livesync's checks refuse the example's public development key
 # (syncapp.E014): the in-process tests sign with a key of their own.
 SECRET_KEY = "tests-only-secret-key-that-is-long-enough-for-django-0123456789"
-# No spare tables in-process (tests/test_spares.py turns them on): a refill running on past its test would make
+# No spare tables in-process (tests/storage/test_spares.py turns them on): a refill running on past its test would make
 # the spares tests' counts race. The daphne processes of the interop, fault and hostile tests keep the default.
 LIVESYNC = {"ADMIN_SECRET": "test-admin-secret", "SPARE_TABLES": 0}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

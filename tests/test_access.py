@@ -120,11 +120,11 @@ async def test_a_read_only_0_4_connection_cannot_push_over_ws_or_http(recording,
     assert json.loads(answer)[0]["exit"]["cause"]["error"]["cause"] == READ_ONLY_MESSAGE
 
 
-def readme_access_examples():
-    """The code blocks of the README's "Who may sync which store", run as a user would paste them."""
-    from tests.support.readme import run_python_blocks
+def docs_access_examples():
+    """The code blocks of the how-to "Authenticate clients", run as a user would paste them."""
+    from tests.support.docs_examples import run_python_blocks
 
-    return run_python_blocks("Who may sync which store")
+    return run_python_blocks("howto/authenticate.md")
 
 
 class FakeUser:
@@ -136,11 +136,11 @@ class FakeUser:
         return perm in self.perms
 
 
-def test_the_readmes_access_examples_do_what_it_says():
+def test_the_docs_access_examples_do_what_they_say():
     from syncapp.context import READ_ONLY, SyncContext
     from syncapp.tokens import verify
 
-    examples = readme_access_examples()
+    examples = docs_access_examples()
     with pytest.raises(PermissionError):
         examples["members_only"](None, SyncContext("s", None, "0.3", user=FakeUser(authenticated=False)))
     assert examples["members_only"](None, SyncContext("s", None, "0.3", user=FakeUser())) is None

@@ -18,8 +18,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from syncapp import admin as store_admin
-from syncapp import storage, wire
+from syncapp import storage
 from syncapp.models import Store
+from syncapp.protocol import wire
+from syncapp.storage import schema, tables
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
@@ -120,7 +122,7 @@ def test_change_list_costs_the_same_queries_for_5_stores_as_for_40(superuser, st
     response, many = _changelist_queries(superuser)
     assert len(response.context["cl"].result_list) == 40
     assert len(many) == len(few)
-    assert not any(storage.TABLE_PREFIX in sql for sql in many)
+    assert not any(tables.TABLE_PREFIX in sql for sql in many)
     assert sum("COUNT(" in sql.upper() for sql in many) <= 1
 
 
@@ -149,13 +151,13 @@ def test_change_list_search_is_a_storeid_prefix_the_index_answers(superuser, sto
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="an estimate is read on PostgreSQL only")
 def test_a_large_store_list_is_numbered_by_the_planners_estimate(superuser, store_id, monkeypatch):
-    from syncapp import admin as store_admin
+    from syncapp.admin import store_list
 
     for number in range(30):
         push(f"{store_id}-{number}", 1, 1)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE syncapp_store")
-    monkeypatch.setattr(store_admin, "ESTIMATE_COUNT_FROM", 10)
+    monkeypatch.setattr(store_list, "ESTIMATE_COUNT_FROM", 10)
     response, queries = _changelist_queries(superuser)
     assert not any("COUNT(" in sql.upper() and "syncapp_store" in sql for sql in queries), queries
     assert response.context["cl"].result_count == 30
@@ -175,7 +177,7 @@ async def test_change_list_counts_connected_sockets(connect, superuser, store_id
 
     expected = {store_id: 2, f"{store_id}-quiet": 0}
     if not isinstance(get_channel_layer(), InMemoryChannelLayer):
-        # With Redis, each process records its counts there at its next head check (syncapp.presence).
+        # With Redis, each process records its counts there at its next head check (syncapp.fanout.presence).
         for _ in range(40):
             if await counts() == expected:
                 break
@@ -380,11 +382,11 @@ def test_delete_confirms_then_drops_table_and_row(superuser, store_id):
     client = browser(superuser)
     confirmation = client.get(store_url(store_id, "delete"))
     assert f"drops its table {table} with its 4 events" in confirmation.content.decode()
-    assert table in connection.introspection.table_names()
+    assert schema._find_table("default", table) is not None
 
     assert client.post(store_url(store_id, "delete"), {"post": "yes"}).status_code == 302
     assert storage.get_store(store_id) is None
-    assert table not in connection.introspection.table_names()
+    assert schema._find_table("default", table) is None
 
 
 def test_delete_selected_confirms_then_drops_every_table(superuser, store_id):
@@ -398,7 +400,7 @@ def test_delete_selected_confirms_then_drops_every_table(superuser, store_id):
     assert all(f"table {table}, 2 events" in html for table in tables)
     action(client, "delete_selected", *ids, confirm=True)
     assert not Store.objects.filter(store_id__in=ids).exists()
-    assert not set(tables) & set(connection.introspection.table_names())
+    assert all(schema._find_table("default", table) is None for table in tables)
 
 
 def test_delete_needs_the_delete_permission(staff, store_id):
@@ -428,7 +430,7 @@ def test_a_store_added_in_the_admin_is_created_with_its_table(superuser, store_i
     answer = client.post(reverse("admin:syncapp_store_add"), {"store_id": store_id})
     assert answer.status_code == 302, answer.content.decode()[:500]
     store = Store.objects.get(store_id=store_id)
-    assert store.table_name in connection.introspection.table_names()
+    assert schema._find_table("default", store.table_name) is not None
     assert storage.head(store_id) == 0 and storage.read_page(store_id, 0, 10).events == []
     again = client.post(reverse("admin:syncapp_store_add"), {"store_id": store_id})
     assert again.status_code == 200 and "already exists" in again.content.decode()
@@ -440,3 +442,93 @@ def test_a_store_added_in_the_admin_is_created_with_its_table(superuser, store_i
 def test_adding_stores_needs_the_add_permission(staff, store_id):
     client = browser(staff("view_store"))
     assert client.get(reverse("admin:syncapp_store_add")).status_code == 403
+
+
+# Stores on two databases (LIVESYNC["STORE_DATABASES"], as in tests/storage/test_store_databases.py)
+
+on_two_databases = pytest.mark.django_db(transaction=True, databases=["default", "stores_b"])
+
+
+@pytest.fixture
+def spread(settings):
+    from tests.storage.test_store_databases import SPREAD
+
+    settings.LIVESYNC = {**settings.LIVESYNC, "STORE_DATABASES": list(SPREAD)}
+
+
+def stores_in(alias, prefix, count=1):
+    from tests.storage.test_store_databases import store_ids_in
+
+    return store_ids_in(alias, prefix, count)
+
+
+def shown_databases(response):
+    return {store.store_id: store._state.db for store in response.context["cl"].result_list}
+
+
+@on_two_databases
+def test_a_search_without_a_database_finds_stores_in_every_database(spread, superuser, store_id):
+    """A storeId's store is found wherever it lives: the issue's ``?q=big-1234`` listed the default
+    database's stores starting with it, but not ``big-1234`` itself, on the second database."""
+    (wanted,) = stores_in("stores_b", store_id)
+    beside = stores_in("default", wanted, count=2)
+    for each in (wanted, *beside):
+        push(each, 1, 1)
+
+    response = browser(superuser).get(CHANGELIST, {"q": wanted})
+    assert shown_databases(response) == {wanted: "stores_b", beside[0]: "default", beside[1]: "default"}
+    html = response.content.decode()
+    assert "column-database" in html and "All (this search)" in html
+    # Actions act on one database's queryset: none is offered for rows of several.
+    assert response.context["action_form"] is None
+    assert browser(superuser).get(store_url_in("stores_b", wanted)).status_code == 200
+
+    exact = browser(superuser).get(CHANGELIST, {"q": beside[1]})
+    assert shown_databases(exact) == {beside[1]: "default"}
+    chosen = browser(superuser).get(CHANGELIST, {"q": wanted, "database": "stores_b"})
+    assert shown_databases(chosen) == {wanted: "stores_b"}
+    assert chosen.context["action_form"] is not None
+
+
+def store_url_in(alias, store_id):
+    return reverse("admin:syncapp_store_change", args=[Store.objects.using(alias).get(store_id=store_id).pk])
+
+
+@on_two_databases
+def test_a_search_across_databases_shows_a_page_of_each_and_the_exact_store_wherever_it_ranks(
+    spread, superuser, store_id, monkeypatch
+):
+    monkeypatch.setattr(store_admin.StoreAdmin, "list_per_page", 3)
+    (wanted,) = stores_in("stores_b", store_id)
+    push(wanted, 1, 1)
+    # Pushed later, so listed before the wanted store by activity.
+    newer = stores_in("stores_b", wanted, count=5)
+    for each in newer:
+        push(each, 1, 1)
+    (elsewhere,) = stores_in("default", wanted)
+    push(elsewhere, 1, 1)
+
+    response = browser(superuser).get(CHANGELIST, {"q": wanted})
+    shown = [store.store_id for store in response.context["cl"].result_list]
+    assert sorted(shown) == sorted([*newer[-3:], wanted, elsewhere])
+    assert shown.index(elsewhere) == 0 and shown[-1] == wanted, "merged by activity, most recent first"
+    notes = [str(message) for message in response.context["messages"]]
+    assert notes == [
+        "More stores match in stores_b: the list shows the first 3 of each database. Choose a database to see them all."
+    ]
+
+
+@on_two_databases
+def test_an_unknown_database_filter_says_so_instead_of_showing_another_database(spread, superuser, store_id):
+    (wanted,) = stores_in("stores_b", store_id)
+    push(wanted, 1, 1)
+    client = browser(superuser)
+
+    response = client.get(CHANGELIST, {"database": "stores_9", "q": wanted})
+    assert response.status_code == 302 and response["Location"] == f"{CHANGELIST}?q={wanted}"
+    followed = client.get(response["Location"])
+    assert [str(message) for message in followed.context["messages"]] == [
+        "There is no store database 'stores_9': LIVESYNC['STORE_DATABASES'] has default, stores_b."
+    ]
+    assert shown_databases(followed) == {wanted: "stores_b"}
+    assert client.get(CHANGELIST, {"database": ""})["Location"] == CHANGELIST

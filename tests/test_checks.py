@@ -66,7 +66,7 @@ def test_write_buffer_too_small_for_the_largest_frames_and_a_bad_header_timeout_
 def test_no_validator_error_when_every_endpoint_has_its_own(settings, monkeypatch):
     import sys
 
-    from syncapp import mounts
+    from syncapp.server import mounts
 
     monkeypatch.setattr(mounts, "_mounts", [])
     monkeypatch.delitem(sys.modules, "tests.support.guarded_asgi", raising=False)
@@ -89,3 +89,27 @@ def test_a_socket_timeout_on_the_pubsub_layers_redis_warns_on_python_3_11(settin
     assert ids({}, settings) == ["syncapp.W003"]
     settings.CHANNEL_LAYERS = {"default": redis_channel_layer("redis://127.0.0.1:6379/0", "core")}
     assert ids({}, settings) == []
+
+
+def runserver_warnings():
+    return [message for message in checks.run_checks() if message.id == "syncapp.W006"]
+
+
+def test_a_runserver_that_would_serve_wsgi_warns_and_names_the_fix(settings):
+    without_daphne = [app for app in settings.INSTALLED_APPS if app != "daphne"]
+    settings.INSTALLED_APPS = without_daphne
+    (warning,) = runserver_warnings()
+    assert '"daphne" is not in INSTALLED_APPS' in warning.msg
+    assert 'Put "daphne" first in INSTALLED_APPS' in warning.hint and "ASGI_APPLICATION" in warning.hint
+    # Appended, daphne comes after staticfiles, whose runserver (WSGI) is the one manage.py runs.
+    settings.INSTALLED_APPS = [*without_daphne, "daphne"]
+    (warning,) = runserver_warnings()
+    assert '"daphne" comes after django.contrib.staticfiles' in warning.msg
+    settings.INSTALLED_APPS = ["daphne", *without_daphne]
+    assert runserver_warnings() == []
+
+
+def test_a_runserver_without_an_asgi_application_warns(settings):
+    del settings.ASGI_APPLICATION
+    (warning,) = runserver_warnings()
+    assert "ASGI_APPLICATION is not set" in warning.msg

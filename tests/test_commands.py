@@ -13,9 +13,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 
-from syncapp import storage, wire
+from syncapp import storage
 from syncapp.management import progress
 from syncapp.models import Store
+from syncapp.protocol import wire
 from tests.support.v03_client import event
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
@@ -113,7 +114,7 @@ def test_export_import_round_trip_into_a_new_store_keeps_every_event_identical(s
 
 def test_export_to_stdout_is_the_same_ndjson_with_progress_on_stderr(store_id, tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "EVERY", 3)
-    monkeypatch.setattr("syncapp.transfer.EXPORT_PAGE_SIZE", 2)
+    monkeypatch.setattr("syncapp.storage.transfer.EXPORT_PAGE_SIZE", 2)
     seed(store_id)
     out, err = run("livesync_export", store_id)
     run("livesync_export", store_id, "-o", str(tmp_path / "file.ndjson"))
@@ -124,7 +125,7 @@ def test_export_to_stdout_is_the_same_ndjson_with_progress_on_stderr(store_id, t
 
 def test_import_shows_progress(store_id, tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "EVERY", 4)
-    monkeypatch.setattr("syncapp.transfer.IMPORT_CHUNK_SIZE", 2)
+    monkeypatch.setattr("syncapp.storage.transfer.IMPORT_CHUNK_SIZE", 2)
     path = tmp_path / "log.ndjson"
     path.write_text("\n".join(ndjson_line(n) for n in range(1, 10)) + "\n")
     out, _ = run("livesync_import", store_id, str(path))

@@ -145,7 +145,7 @@ async def test_json_logs_say_which_store_connection_and_client_a_record_is_about
     assert refusal["client"].startswith("127.0.0.1:") and len(refusal["request_id"]) == 32
 
 
-def test_the_readme_lists_every_environment_variable_the_example_project_reads():
+def test_the_docs_list_every_environment_variable_the_example_project_reads():
     import re
     from pathlib import Path
 
@@ -153,7 +153,8 @@ def test_the_readme_lists_every_environment_variable_the_example_project_reads()
     read = set()
     for source in (root / "livesync_project").glob("*.py"):
         read |= set(re.findall(r"""(?:environ\.get|environ\[|env_flag)\(?\s*["']([A-Z_]+)["']""", source.read_text()))
-    table = (root / "README.md").read_text().split("The example project (`livesync_project/settings.py`) reads", 1)[1]
+    page = root / "docs" / "reference" / "example-project.md"
+    table = page.read_text().split("The example project (`livesync_project/settings.py`) reads", 1)[1]
     table = table.split("\n\n", 2)[1]
     listed = set(re.findall(r"`([A-Z_]+)`", table))
     assert read - {"DJANGO_SETTINGS_MODULE"} <= listed, read - listed

@@ -18,7 +18,8 @@ from channels.layers import InMemoryChannelLayer
 from django.core import checks
 from django.test import Client
 
-from syncapp import layer_redis, metrics, publisher
+from syncapp import metrics
+from syncapp.fanout import layer_redis, publisher
 from tests.support.daphne import REPO_ROOT
 
 REDIS_INSTALL = 'pip install "django-livestore-sync[redis]"'
@@ -328,7 +329,7 @@ def run_bare(bare_install, *args, **env):
 def test_the_bare_install_has_neither_extra(bare_install):
     for module in EXTRAS:
         assert run_bare(bare_install, "-c", f"import {module}").returncode != 0, f"{module} was installed"
-    imported = run_bare(bare_install, "-c", "import syncapp, syncapp.metrics, syncapp.layer_redis; print('ok')")
+    imported = run_bare(bare_install, "-c", "import syncapp, syncapp.metrics, syncapp.fanout.layer_redis; print('ok')")
     assert imported.returncode == 0 and imported.stdout.strip() == "ok", imported.stderr
 
 

@@ -20,8 +20,10 @@ from django.test import Client as HttpClient
 from django.urls import reverse
 
 from syncapp import admin as store_admin
-from syncapp import db, events, storage, transfer, wire
+from syncapp import events, storage
 from syncapp.models import Store
+from syncapp.protocol import wire
+from syncapp.storage import db, transfer
 from syncapp.v03 import codec as codec03
 from syncapp.v04 import codec as codec04
 from tests.support.v03_client import event
@@ -272,7 +274,7 @@ def test_ndjson_import_refuses_a_line_over_the_limit_and_imports_nothing(store_i
 
 def d1_file(path, table, rows):
     """A D1 database holding ``rows`` of ``(seqNum, args text)`` in an eventlog table."""
-    from tests.test_d1_import import REFERENCE_COLUMNS
+    from tests.storage.test_d1_import import REFERENCE_COLUMNS
 
     database = sqlite3.connect(path)
     database.execute(f"CREATE TABLE {table} ({REFERENCE_COLUMNS}) strict")

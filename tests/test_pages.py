@@ -3,7 +3,7 @@ full as its bounds allow, its batch the exact JSON of its items."""
 
 import msgspec
 
-from syncapp import pages, wire
+from syncapp.protocol import pages, wire
 from syncapp.v03 import codec
 
 

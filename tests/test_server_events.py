@@ -16,8 +16,9 @@ from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from syncapp import db, events, storage
+from syncapp import events, storage
 from syncapp.signals import events_committed
+from syncapp.storage import db
 from tests.support.v03_client import events as client_events
 from tests.support.v03_client import seq_nums
 from tests.support.v04_client import RpcClient
@@ -69,7 +70,7 @@ def test_a_commit_appends_at_the_head_after_client_events(store_id, received):
 
 
 def storage_event(seq_num, client_id="c"):
-    from syncapp import wire
+    from syncapp.protocol import wire
 
     return wire.Event(name="v1.E", seqNum=seq_num, parentSeqNum=seq_num - 1, clientId=client_id, sessionId="s")
 
@@ -207,6 +208,36 @@ async def test_a_raising_receiver_is_logged_and_the_client_is_answered_as_usual(
     assert "events_committed receiver" in caplog.text and "the receiver's own bug" in caplog.text
 
 
+async def test_a_raising_receiver_is_logged_once_with_one_traceback(connect, store_id, caplog):
+    """One record per failure, on ``syncapp`` with the store, for a client's push (``asend_robust``) and a
+    server commit (``send_robust``): Django's own record of it on ``django.dispatch`` doubled every failure."""
+
+    def broken(sender, **kwargs):
+        raise ValueError("the receiver's own bug")
+
+    def failures():
+        return [record for record in caplog.records if record.exc_info]
+
+    events_committed.connect(broken)
+    try:
+        client = await connect()
+        await client.push("push-1", client_events(1, 1))
+        assert (await client.recv())["_tag"] == "WSMessage.PushAck"
+        # Receivers run after the pusher got its answer and echo.
+        for _ in range(100):
+            if failures():
+                break
+            await asyncio.sleep(0.02)
+        await sync_to_async(events.commit)(store_id, [CREATED])
+    finally:
+        events_committed.disconnect(broken)
+    assert [(record.name, record.getMessage().endswith(f"failed for store {store_id!r}")) for record in failures()] == [
+        ("syncapp", True),
+        ("syncapp", True),
+    ]
+    assert caplog.text.count("ValueError: the receiver's own bug") == 2
+
+
 def run(*args):
     stdout, stderr = io.StringIO(), io.StringIO()
     call_command(*args, stdout=stdout, stderr=stderr)
@@ -262,11 +293,11 @@ def test_read_walks_a_log_after_a_cursor_in_pages(store_id, monkeypatch):
     assert list(events.read(f"{store_id}-unknown")) == []
 
 
-def test_the_readmes_examples_do_what_it_says(store_id):
-    from syncapp import tail
-    from tests.support.readme import run_python_blocks
+def test_the_django_code_pages_examples_do_what_it_says(store_id):
+    from syncapp.management import tail
+    from tests.support.docs_examples import run_python_blocks
 
-    examples = run_python_blocks("Django code in a store")
+    examples = run_python_blocks("howto/django-code.md")
     try:
         assert examples["add_todo_from_the_server"](store_id, "t1", "Call the plumber") == [1]
         events.commit(store_id, [("v1.TodoAssigned", {"id": "t1", "to": "sam"})])
@@ -278,6 +309,40 @@ def test_the_readmes_examples_do_what_it_says(store_id):
 
     follower = tail.Tail("readme", examples["project"], [store_id])
     assert follower.round() == 2 and examples["todo_counts"] == {store_id: 1}
+
+
+DOCS_DATABASES = ["default", "stores_b"]
+
+
+@pytest.mark.django_db(transaction=True, databases=DOCS_DATABASES)
+@pytest.mark.parametrize("alias", DOCS_DATABASES)
+def test_the_django_code_pages_atomic_examples_hold_wherever_the_store_lives(settings, received, store_id, alias):
+    """``events.atomic`` as the page's examples use it, for stores on the default database and on another:
+    the events commit with the block, and a block that raises stores, sends and creates nothing."""
+    import itertools
+
+    from syncapp.storage import placement
+    from tests.support.docs_examples import run_python_blocks
+
+    settings.LIVESYNC = {**settings.LIVESYNC, "STORE_DATABASES": DOCS_DATABASES}
+    candidates = (f"{store_id}-{number}" for number in itertools.count())
+    added, imported, abandoned = itertools.islice((each for each in candidates if placement.home(each) == alias), 3)
+    examples = {
+        **run_python_blocks("howto/django-code.md", "Commit events from Python"),
+        **run_python_blocks("howto/django-code.md", "Commit events atomically"),
+    }
+
+    assert examples["add_todo_from_the_server"](added, "t1", "Call the plumber") == [1]
+    examples["import_todos"](imported, ["Buy milk", "Call the plumber"])
+    with pytest.raises(ValueError, match="todo 1 has no text"):
+        examples["import_todos"](abandoned, ["Walk the dog", " "])
+
+    assert [storage.head(each) for each in (added, imported, abandoned)] == [1, 2, 0]
+    assert {storage.database_of(each) for each in (added, imported)} == {alias}
+    assert storage.get_store(abandoned) is None
+    assert received == [(added, [1], "python"), (imported, [1], "python"), (imported, [2], "python")]
+    texts = [json.loads(event.args)["text"] for event in events.read(imported)]
+    assert texts == ["Buy milk", "Call the plumber"]
 
 
 def test_args_nested_too_deeply_to_encode_are_refused(store_id):

@@ -10,7 +10,8 @@ import hashlib
 import pytest
 from django.test import override_settings
 
-from syncapp import db, storage
+from syncapp import storage
+from syncapp.storage import db
 from tests.support.v03_client import Client, event, events, seq_nums
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
@@ -308,7 +309,7 @@ async def test_gap_in_broadcasts_is_repaired_from_the_database(connect, store_id
 
 
 def _batch(dicts):
-    from syncapp import wire
+    from syncapp.protocol import wire
 
     return [wire.Event(**{k: v for k, v in d.items() if k != "args"}) for d in dicts]
 

@@ -5,7 +5,8 @@ import json
 import pytest
 from django.test import override_settings
 
-from syncapp import db, storage
+from syncapp import storage
+from syncapp.storage import db
 from tests.support.v04_client import event, events, http_call, pull_payload, push_payload, request
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
@@ -117,7 +118,7 @@ async def test_hostile_store_id_is_refused_before_any_rpc():
 async def test_pushes_over_http_leave_nothing_behind_in_the_process_hub(store_id, connect):
     """An HTTP push to a store with no socket in this process has no one to tell; the hub keeps nothing for
     it, so pushes to ever more stores do not grow the process."""
-    from syncapp.hub import existing_hub
+    from syncapp.fanout.hub import existing_hub
 
     await connect()  # a socket of another store: this process serves sockets, so it has a hub
     for number in range(5):

@@ -6,9 +6,11 @@ import json
 import pytest
 from django.test import override_settings
 
-from syncapp import db, eventlog, storage
+from syncapp import storage
+from syncapp.core import eventlog
 from syncapp.models import Store
-from syncapp.wire import Event
+from syncapp.protocol.wire import Event
+from syncapp.storage import db
 from tests.support.v03_client import Client
 from tests.support.v04_client import RpcClient, event, events, request, seq_nums
 

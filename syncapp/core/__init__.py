@@ -5,12 +5,16 @@ what comes back into its envelope (0.3 ``PushAck`` / ``WSMessage.Error``, 0.4
 ``Exit``), as the reference's transports all call its one ``push``
 (``@livestore/sync-cf`` 0.4, ``cf-worker/do/push.ts``). Nothing here knows a
 frame's shape, and nothing here knows SQL: storage is reached through
-``syncapp.eventlog``.
+``syncapp.core.eventlog``.
 
 A subscriber is one client's place in a store's log: a 0.3 socket, or one
 live pull of a 0.4 socket. Both are the same ``Subscriber``: a sequencer that
 forwards, drops or repairs each committed batch, and a catch-up from storage
 when the log went on without it.
+
+The package's other modules are the core's own parts: ``eventlog`` (commit a push durably, then announce
+it to the fan-out), ``sequencer`` (a subscriber's ordering decisions) and ``hooks`` (the ``ON_PUSH`` /
+``ON_PULL`` hook policy every transport shares).
 """
 
 import functools
@@ -21,10 +25,12 @@ from typing import NamedTuple
 import msgspec
 from django.db import DatabaseError
 
-from . import eventlog, metrics, pages, storage
+from .. import metrics, storage
+from ..fanout.hub import get_hub
+from ..fanout.messages import HEAD
+from ..protocol import pages
+from . import eventlog
 from .hooks import HookRejected, run_hook
-from .hub import get_hub
-from .messages import HEAD
 from .sequencer import DROP, FORWARD, Sequencer
 
 logger = logging.getLogger("syncapp")

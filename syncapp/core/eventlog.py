@@ -3,7 +3,7 @@
 What a push means (durable before it is acknowledged, announced to every
 subscriber of the store in both protocol generations' encodings) and how a
 backlog is read are the same for every transport, and live here and in
-``syncapp.core``. Storage runs on the database pool (``syncapp.db``);
+``syncapp.core``. Storage runs on the database pool (``syncapp.storage.db``);
 nothing here knows SQL or sockets.
 """
 
@@ -14,10 +14,13 @@ from functools import cached_property
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from . import broadcast, conf, db, metrics, pgloop, signals, sqliteloop, storage, wire
-from .lru import BoundedCache
-from .v03 import codec as v03_codec
-from .v04 import codec as v04_codec
+from .. import conf, metrics, signals, storage
+from ..fanout import broadcast
+from ..protocol import wire
+from ..storage import db, postgres, sqlite
+from ..storage.lru import BoundedCache
+from ..v03 import codec as v03_codec
+from ..v04 import codec as v04_codec
 
 # Events per database read while streaming a backlog: several chunks per round trip.
 PAGES_PER_READ = 10
@@ -53,7 +56,7 @@ def _append_group(pendings):
 _append_gathered = db.Gathered(_append_group, concurrency=_commits_at_once)
 
 
-# New stores' spare tables (syncapp.spares) are made again in the background, off every push's path, once
+# New stores' spare tables (syncapp.storage.spares) are made again in the background, off every push's path, once
 # pushes on the database threads pause for a moment (each asks while spares are wanted: new stores' pushes
 # are among them), or a few seconds later at most: a burst of new stores renames spares without competing
 # with their replacements' CREATE TABLEs for the database.
@@ -70,9 +73,9 @@ async def _append(pending):
     """A push to a store this process knows, on PostgreSQL in one statement on the event loop, on SQLite in one
     transaction on the event loop when it is alone and the database thread idle; any other on the database
     threads, gathered."""
-    appended = await pgloop.append_alone(pending)
+    appended = await postgres.append_alone(pending)
     if appended is None:
-        appended = await sqliteloop.append_alone(pending)
+        appended = await sqlite.append_alone(pending)
     if appended is not None:
         return appended
     try:
@@ -128,7 +131,7 @@ class Announcement:
 
     0.3 sockets get ``PullRes`` frames with ``context: "push"`` and the push's
     requestId; 0.4 live pulls get ``NoMore`` pull responses, to which each adds
-    its own envelope. Both are cut by bytes (``syncapp.pages``).
+    its own envelope. Both are cut by bytes (``syncapp.protocol.pages``).
     """
 
     def __init__(self, batch, appended, request_id):

@@ -7,9 +7,9 @@ sent (and what other sockets are sent) is as if it had not run.
 
 import logging
 
-from . import conf
-from .context import SyncContext
-from .wire import to_builtins
+from .. import conf
+from ..context import SyncContext
+from ..protocol.wire import to_builtins
 
 logger = logging.getLogger("syncapp")
 

@@ -2,7 +2,7 @@
 
 A store's channel-layer group is the Durable Object analogue. Anything that
 changes a store — a push, an admin reset from a socket, the Django admin or a
-management command — announces it here; each process's hub (``syncapp.hub``)
+management command — announces it here; each process's hub (``syncapp.fanout.hub``)
 hands the messages to its sockets.
 """
 

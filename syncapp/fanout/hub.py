@@ -8,7 +8,7 @@ store message to those sockets (an idle socket gets it written at once, a busy
 one in its bounded inbox), and delivers its own process's pushes locally
 without a round trip through Redis. On channels_redis's pub/sub layer it sends
 a store's events through Redis only while another process follows the store
-(``syncapp.followers``).
+(``syncapp.fanout.followers``).
 
 The channel layer may lose messages (both Redis layers drop when a channel is
 full, Redis may be down, a process may die between commit and broadcast), so
@@ -25,8 +25,10 @@ another host never hears of it: its receive goes on working. So each hub asks
 every host for its ``run_id`` once per head check (``_watch``, on a task of
 its own, so that head checks never wait for Redis). A host that does not
 answer is down: logged and counted once, and its stores' messages are
-dropped until it returns. Once it answers again, or answers with a new
-run_id, the hub joins its groups there again, and only then logs that
+dropped until it returns. "Does not answer" is judged in the time the event
+loop was there to read the answer (``syncapp.fanout.looplag``): a loop too busy to
+read it in time is no outage of Redis. Once it answers again, or answers
+with a new run_id, the hub joins its groups there again, and only then logs that
 broadcasts resumed. A failed call to the layer only wakes the watch early:
 the hosts' answers, not the call, say which host is down, because a call may
 fail through another host than its group's (the core layer's ``group_send``
@@ -44,19 +46,14 @@ import weakref
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
-from . import conf, db, followers, layer_redis, messages, metrics, presence, publisher, storage
+from .. import conf, metrics, storage
+from ..storage import db
+from . import followers, hosts, layer_redis, looplag, messages, outgoing, presence, publisher
 
 logger = logging.getLogger("syncapp")
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, "Hub"] = weakref.WeakKeyDictionary()
 
-# Store messages waiting to go out through the channel layer, per process.
-OUTGOING_LIMIT = 10_000
-# Store messages sent together at most (one Redis pipeline on the pub/sub layer; see syncapp.publisher), and
-# the frames' bytes past which no more join them: a batch stays well inside Redis's output buffer for each
-# subscriber (32 MB by default) and its time bound.
-PUBLISH_BATCH = 100
-PUBLISH_BATCH_BYTES = 1_000_000
 # Store messages waiting for this hub in a layer that does not bound its queues (the pub/sub layer): past
 # this, they are dropped and the stores' sockets catch up from the database at the next head check.
 INBOUND_LIMIT = 10_000
@@ -78,73 +75,6 @@ def get_hub():
     return hub
 
 
-async def _twice(call, *args, bounded=True):
-    """``await call(*args)``, tried once more at once if it fails; each try ``bounded`` in time.
-
-    A Redis outage leaves dead connections in the client's pool; the first use
-    of each after Redis returns fails (and discards it). That is no new outage,
-    and the message it carried must not be lost. A Redis that stops answering
-    without closing its connections (a network that drops packets) fails the
-    call after ``layer_redis.TIMEOUT_SECONDS``, as an outage.
-    """
-    timeout = layer_redis.TIMEOUT_SECONDS if bounded else None
-    try:
-        async with asyncio.timeout(timeout):
-            return await call(*args)
-    except asyncio.CancelledError:
-        raise
-    except Exception:  # noqa: BLE001 - the second attempt's failure is the one that counts
-        _unless_cancelled()
-        async with asyncio.timeout(timeout):
-            return await call(*args)
-
-
-def _group_of(message):
-    """The channel-layer group a hub's outgoing message goes to."""
-    if message["type"] == messages.FOLLOW:
-        return messages.FOLLOWS_GROUP
-    return messages.group_name(message["store_id"])
-
-
-def _frame_bytes(message):
-    """The encoded frames a store message carries, in characters (about bytes: they are mostly ASCII JSON)."""
-    return sum(map(len, message.get("v03_frames", ()))) + sum(map(len, message.get("v04_pages", ())))
-
-
-def _unbounded_queue(layer, channel_name):
-    """The pub/sub layer's queue of ``channel_name`` in this event loop, or None for a layer that bounds its own."""
-    loop_layer = getattr(layer, "_get_layer", None)
-    if not layer_redis.is_pubsub_layer(layer) or loop_layer is None:
-        return None
-    return getattr(loop_layer(), "channels", {}).get(channel_name)
-
-
-def _unless_cancelled():
-    """Raise CancelledError if the running task was cancelled but is still running.
-
-    A channels_redis call cancelled in the middle of a read may raise a
-    connection error instead of CancelledError: retrying then, or sleeping
-    after the "outage", would block a task that was told to stop for good.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-class Shard:
-    """One Redis host of the channel layer, as this process's hub last saw it (see ``Hub._watch``)."""
-
-    def __init__(self, index, name):
-        self.index = index
-        self.name = name
-        # The run_id the host last answered with (None: not asked yet).
-        self.run_id = None
-        # Whether the host's outage was logged and counted, and its return not yet.
-        self.down = False
-        # Whether this hub's groups on the host are in place: not after an outage, a restart or a failed join.
-        self.joined = True
-
-
 class Hub:
     def __init__(self, layer=None):
         """A hub on ``layer``, by default the process's default channel layer."""
@@ -164,16 +94,16 @@ class Hub:
         # The layer's Redis hosts, in channels_redis's order (none for a layer without Redis).
         self.shards = []
         if layer_redis.is_redis_layer(self.layer):
-            self.shards = [Shard(index, layer_redis.describe(host)) for index, host in enumerate(layer_redis.hosts())]
+            self.shards = [
+                hosts.Shard(index, layer_redis.describe(host)) for index, host in enumerate(layer_redis.hosts())
+            ]
         # Stores with a socket whose repair failed (database down): nudged at the next head check that works.
         self.repairs_wanted = set()
-        # Whether this process tells the admin its socket counts through Redis (syncapp.presence), and
+        # Whether this process tells the admin its socket counts through Redis (syncapp.fanout.presence), and
         # whether its last word there was a non-empty count.
         self.shares_presence = presence.available()
         self._presence_published = False
-        self._outgoing = asyncio.Queue()
-        # A reset taken from the queue behind other messages, sent in the batch after theirs.
-        self._reset_next = None
+        self._outgoing = outgoing.Outgoing()
         self._publisher = publisher.for_layer(self.layer)
         # Whether this hub learns which stores other processes follow, and keeps the others' events off Redis.
         self._tracks_followers = self.layer_reaches_other_processes and self._publisher.counts_receivers
@@ -216,7 +146,7 @@ class Hub:
         group = messages.group_name(store_id)
         if self.channel_name is not None and not self._is_down(group):
             try:
-                await _twice(self.layer.group_discard, group, self.channel_name)
+                await hosts.twice(self.layer.group_discard, group, self.channel_name)
             except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
                 self._layer_failed(exc)
 
@@ -237,10 +167,10 @@ class Hub:
 
         The channel-layer send happens on the hub's own task, in order, so a
         pusher's next frame never waits for Redis. Messages that cannot be sent
-        (their Redis host down, a backlog past OUTGOING_LIMIT) are dropped: other
+        (their Redis host down, a backlog past ``outgoing.OUTGOING_LIMIT``) are dropped: other
         processes' head checks deliver those events from the database instead.
         Events of a store no other process follows are not sent at all
-        (``syncapp.followers``).
+        (``syncapp.fanout.followers``).
         """
         await self._start()
         message = {**message, "store_id": store_id, "origin": self.id, "joins": self.followers.joins}
@@ -260,10 +190,10 @@ class Hub:
         """Queue ``message`` for the channel layer, unless its host is down or the backlog is full."""
         if (
             self.layer_reaches_other_processes
-            and not self._is_down(_group_of(message))
-            and self._outgoing.qsize() < OUTGOING_LIMIT
+            and not self._is_down(outgoing.group_of(message))
+            and not self._outgoing.full()
         ):
-            self._outgoing.put_nowait(message)
+            self._outgoing.put(message)
 
     def _notify_following(self, store_id=None):
         """Tell every hub that this one follows ``store_id`` (None: that it listens for such notices).
@@ -272,10 +202,10 @@ class Hub:
         them again.
         """
         if self._tracks_followers:
-            self._outgoing.put_nowait({"type": messages.FOLLOW, "store_id": store_id, "origin": self.id})
+            self._outgoing.put({"type": messages.FOLLOW, "store_id": store_id, "origin": self.id})
 
     async def _send_loop(self):
-        """Send the outgoing messages in order, those waiting together (see ``_next_batch``).
+        """Send the outgoing messages in order, those waiting together (``Outgoing.next_batch``).
 
         Each host gets the batch's messages of its groups at once, all hosts
         concurrently; those of a host that is down are dropped. A host's share
@@ -284,10 +214,10 @@ class Hub:
         of its own, so that no events sent again can follow it.
         """
         while True:
-            batch = await self._next_batch()
+            batch = await self._outgoing.next_batch()
             by_shard = {}
             for message in batch:
-                group = _group_of(message)
+                group = outgoing.group_of(message)
                 shard = self._shard_of(group)
                 if shard is None or not shard.down:
                     by_shard.setdefault(shard, []).append((group, message))
@@ -297,7 +227,7 @@ class Hub:
     async def _send(self, shard, addressed, sent_at):
         """Publish ``(group, message)`` pairs whose groups live on ``shard``."""
         try:
-            receivers = await _twice(self._publisher.publish, addressed, None if shard is None else shard.index)
+            receivers = await hosts.twice(self._publisher.publish, addressed, None if shard is None else shard.index)
         except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
             self._layer_failed(exc)
             return
@@ -305,7 +235,7 @@ class Hub:
             self._count_followers([message for _, message in addressed], receivers, sent_at)
 
     def _count_followers(self, batch, receivers, sent_at):
-        """Learn from what each message reached which stores another process follows (``syncapp.followers``)."""
+        """Learn from what each message reached which stores another process follows (``syncapp.fanout.followers``)."""
         try:
             for message, count in zip(batch, receivers, strict=True):
                 if message["type"] in (messages.EVENTS, messages.HEAD):
@@ -317,25 +247,6 @@ class Hub:
             # Counting must never stop this process's broadcasts: without it, every store's go to Redis.
             logger.exception("could not count the subscribers of published store messages")
             self._forget_followers()
-
-    async def _next_batch(self):
-        """The next message and those waiting behind it, up to PUBLISH_BATCH messages or PUBLISH_BATCH_BYTES of
-        frames, and never a reset among others: one taken behind others waits for the next batch."""
-        first, self._reset_next = self._reset_next or await self._outgoing.get(), None
-        batch, size = [first], _frame_bytes(first)
-        while (
-            first["type"] != messages.RESET
-            and len(batch) < PUBLISH_BATCH
-            and size < PUBLISH_BATCH_BYTES
-            and not self._outgoing.empty()
-        ):
-            message = self._outgoing.get_nowait()
-            if message["type"] == messages.RESET:
-                self._reset_next = message
-                break
-            batch.append(message)
-            size += _frame_bytes(message)
-        return batch
 
     async def stop(self, timeout=STOP_TIMEOUT_SECONDS):
         """Cancel the hub's loops; returns within ``timeout`` even if a layer call is slow to give up.
@@ -366,6 +277,8 @@ class Hub:
                 for shard in self.shards:
                     shard.joined = False
                 self._layer_failed(exc)
+            # Its waits on Redis are judged by this loop's clock; it also tells the operator of a busy loop.
+            looplag.clock()
             loops = [self._receive_loop(), self._check_loop(), self._send_loop()]
             if self.shards:
                 loops.append(self._watch_loop())
@@ -375,15 +288,15 @@ class Hub:
 
     async def _open_channel(self):
         """The hub's own channel (the pub/sub layer subscribes to it in Redis, so this can fail)."""
-        async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
+        async with looplag.timeout(layer_redis.TIMEOUT_SECONDS):
             self.channel_name = await self.layer.new_channel(prefix="livesync.hub.")
-        self._inbound = _unbounded_queue(self.layer, self.channel_name)
+        self._inbound = hosts.unbounded_queue(self.layer, self.channel_name)
         self._channel_open.set()
 
     async def _listen_for_notices(self):
         """Join the group of follow notices; the hub trusts no count until its own notice comes back."""
         if self._tracks_followers:
-            await _twice(self.layer.group_add, messages.FOLLOWS_GROUP, self.channel_name)
+            await hosts.twice(self.layer.group_add, messages.FOLLOWS_GROUP, self.channel_name)
             self._notify_following()
 
     async def _group_add(self, store_id):
@@ -393,7 +306,7 @@ class Hub:
         if self.channel_name is None or (shard is not None and shard.down):
             return
         try:
-            await _twice(self.layer.group_add, group, self.channel_name)
+            await hosts.twice(self.layer.group_add, group, self.channel_name)
         except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
             if shard is not None:
                 shard.joined = False
@@ -433,9 +346,9 @@ class Hub:
 
     async def _watch_shard(self, shard):
         try:
-            run_id = await _twice(layer_redis.run_id, shard.index)
+            run_id = await hosts.twice(layer_redis.run_id, shard.index)
         except Exception as exc:  # noqa: BLE001 - any failure to answer means an outage
-            _unless_cancelled()
+            hosts.unless_cancelled()
             self._shard_lost(shard, exc)
             return
         if shard.run_id not in (None, run_id):
@@ -446,7 +359,7 @@ class Hub:
         try:
             await self._rejoin(shard)
         except Exception:  # noqa: BLE001 - tried again at the next watch; an outage was logged once
-            _unless_cancelled()
+            hosts.unless_cancelled()
             logger.debug("could not join the groups on %s again", shard.name, exc_info=True)
             return
         shard.joined = True
@@ -482,12 +395,12 @@ class Hub:
             await self._open_channel()
         notices_here = self._tracks_followers and self._shard_of(messages.FOLLOWS_GROUP) is shard
         if notices_here:
-            await _twice(self.layer.group_add, messages.FOLLOWS_GROUP, self.channel_name)
+            await hosts.twice(self.layer.group_add, messages.FOLLOWS_GROUP, self.channel_name)
         # Sockets that join meanwhile are joined too: _group_add skips them while the host counts as down.
         joined = set()
         while missing := self._stores_on(shard) - joined:
             for store_id in missing:
-                await _twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
+                await hosts.twice(self.layer.group_add, messages.group_name(store_id), self.channel_name)
             joined |= missing
         # Notices sent while the group of notices was gone were lost: then every store's is sent again.
         following = set(self.members) if notices_here else joined & self.members.keys()
@@ -498,11 +411,11 @@ class Hub:
         await self._channel_open.wait()
         while True:
             try:
-                message = await _twice(self.layer.receive, self.channel_name, bounded=False)
+                message = await hosts.twice(self.layer.receive, self.channel_name, bounded=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any layer failure may mean an outage
-                _unless_cancelled()
+                hosts.unless_cancelled()
                 self._layer_failed(exc)
                 await asyncio.sleep(conf.get("HEAD_CHECK_INTERVAL"))
                 continue
@@ -576,7 +489,7 @@ class Hub:
             await self._nudge_stale(heads)
 
     async def _publish_presence(self):
-        """Record this process's sockets per store in Redis, for the admin (see ``syncapp.presence``)."""
+        """Record this process's sockets per store in Redis, for the admin (see ``syncapp.fanout.presence``)."""
         if not self.shares_presence or (not self.members and not self._presence_published):
             return
         counts = {store_id: len(members) for store_id, members in self.members.items()}

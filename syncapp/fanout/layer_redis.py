@@ -1,7 +1,7 @@
 """redis-py clients on the default channels_redis layer's Redis hosts, and where that layer puts a group.
 
-The admin's socket counts (``syncapp.presence``), the hub's pipelined
-broadcasts (``syncapp.publisher``) and its watch over the hosts
+The admin's socket counts (``syncapp.fanout.presence``), the hub's pipelined
+broadcasts (``syncapp.fanout.publisher``) and its watch over the hosts
 (``Hub._watch``) go to the Redis that ``CHANNEL_LAYERS`` already names, so a
 deployment configures Redis once. A host is whatever channels_redis takes: a
 URL, a dict of connection options, or a Sentinel-managed master
@@ -16,7 +16,9 @@ that host, as the layer would.
 Every wait of livesync's on Redis, through these clients or through the
 layer, is bounded by TIMEOUT_SECONDS: a Redis that stops answering without
 closing its connections then fails a call as one that went away does, and
-the layer's hosts need no ``socket_timeout`` (see the README's "Production").
+the layer's hosts need no ``socket_timeout`` (see the docs' Run in production page).
+The hub's calls, whose failure it reports as an outage, count only the time
+the event loop was there to read an answer (``syncapp.fanout.looplag``).
 
 channels_redis (and redis-py) come with the ``[redis]`` extra: one process on
 the in-memory layer runs without them, so they are imported only here, in the
@@ -30,6 +32,8 @@ from urllib.parse import urlsplit
 
 from channels import DEFAULT_CHANNEL_LAYER
 from django.conf import settings
+
+from . import looplag
 
 # How long one call to Redis (a subscribe, a publish, a run_id, a read of socket counts) may take before it
 # counts as failed. Waiting for the next message on a subscription is not bounded: that is what it does.
@@ -47,6 +51,8 @@ DEFAULT_PREFIX = "asgi"
 
 # loop -> {host index: connection pool}
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, object]] = weakref.WeakKeyDictionary()
+# (host index, host) -> blocking client
+_blocking_clients: dict[tuple[int, str], object] = {}
 
 
 def default_layer():
@@ -137,8 +143,33 @@ def client(index=0):
     return aioredis.Redis(connection_pool=pool)
 
 
+def blocking_client(index=0):
+    """A blocking redis-py client on the default layer's host ``index``, for code outside an event loop; every
+    call bounded by TIMEOUT_SECONDS. One per host and process (a client's pool is thread-safe)."""
+    host = hosts()[index]
+    key = (index, repr(host))
+    found = _blocking_clients.get(key)
+    if found is None:
+        found = _blocking_clients[key] = _blocking_client(dict(host))
+    return found
+
+
+def _blocking_client(host):
+    """redis-py's blocking client on ``host`` as channels_redis describes it (see its ``create_pool``)."""
+    import redis
+    from redis.sentinel import Sentinel
+
+    options = {"socket_timeout": TIMEOUT_SECONDS, "socket_connect_timeout": TIMEOUT_SECONDS}
+    if "address" in host:
+        return redis.Redis.from_url(host.pop("address"), **{**options, **host})
+    if "master_name" in host:
+        sentinel = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+        return sentinel.master_for(host.pop("master_name"), **{**options, **host})
+    return redis.Redis(**{**options, **host})
+
+
 async def run_id(index):
     """Host ``index``'s ``run_id``: a new one means the server restarted (or a Sentinel promoted another)."""
-    async with asyncio.timeout(TIMEOUT_SECONDS):
+    async with looplag.timeout(TIMEOUT_SECONDS):
         info = await client(index).info("server")
     return info["run_id"]

@@ -29,8 +29,8 @@ class Clock:
     """
 
     def __init__(self, loop):
-        # Not at the module's import: syncapp.layer_redis imports this module, and needs no settings to import.
-        from .metrics import EVENT_LOOP_BEHIND
+        # Not at the module's import: syncapp.fanout.layer_redis imports this module, and needs no settings to import.
+        from ..metrics import EVENT_LOOP_BEHIND
 
         self._counter = EVENT_LOOP_BEHIND
         self._behind = 0.0

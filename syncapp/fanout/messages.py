@@ -12,7 +12,7 @@ EVENTS = "livesync.events"
 RESET = "livesync.reset"
 HEAD = "livesync.head"
 # A hub follows a store from now on (``store_id``), or is listening for such notices (no ``store_id``); sent to
-# every hub through FOLLOWS_GROUP, see ``syncapp.followers``.
+# every hub through FOLLOWS_GROUP, see ``syncapp.fanout.followers``.
 FOLLOW = "livesync.follow"
 FOLLOWS_GROUP = "livesync.follows"
 

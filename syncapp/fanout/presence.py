@@ -16,7 +16,8 @@ With the in-memory layer there is one process, and its hub knows the count.
 
 import asyncio
 
-from . import conf, layer_redis
+from .. import conf
+from . import layer_redis
 
 KEY_PREFIX = "livesync:sockets:"
 

@@ -6,15 +6,15 @@ message costs a round trip to Redis under the layer's lock, one after the
 other: in the bench's 50-store run they fell 700 messages behind, so other
 processes heard of pushes late. ``PipelinedPublisher`` sends all the
 messages waiting for one host as one pipeline, one round trip for all of
-them, on a connection of its own (``syncapp.layer_redis``).
+them, on a connection of its own (``syncapp.fanout.layer_redis``).
 
 It sends what the layer's own ``group_send`` sends: ``PUBLISH`` of
 ``layer.serialize(message)`` on the channel ``<prefix>__group__<group>``, on
 the host the layer keeps the group on (``layer_redis.group_shard``; the hub
 hands each host its own messages). That host's answer counts every
-subscriber of the group, which ``syncapp.followers`` relies on. Every other
+subscriber of the group, which ``syncapp.fanout.followers`` relies on. Every other
 layer gets ``LayerPublisher``, one ``group_send`` per message.
-``tests/test_publisher.py`` receives through the layer, on one host and on
+``tests/fanout/test_publisher.py`` receives through the layer, on one host and on
 two, what was published here, so a channels_redis that named, encoded or
 placed its messages differently would fail it.
 """
@@ -32,7 +32,7 @@ def for_layer(layer):
 class LayerPublisher:
     """One ``group_send`` per message, in order."""
 
-    # group_send does not say who received a message (see syncapp.followers).
+    # group_send does not say who received a message (see syncapp.fanout.followers).
     counts_receivers = False
 
     def __init__(self, layer):

@@ -3,7 +3,7 @@
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from syncapp import broadcast
+from syncapp.fanout import broadcast
 
 
 def disconnect_sockets(store_id, stdout, style):

@@ -13,8 +13,9 @@ first event.
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from . import placement, storage
-from .models import Store, TailCursor
+from .. import storage
+from ..models import Store, TailCursor
+from ..storage import placement
 
 # Events per handler call.
 PAGE_EVENTS = 500

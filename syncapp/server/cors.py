@@ -1,6 +1,6 @@
 """CORS headers as the reference worker sends them when ``enableCORS`` is on (``LIVESYNC["ENABLE_CORS"]``)."""
 
-from . import conf
+from .. import conf
 
 
 def cors_headers(requested_headers):

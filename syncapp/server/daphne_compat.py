@@ -1,10 +1,15 @@
 """What livesync needs of daphne (4.2.3) beyond ASGI: two fixes, a write-buffer view, a header deadline,
 writes sent at once and a garbage collector that skips what lives from the start.
 
+``install()`` runs in every process that installs ``syncapp``, so each item says what it changes for the
+host's own routes, which it serves beside livesync's: nothing a route or its client can observe, or, for
+the header deadline and the frozen objects, a bound no well-behaved client or program meets.
+
 1. autobahn's ``sendClose`` refuses every close code but 1000 and 3000-4999, so
    daphne cannot send 1012 (service restart) or 1013 (try again later): the
    consumer's ``close(code=1012)`` raises instead. Send those through autobahn's
-   ``sendCloseFrame``, which daphne itself uses for 1011.
+   ``sendCloseFrame``, which daphne itself uses for 1011. Only the codes that
+   raised change: every other close takes daphne's own path.
 2. ``Server.kill_all_applications`` (the SIGTERM path) reads
    ``details["application_instance"]`` for every connection, but an HTTP request
    that was upgraded to a WebSocket stays in ``connections`` without one until
@@ -14,16 +19,24 @@ writes sent at once and a garbage collector that skips what lives from the start
    with a plain ``asyncio.gather``, which returns as soon as the first of them
    ends (a cancelled task ends by raising CancelledError): the reactor then
    drops every other connection while its application is still closing it.
+   Every application, the host's too, is cancelled and waited for, as daphne's
+   own comment there says it means to.
 3. ASGI's ``send`` under daphne never waits for the client: a frame is
    appended to Twisted's write buffer whether the client reads or not, so a
    client that pulls a large store and never reads would make the server hold
-   the whole backlog. Each connection's scope gets a ``WriteBuffer`` (extension
+   the whole backlog. Each WebSocket's scope gets a ``WriteBuffer`` (extension
    ``WRITE_BUFFER_EXTENSION``) through which a consumer sees the bytes not yet
-   taken by the client, and pauses or closes the socket (``syncapp.websocket``).
+   taken by the client, and pauses or closes the socket (``syncapp.server.websocket``).
+   A consumer that does not look for the extension is not affected by it.
 4. Twisted's HTTP channel times out only a connection that sends nothing for
    60 s, so a client that trickles an upgrade request's headers holds a
-   connection forever. A connection whose first request is not complete
-   within ``LIVESYNC["REQUEST_HEADER_TIMEOUT"]`` seconds is dropped.
+   connection forever. A connection that has not sent a request's headers
+   within ``LIVESYNC["REQUEST_HEADER_TIMEOUT"]`` seconds is dropped. The body
+   is not timed: a slow upload to a host's view is the host's business. The
+   deadline holds for every path: which routes are livesync's is decided by the
+   project's ASGI routing once the headers are in (0.4 clients on the query),
+   and a connection stuck in its headers costs the process a socket whatever
+   path it names.
 5. Twisted sends nothing when asked to: ``write`` appends to the connection's
    buffer and registers the socket for writing, and the reactor's next turn
    sends the buffer and unregisters it. On daphne's asyncio reactor that is two
@@ -31,7 +44,8 @@ writes sent at once and a garbage collector that skips what lives from the start
    of daphne's CPU when one push fans out to 200 sockets. A write to a
    connection with nothing waiting before it is sent at once; what the socket
    does not take is buffered as before, so the order of bytes, the write-buffer
-   view (3.) and a client that stops reading behave as they did.
+   view (3.) and a client that stops reading behave as they did. Every served
+   connection's bytes leave the same, only sooner.
 6. A full garbage collection walks every object the process tracks, and a
    Django project under daphne tracks over 100,000 from its start: 55-70 ms
    per full collection on the bench's machine, during which no socket of the
@@ -39,7 +53,9 @@ writes sent at once and a garbage collector that skips what lives from the start
    allocates set one off every few such pulls or bursts. When the reactor
    starts, the objects alive then are collected once and frozen
    (``gc.freeze``), so later collections walk only what was allocated since
-   (``LIVESYNC["FREEZE_STARTUP_OBJECTS"]``).
+   (``LIVESYNC["FREEZE_STARTUP_OBJECTS"]``). Frozen objects are still freed when
+   their last reference goes; only a reference cycle among them that becomes
+   garbage later is kept, which the size of the start-up heap bounds.
 """
 
 import asyncio
@@ -55,15 +71,8 @@ class WriteBuffer:
     def __init__(self, protocol):
         self._protocol = protocol
 
-    def _transport(self):
-        transport = getattr(self._protocol, "transport", None)
-        if transport is None:
-            # An HTTP request (daphne's WebRequest) writes through its channel.
-            transport = getattr(getattr(self._protocol, "channel", None), "transport", None)
-        return transport
-
     def pending_bytes(self):
-        transport = self._transport()
+        transport = self._protocol.transport
         if transport is None:
             return 0
         # Twisted's FileDescriptor: the unsent part of dataBuffer, plus writes not yet joined into it.
@@ -71,7 +80,7 @@ class WriteBuffer:
         return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
     def closed(self):
-        transport = self._transport()
+        transport = self._protocol.transport
         return transport is None or not getattr(transport, "connected", True)
 
 
@@ -113,14 +122,18 @@ def install():
     original_create_application = Server.create_application
 
     def create_application(self, protocol, scope):
-        extensions = {**scope.get("extensions", {}), WRITE_BUFFER_EXTENSION: WriteBuffer(protocol)}
-        return original_create_application(self, protocol, {**scope, "extensions": extensions})
+        # Only sync WebSockets read it (3. above): an HTTP request's scope stays as daphne makes it.
+        if scope["type"] == "websocket":
+            extensions = {**scope.get("extensions", {}), WRITE_BUFFER_EXTENSION: WriteBuffer(protocol)}
+            scope = {**scope, "extensions": extensions}
+        return original_create_application(self, protocol, scope)
 
-    original_process = WebRequest.process
+    original_got_length = WebRequest.gotLength
 
-    def process(self):
-        self.channel.livesync_request_complete = True
-        return original_process(self)
+    def gotLength(self, length):
+        # Twisted's channel calls it once the request's headers are all in, before any of its body.
+        self.channel.livesync_headers_received = True
+        return original_got_length(self, length)
 
     original_build_protocol = HTTPFactory.buildProtocol
 
@@ -134,7 +147,7 @@ def install():
     WebSocketProtocol._livesync_patched = True
     Server.kill_all_applications = kill_all_applications
     Server.create_application = create_application
-    WebRequest.process = process
+    WebRequest.gotLength = gotLength
     HTTPFactory.buildProtocol = buildProtocol
     _install_write_now()
     reactor.callWhenRunning(freeze_startup_objects)
@@ -142,7 +155,7 @@ def install():
 
 def freeze_startup_objects():
     """Collect once, then freeze what is alive, so full collections skip it (see 6. above)."""
-    from . import conf
+    from .. import conf
 
     if not conf.get("FREEZE_STARTUP_OBJECTS"):
         return
@@ -154,21 +167,23 @@ def freeze_startup_objects():
 
 
 def _header_timeout():
-    from . import conf
+    from .. import conf
 
     return conf.get("REQUEST_HEADER_TIMEOUT")
 
 
 def _drop_if_incomplete(protocol):
-    """Drop a connection that has not completed a request since it was opened (see 4. above)."""
+    """Drop a connection that has not sent a request's headers since it was opened (see 4. above)."""
     # Twisted wraps the HTTP/1.1 channel in a protocol that could negotiate HTTP/2.
     channel = getattr(protocol, "_channel", protocol)
-    if getattr(channel, "livesync_request_complete", False):
+    if getattr(channel, "livesync_headers_received", False):
         return
     transport = getattr(channel, "transport", None)
     if transport is not None and getattr(transport, "connected", False):
         logging.getLogger("syncapp").info(
-            "dropped a connection from %s: no complete request within %s s", transport.getPeer(), _header_timeout()
+            "dropped a connection from %s: no complete request headers within %s s",
+            transport.getPeer(),
+            _header_timeout(),
         )
         transport.abortConnection()
 

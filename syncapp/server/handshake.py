@@ -28,9 +28,10 @@ from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.http import is_same_domain
 
-from . import conf, db, logcontext, storage
-from .context import READ_ONLY, SyncContext
-from .generations import V03, V04
+from .. import conf, logcontext, storage
+from ..context import READ_ONLY, SyncContext
+from ..protocol.generations import V03, V04
+from ..storage import db
 
 logger = logging.getLogger("syncapp")
 

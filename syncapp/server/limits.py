@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any, Final
 from cachetools import LRUCache
 from django.core.signals import setting_changed
 
-from . import conf, layer_redis
+from .. import conf
+from ..fanout import layer_redis
 
 if TYPE_CHECKING:
-    from .context import SyncContext
+    from ..context import SyncContext
 
 logger = logging.getLogger("syncapp")
 

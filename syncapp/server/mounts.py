@@ -1,4 +1,4 @@
-"""The sync endpoints a project built, and whether each has a validator of its own (for ``syncapp.W001``).
+"""The sync endpoints a project built, and whether each has a validator of its own (for ``syncapp.E013``).
 
 ``LIVESYNC["VALIDATE_PAYLOAD"]`` guards every endpoint that was not given one explicitly, so a project
 without it is open unless each of its endpoints has its own: the check can only tell once it knows them.

@@ -59,11 +59,13 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
-from . import conf, layer_redis, limits
-from .context import READ_ONLY
+from .. import conf
+from ..context import READ_ONLY
+from ..fanout import layer_redis
+from . import limits
 
 if TYPE_CHECKING:
-    from .context import SyncContext
+    from ..context import SyncContext
     from .websocket import StoreSocketConsumer
 
 logger = logging.getLogger("syncapp")

@@ -6,9 +6,12 @@ from channels.layers import get_channel_layer
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import conf, db, handshake, metrics, storage
+from .. import conf, metrics, storage
+from ..fanout import handover
+from ..protocol.generations import V03
+from ..storage import db
+from . import handshake
 from .cors import cors_headers
-from .generations import V03
 
 INFO_TEXT = "Info: WebSocket sync backend endpoint for @livestore/sync-cf."
 
@@ -98,6 +101,7 @@ async def metrics_view(request):
         if status == 401:
             response["WWW-Authenticate"] = "Bearer"
         return response
+    await handover.take_committed_elsewhere()
     body, content_type = metrics.exposition()
     return HttpResponse(body, content_type=content_type)
 

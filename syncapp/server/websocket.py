@@ -2,7 +2,7 @@
 
 A socket belongs to one store. It is fed by two sources, as in Channels'
 ``AsyncConsumer``: the client (ASGI ``receive``) and the process's hub
-(``syncapp.hub``), which hands it the store's messages through a bounded
+(``syncapp.fanout.hub``), which hands it the store's messages through a bounded
 inbox. On shutdown, pushes in flight are finished (committed and answered)
 before the socket is closed with 1012 so the client reconnects elsewhere.
 """
@@ -15,14 +15,16 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.sessions import InstanceSessionWrapper
 
-from . import conf, daphne_compat, eventlog, handshake, limits, logcontext, metrics, mounts, revocation
-from .hub import get_hub
+from .. import conf, logcontext, metrics
+from ..core import eventlog
+from ..fanout.hub import get_hub
+from . import daphne_compat, handshake, limits, mounts, revocation
 
 logger = logging.getLogger("syncapp")
 
 # Close codes; LiveStore clients reconnect after any close.
 # The socket's access is gone (its validator refuses it now, its session logged out, its token expired): the
-# client reconnects and is refused at the handshake (see syncapp.revocation). Not RFC 6455's 1008 (policy
+# client reconnects and is refused at the handshake (see syncapp.server.revocation). Not RFC 6455's 1008 (policy
 # violation): daphne (autobahn) sends only 1000 and 3000-4999 from a consumer. 4000 + HTTP's 403 Forbidden.
 CLOSE_ACCESS_REVOKED = 4403
 # Writing to the socket failed: its client must not wait for frames that will never come.
@@ -64,7 +66,7 @@ def frame_sender(send):
 class StoreSocketConsumer(AsyncWebsocketConsumer):
     """Base of the sync consumers: handshake, hub membership, inbox, graceful shutdown.
 
-    Subclasses set ``generation`` (``syncapp.generations``), handle frames in
+    Subclasses set ``generation`` (``syncapp.protocol.generations``), handle frames in
     ``receive`` and store messages in ``livesync_events`` / ``livesync_head``.
     ``as_asgi(validate_payload=callable_or_import_string)`` overrides
     ``LIVESYNC["VALIDATE_PAYLOAD"]`` for one mount.
@@ -101,7 +103,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
         self._closing_tasks = set()
         # The server's view of bytes written but not yet taken by the client (daphne only; see daphne_compat).
         self.write_buffer = None
-        # The connection counts the socket holds (syncapp.limits), and its watch over its access (syncapp.revocation).
+        # The connection counts the socket holds (``limits``), and its watch over its access (``revocation``).
         self.connection_slots = limits.ConnectionSlots()
         self.guard = None
 
@@ -160,7 +162,7 @@ class StoreSocketConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message):
         # Unlike Channels' dispatch, no close_old_connections() per message: these
-        # consumers never touch the ORM on the event loop (syncapp.db does).
+        # consumers never touch the ORM on the event loop (syncapp.storage.db does).
         await getattr(self, message["type"].replace(".", "_"))(message)
 
     def run_push(self, coroutine):

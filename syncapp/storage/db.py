@@ -13,7 +13,7 @@ writer at a time anyway, and every new store's ``CREATE TABLE`` makes each
 with one table per store grows with the number of stores (190 ms per re-read
 at 10,000 tables): with one connection there is nothing to re-read. That
 thread's connection is lent to the event loop for a lone push while the
-thread is idle (``lent_connection``, ``syncapp.sqliteloop``).
+thread is idle (``lent_connection``, ``syncapp.storage.sqlite``).
 """
 
 import asyncio
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from django.db import close_old_connections, connections
 
-from . import conf, metrics
+from .. import conf, metrics
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper

@@ -17,9 +17,9 @@ import hashlib
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from . import conf
+from .. import conf
+from ..models import StorePlacement
 from .lru import BoundedCache
-from .models import StorePlacement
 
 # storeId -> alias, for stores known to exist.
 _databases = BoundedCache(conf.store_cache_size)

@@ -1,11 +1,11 @@
 """A push to a known store on PostgreSQL, run on the event loop: one statement on an async connection.
 
-Every other storage call goes through the database threads (``syncapp.db``),
+Every other storage call goes through the database threads (``syncapp.storage.db``),
 which costs each call a trip to a thread and a wake-up of the event loop on
 the way back: on a batch-1 push that trip was a quarter of the event loop's
 time. The push that a store sees most — one client extending the head of a
 store this process already knows — is one self-committing statement
-(``storage.alone_statement``), so it needs no transaction, no ORM and no
+(``statements.alone_statement``), so it needs no transaction, no ORM and no
 thread: it runs here, on psycopg's async connection, and its commit is
 durable (``synchronous_commit``) before it returns, as on the threads.
 
@@ -16,7 +16,15 @@ Django's, as from a Django cursor, so the caller handles an outage the same
 way whichever path met it.
 
 Connections: opened with the database's Django settings, binding parameters
-on the server. Statements are prepared as the database's
+on the server: ``OPTIONS`` go to psycopg as Django hands them to its own
+connections (``get_connection_params``: sslmode, ``options``, target_session_attrs…),
+and ``assume_role`` is set as Django sets it. Options that only Django's
+connections can honour — its connection pool (``pool``, a synchronous pool
+that bounds the database's connections), a cursor class of the host's
+(``cursor_factory``), a transaction isolation level (``isolation_level``: a
+group is one transaction) — make this path step aside for that database
+(``applies_to``), and its pushes run on Django's connections through the
+database threads. Statements are prepared as the database's
 ``OPTIONS["prepare_threshold"]`` says (Django hands it to psycopg for its own
 connections too): by default never, which any connection pooler accepts; a
 threshold (psycopg's default is 5) spares PostgreSQL the parsing and planning
@@ -40,10 +48,21 @@ for its store's row holds up the pushes of its own group, as before, not those
 that come after it.
 
 An error on a connection that still works (one push's write refused, a lock
-or statement timeout, a deadlock) rolls the whole group back, and each of its
-pushes is then decided on the general path, so one push's fault never fails
-another's. A broken connection fails every push of the group as an outage:
-the commit may have happened, and each push reads back what was stored.
+or statement timeout, a deadlock, a table moved into the store schema) rolls
+back the statement or the whole group, and each of its pushes is then decided
+on the general path, so one push's fault never fails another's. A broken
+connection fails every push of the group as an outage: the commit may have
+happened, and each push reads back what was stored.
+
+What Django's instrumentation does not see: the statements run here (a push's
+``WITH moved AS (UPDATE syncapp_store …) INSERT INTO "<schema>"."eventlog_…"``,
+alone or several in one query string) are not Django cursor calls, so
+``connection.execute_wrapper()`` wrappers, patches of Django's cursor classes
+(Sentry, django-debug-toolbar), an instrumented ENGINE (django-prometheus) and
+``connection_created`` receivers do not see them or these connections. The
+wrappers are synchronous: running them would take the push back to a thread,
+the trip this path exists to save. Every other livesync statement runs on
+Django's connections.
 """
 
 import asyncio
@@ -60,7 +79,8 @@ from django.db import DatabaseError, connections
 from django.db.utils import DatabaseErrorWrapper
 from django.utils import timezone
 
-from . import db, metrics, storage
+from .. import metrics
+from . import db, statements, stores
 
 try:
     # Django's PostgreSQL backend uses psycopg 3 whenever it is installed; psycopg2 has no async connection.
@@ -75,32 +95,44 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, "_Pool"]]
 _as_django_errors = DatabaseErrorWrapper(types.SimpleNamespace(Database=psycopg, errors_occurred=False))
 
 
+# OPTIONS only Django's own connections honour (see the module's docstring): with any of them set, pushes to the
+# database run on Django's connections.
+DJANGO_ONLY_OPTIONS = ("pool", "cursor_factory", "isolation_level")
+
+
 @functools.cache
 def applies_to(alias):
-    """Whether pushes to stores in database ``alias`` may take this path.
+    """Whether pushes to stores in database ``alias`` may take this path: PostgreSQL through psycopg 3, with no
+    option of DJANGO_ONLY_OPTIONS set.
 
     Cached: on the event loop each task would otherwise build a connection wrapper of its own to ask.
     """
-    return psycopg is not None and connections[alias].vendor == "postgresql"
+    connection = connections[alias]
+    options = connection.settings_dict["OPTIONS"]
+    return (
+        psycopg is not None
+        and connection.vendor == "postgresql"
+        and not any(options.get(name) for name in DJANGO_ONLY_OPTIONS)
+    )
 
 
 async def append_alone(pending):
-    """``pending`` committed as ``storage.Appended``, or None when it must take the general path.
+    """``pending`` committed as ``statements.Appended``, or None when it must take the general path.
 
     None also means nothing was written: the statement moves the head and
     inserts the rows together, or neither.
     """
-    location = storage.known_location(pending.store_id)
+    location = stores.known_location(pending.store_id)
     if location is None or not applies_to(location.database):
         return None
     if pending.backend_id is not None and pending.backend_id != location.backend_id:
         return None
-    created_at = storage.now_iso()
-    statement = storage.alone_statement(location, pending, created_at, timezone.now())
+    created_at = statements.now_iso()
+    statement = statements.alone_statement(location, pending, created_at, timezone.now())
     if statement is None:
         return None
     inserted = await _pool(location.database).inserted(statement, location.pk)
-    return storage.Appended(created_at, location.backend_id) if inserted == len(pending.batch) else None
+    return statements.Appended(created_at, location.backend_id) if inserted == len(pending.batch) else None
 
 
 # connection -> the cursor its lone statements run on, made once: a cursor made for each push was 6% of a
@@ -172,7 +204,7 @@ STALLED_GROUP_SECONDS = 0.05
 class _Waiting:
     """A push waiting for a connection: its statement, its store's row id (the group's lock order), its answer."""
 
-    statement: storage.AloneStatement
+    statement: statements.AloneStatement
     store_pk: int
     answer: asyncio.Future
 
@@ -196,14 +228,19 @@ class _Pool:
         self._opened_at = {}
 
     async def inserted(self, statement, store_pk):
-        """Run a push's ``statement``: the rows it inserted, or None when its group failed without an outage
-        (nothing of it was written: the general path decides it)."""
+        """Run a push's ``statement``: the rows it inserted, or None when it or its group failed without an
+        outage (nothing of it was written: the general path decides it)."""
         if not self._running_since and not self._waiting:
             started = self._started()
             try:
                 async with self._connection() as connection:
-                    with _as_django_errors:
-                        (inserted,) = await _execute_together(connection, [statement])
+                    try:
+                        with _as_django_errors:
+                            (inserted,) = await _execute_together(connection, [statement])
+                    except DatabaseError:
+                        if not _usable(connection):
+                            raise
+                        return None
                 if inserted:
                     metrics.COMMIT_GROUP_PUSHES.observe(1)
                 return inserted

@@ -2,7 +2,7 @@
 
 An NDJSON log is one JSON object per line with the event's wire keys plus its
 ``createdAt``, in seqNum order. Importing checks the chain line by line (to name
-the offending line) and then writes through ``storage.append``, so every event
+the offending line) and then writes through ``appends.append``, so every event
 passes the very check a push does. A whole import is one transaction: a bad
 line or a broken chain leaves the store as it was.
 
@@ -22,9 +22,12 @@ from pathlib import Path
 import msgspec
 from django.db import transaction
 
-from . import metrics, signals, storage, wire
+from .. import signals
+from ..fanout import handover
+from ..protocol import wire
+from . import appends, reads, statements, stores
 
-# Events per ``storage.append`` call while importing.
+# Events per ``appends.append`` call while importing.
 IMPORT_CHUNK_SIZE = 1000
 # Events per page read while exporting.
 EXPORT_PAGE_SIZE = 1000
@@ -77,10 +80,10 @@ def export_pages(store_id):
     Pinning the head makes the export a well-defined prefix of the log even while
     clients keep pushing; only one page is in memory at a time.
     """
-    until = storage.head(store_id)
+    until = reads.head(store_id)
     after = 0
     while after < until:
-        page = storage.read_page(store_id, after, min(EXPORT_PAGE_SIZE, until - after))
+        page = reads.read_page(store_id, after, min(EXPORT_PAGE_SIZE, until - after))
         if not page.events:
             return  # reset while exporting
         yield page.events
@@ -145,11 +148,11 @@ def _chunks(events, size):
 def _append_keeping_created_at(store, chunk):
     """Append ``chunk`` exactly as a push is appended, keeping each event's original createdAt; receivers of
     ``events_committed`` hear of it once the import's transaction commits."""
-    storage.append(store.store_id, chunk, _args_text, created_at_of=attrgetter("createdAt"))
-    metrics.EVENTS_COMMITTED.labels(signals.IMPORT).inc(len(chunk))
+    appends.append(store.store_id, chunk, _args_text, created_at_of=attrgetter("createdAt"))
+    handover.count_committed(signals.IMPORT, len(chunk), store._state.db)
     if signals.has_receivers():
         events = [
-            storage.StoredEvent(e.seqNum, e.parentSeqNum, e.name, _args_text(e), e.createdAt, e.clientId, e.sessionId)
+            reads.StoredEvent(e.seqNum, e.parentSeqNum, e.name, _args_text(e), e.createdAt, e.clientId, e.sessionId)
             for e in chunk
         ]
         transaction.on_commit(
@@ -176,30 +179,30 @@ def import_events(store_id, located_events, existing=REFUSE, progress=None):
     this call created is removed again when the import fails. ``progress(count)``
     is called after each append. Callers tell the store's sockets when ``replaced``.
     """
-    created = storage.get_store(store_id) is None
-    store = storage.open_store(store_id)
+    created = stores.get_store(store_id) is None
+    store = stores.open_store(store_id)
     try:
-        with transaction.atomic(using=storage.database_of(store_id)):
-            before = storage.head(store_id)
+        with transaction.atomic(using=stores.database_of(store_id)):
+            before = reads.head(store_id)
             if before and existing == REFUSE:
                 raise StoreNotEmpty(f"store {store_id!r} already has {before} events")
             if before and existing == REPLACE:
-                storage.reset(store_id)
+                stores.reset(store_id)
             count = 0
             start = 0 if existing == REPLACE else before
             for chunk in _chunks(_checked(located_events, start), IMPORT_CHUNK_SIZE):
                 try:
                     _append_keeping_created_at(store, chunk)
-                except storage.PushRejected as exc:
+                except statements.PushRejected as exc:
                     raise TransferError(f"store {store_id!r} changed while importing: {exc}") from None
                 count += len(chunk)
                 if progress is not None:
                     progress(count)
     except BaseException:
         if created:
-            storage.delete(store_id)
+            stores.delete(store_id)
         raise
-    return Imported(events=count, head=storage.head(store_id), replaced=before if existing == REPLACE else 0)
+    return Imported(events=count, head=reads.head(store_id), replaced=before if existing == REPLACE else 0)
 
 
 # Cloudflare D1
@@ -283,12 +286,12 @@ def d1_row_count(database, table):
 def d1_events(database, table):
     """``(where, EventLine)`` for each row of ``table`` in seqNum order; raises TransferError naming a bad row."""
     columns = {row[1] for row in database.execute(f"PRAGMA table_info({_quoted(table.name)})")}
-    missing = [column for column in storage.EVENT_COLUMNS if column not in columns]
+    missing = [column for column in statements.EVENT_COLUMNS if column not in columns]
     if missing:
         raise TransferError(f"{table.name} lacks the eventlog columns {', '.join(missing)}")
-    query = f"SELECT {', '.join(storage.EVENT_COLUMNS)} FROM {_quoted(table.name)} ORDER BY seqNum"
+    query = f"SELECT {', '.join(statements.EVENT_COLUMNS)} FROM {_quoted(table.name)} ORDER BY seqNum"
     for number, row in enumerate(database.execute(query), start=1):
-        fields = dict(zip(storage.EVENT_COLUMNS, row, strict=True))
+        fields = dict(zip(statements.EVENT_COLUMNS, row, strict=True))
         where = f"row {number} (seqNum {fields['seqNum']})"
         args = fields.pop("args")
         if isinstance(args, (str, bytes)) and wire.args_too_deep(args):

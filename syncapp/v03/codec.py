@@ -1,7 +1,7 @@
 """The LiveStore ``@livestore/sync-cf`` 0.3 wire protocol: frame types, strict decoding, encoding.
 
 Frames are JSON text messages tagged by ``_tag``, decoded and encoded with
-msgspec (see ``syncapp.wire`` for why). The error texts are the reference's,
+msgspec (see ``syncapp.protocol.wire`` for why). The error texts are the reference's,
 byte for byte.
 """
 
@@ -10,8 +10,8 @@ from typing import Literal
 
 import msgspec
 
-from .. import pages, wire
-from ..wire import Event, InvalidBatch, SeqNum, prepare_batch
+from ..protocol import pages, wire
+from ..protocol.wire import Event, InvalidBatch, SeqNum, prepare_batch
 
 # A frame may nest as deeply as a push's args may (wire.MAX_ARGS_DEPTH) under the push's object, batch and
 # event: checked on the frame's text, before msgspec, whose depth is the interpreter's recursion limit.
@@ -165,7 +165,7 @@ def encode(message):
 
 
 def pull_item(event, created_at):
-    """One ``PullRes`` batch item (``syncapp.pages`` encodes a frame's items together)."""
+    """One ``PullRes`` batch item (``syncapp.protocol.pages`` encodes a frame's items together)."""
     return PullResItem(eventEncoded=event, metadata=Some(CreatedAt(created_at)))
 
 
@@ -176,7 +176,7 @@ def pull_res(batch, context, request_id, remaining):
 
 def push_frames(batch, created_at, request_id):
     """The ``context: "push"`` PullRes frames announcing a committed ``batch``: one, unless it is too large
-    for one frame (see ``syncapp.pages``)."""
+    for one frame (see ``syncapp.protocol.pages``)."""
     items = [pull_item(event, created_at) for event in batch]
     return [pull_res(run, "push", request_id, 0) for _, run in pages.encoded_runs(items)]
 

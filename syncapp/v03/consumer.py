@@ -10,10 +10,12 @@ It knows no SQL.
 import hmac
 import logging
 
-from .. import conf, core, eventlog, messages
-from ..generations import V03
-from ..hooks import observe
-from ..websocket import ClientGone, StoreSocketConsumer
+from .. import conf, core
+from ..core import eventlog
+from ..core.hooks import observe
+from ..fanout import messages
+from ..protocol.generations import V03
+from ..server.websocket import ClientGone, StoreSocketConsumer
 from . import codec
 
 logger = logging.getLogger("syncapp")
@@ -85,7 +87,7 @@ class V03Consumer(StoreSocketConsumer):
 
         An empty store's pull is answered with one empty chunk, as the
         reference does. Chunks hold at most PULL_CHUNK_SIZE events and are cut
-        by bytes too (``syncapp.pages``).
+        by bytes too (``syncapp.protocol.pages``).
         """
         async for run in runs:
             if run.count or context == "pull":

@@ -8,7 +8,7 @@ http as one JSON array.
 """
 
 from .. import core
-from ..hooks import observe
+from ..core.hooks import observe
 from . import codec
 
 

@@ -7,7 +7,7 @@ RPC envelopes: ``Request`` / ``Ack`` / ``Interrupt`` / ``Ping`` from the client,
 ``{"_tag": "None"}`` / ``{"_tag": "Some", "value": …}``, typed errors with their
 ``_tag`` written last. msgspec decodes into typed structs and encodes fields
 in declaration order, which reproduces the reference's bytes; events are
-``syncapp.wire.Event``, as in 0.3 (the same six keys).
+``syncapp.protocol.wire.Event``, as in 0.3 (the same six keys).
 
 Pull responses are assembled from items encoded once each (``msgspec.Raw``):
 a page is cut at 100 events or ~900 kB, and one broadcast page serves every
@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from .. import pages, wire
-from ..wire import Event, InvalidBatch, SeqNum, prepare_batch
+from ..protocol import pages, wire
+from ..protocol.wire import Event, InvalidBatch, SeqNum, prepare_batch
 
 # The reference's MAX_PULL_EVENTS_PER_MESSAGE in 0.4.0 (its byte limit is pages.MAX_PAGE_BYTES).
 MAX_PAGE_EVENTS = 100
@@ -372,7 +372,7 @@ def interrupted(request_id):
 
 
 def pull_item(event, created_at):
-    """One pull-response batch item (``syncapp.pages`` encodes a page's items together)."""
+    """One pull-response batch item (``syncapp.protocol.pages`` encodes a page's items together)."""
     return PullItem(eventEncoded=event, metadata=SomeMetadata(SyncMetadata(createdAt=created_at)))
 
 

@@ -23,9 +23,11 @@ import asyncio
 import uuid
 from urllib.parse import parse_qs
 
-from .. import conf, core, eventlog, handshake, logcontext, metrics, mounts
-from ..cors import cors_headers
-from ..generations import V04
+from .. import conf, core, logcontext, metrics
+from ..core import eventlog
+from ..protocol.generations import V04
+from ..server import handshake, mounts
+from ..server.cors import cors_headers
 from . import calls, codec
 
 HTTP_TAGS = frozenset({codec.HTTP_PULL, codec.HTTP_PUSH, codec.HTTP_PING})

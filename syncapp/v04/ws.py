@@ -16,8 +16,8 @@ import collections
 import logging
 
 from .. import conf, core
-from ..generations import V04
-from ..websocket import ClientGone, StoreSocketConsumer
+from ..protocol.generations import V04
+from ..server.websocket import ClientGone, StoreSocketConsumer
 from . import calls, codec
 
 logger = logging.getLogger("syncapp")
@@ -53,7 +53,7 @@ class V04WsConsumer(StoreSocketConsumer):
             await self._interrupt(message.requestId)
         elif kind is codec.Request:
             await self._request(message)
-        # Ack and Eof need no answer: catch-up pages are not held back for Acks (see README).
+        # Ack and Eof need no answer: catch-up pages are not held back for Acks (see the docs' Differences page).
 
     async def _defect(self, defect):
         """A connection-level failure: the client fails every pending request of this socket."""

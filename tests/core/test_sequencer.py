@@ -1,4 +1,4 @@
-from syncapp.sequencer import DROP, FORWARD, REPAIR, Sequencer
+from syncapp.core.sequencer import DROP, FORWARD, REPAIR, Sequencer
 
 
 def test_nothing_is_forwarded_before_the_client_says_where_it_stands():

@@ -1,10 +1,10 @@
-"""When the hub may keep a store's events off Redis (``syncapp.followers``): the rules, on a clock of the test's.
+"""When the hub may keep a store's events off Redis (``syncapp.fanout.followers``): the rules, on a clock of the test's.
 
-The hub's behaviour against the real Redis is in ``tests/test_pubsub_hub.py``; these are the orderings of
+The hub's behaviour against the real Redis is in ``tests/fanout/test_pubsub_hub.py``; these are the orderings of
 replies, notices and joins that Redis cannot be made to produce on demand.
 """
 
-from syncapp.followers import GRACE_SECONDS, Followers
+from syncapp.fanout.followers import GRACE_SECONDS, Followers
 
 
 class Clock:

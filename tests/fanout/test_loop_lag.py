@@ -1,4 +1,4 @@
-"""A busy event loop is no outage of the channel layer (``syncapp.looplag``).
+"""A busy event loop is no outage of the channel layer (``syncapp.fanout.looplag``).
 
 A burst of new stores kept the event loop of each daphne process busy for seconds at a time: the answers of a
 healthy Redis waited unread past the hub's bound, and each process logged "channel layer unreachable" and
@@ -15,8 +15,8 @@ import pytest
 from channels.layers import channel_layers
 
 from livesync_project.settings import redis_channel_layer
-from syncapp import hub as hub_module
-from syncapp import layer_redis, looplag
+from syncapp.fanout import hub as hub_module
+from syncapp.fanout import layer_redis, looplag
 from tests.support.proxy import TcpProxy
 from tests.support.services import REDIS_URL, require_redis
 
@@ -88,7 +88,8 @@ async def test_a_loop_blocked_longer_than_the_bound_is_no_outage_of_a_healthy_re
     outages_before, behind_before = unavailable(), behind()
     try:
         busy_until, published = keep_busy(BUSY_SECONDS), 0
-        # Each watch asks Redis twice (hub._twice), and each try spans several blocks: several watches fit.
+        # Each watch asks Redis twice (syncapp.fanout.hosts.twice), and each try spans several blocks: several
+        # watches fit.
         while time.monotonic() < busy_until:
             await hub._watch()
             published += 1
@@ -112,7 +113,7 @@ async def test_a_silent_redis_is_still_an_outage_within_the_bound(redis_hub, cap
         proxy.stall()
         started = time.monotonic()
         await hub._watch()
-        # Two tries (see hub._twice), each bounded.
+        # Two tries (see syncapp.fanout.hosts.twice), each bounded.
         assert time.monotonic() - started < 2 * BOUND_SECONDS + 1.0
         assert logged(caplog, "channel layer unreachable") == 1
         assert unavailable() - outages_before == 1

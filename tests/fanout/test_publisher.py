@@ -1,4 +1,4 @@
-"""Store messages sent to their groups in Redis pipelines (``syncapp.publisher``), received by the real layer.
+"""Store messages sent to their groups in Redis pipelines (``syncapp.fanout.publisher``), received by the real layer.
 
 The pipelined publisher writes channels_redis's pub/sub wire format itself (its group channel names, its
 serializer, and with several hosts the host of each group), so these tests receive through
@@ -12,7 +12,7 @@ import pytest
 from channels.layers import channel_layers, get_channel_layer
 
 from livesync_project.settings import redis_channel_layer
-from syncapp import layer_redis, publisher
+from syncapp.fanout import layer_redis, publisher
 from tests.support.redis_servers import RedisServer
 from tests.support.services import REDIS_URL, require_redis
 

@@ -17,8 +17,8 @@ from channels_redis.utils import _consistent_hash
 from django.core.exceptions import ImproperlyConfigured
 
 from livesync_project.settings import redis_channel_layer, redis_hosts
-from syncapp import hub as hub_module
-from syncapp import layer_redis, presence, publisher
+from syncapp.fanout import hub as hub_module
+from syncapp.fanout import layer_redis, presence, publisher
 from tests.support.proxy import TcpProxy
 from tests.support.redis_servers import RedisSentinel, RedisServer
 from tests.support.services import REDIS_URL, require_redis
@@ -204,7 +204,7 @@ async def test_a_reset_goes_to_redis_alone_and_batches_stop_at_about_a_megabyte_
         {"type": "livesync.events", "first": 3, "last": 3},
     ]
     for message in sent:
-        hub._outgoing.put_nowait({**message, "store_id": store_id, "origin": hub.id})
+        hub._outgoing.put({**message, "store_id": store_id, "origin": hub.id})
     assert await until(lambda: len(remote.messages) >= len(sent)), f"{len(remote.messages)} arrived"
     assert [(m["type"], m.get("last")) for m in remote.messages] == [(m["type"], m.get("last")) for m in sent]
     assert batches == [

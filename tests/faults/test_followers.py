@@ -2,7 +2,7 @@
 
 Two real daphne processes on PostgreSQL + Redis. While the store's sockets
 all sit in the first process, its hub sends their events through Redis no
-more (``syncapp.followers``). A socket of the store in the second process
+more (``syncapp.fanout.followers``). A socket of the store in the second process
 then gets every later event as it is committed: the events kept before the
 second process's follow notice arrived as a head nudge, the later ones
 through Redis.

@@ -5,9 +5,12 @@ and one is stale, a push in one process reaches the other's socket through
 Redis, and then the second process's Redis is cut: its socket gets the next
 events from a head check (a repair), and its hub counts the outage. Each
 family moves on the process where it happened; a scrape without the token is
-refused.
+refused. Events committed by ``manage.py livesync_commit``, a process nobody
+scrapes, are counted on the server processes' ``/metrics``, once.
 """
 
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -15,6 +18,7 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.daphne import REPO_ROOT, server_environment
 from tests.support.v03_socket import close_all, make_batch, open_sockets
 
 pytestmark = pytest.mark.faults
@@ -96,3 +100,41 @@ async def test_each_family_moves_with_real_traffic_and_a_scrape_without_the_toke
     assert moved(a_before, a_after, "livesync_pull_bytes_total", generation="0.3") > 12 * 50
     assert value(a_after, "livesync_database_waiting_calls") == 0
     assert value(a_after, "process_resident_memory_bytes") > 0
+
+
+# A Redis database of this test's own: what processes hand over there is taken by this test's processes only.
+HANDOVER_REDIS_URL = "redis://127.0.0.1:6379/11"
+
+
+def livesync_commit(database_url, store_id, seq_num):
+    """``manage.py livesync_commit`` in a process of its own, configured as the servers are."""
+    environment = server_environment(
+        {"DATABASE_URL": database_url, "REDIS_URL": HANDOVER_REDIS_URL, "LIVESYNC_METRICS_TOKEN": TOKEN}
+    )
+    command = [sys.executable, "manage.py", "livesync_commit", store_id, "v1.TodoCreated", f'{{"id": "t{seq_num}"}}']
+    done = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and f"as e{seq_num}." in done.stdout, done.stderr
+
+
+async def test_events_committed_by_a_command_are_counted_on_the_servers_metrics_once(nodes, store_id, fault_database):
+    a, b = nodes(2, settings={"LIVESYNC_METRICS_TOKEN": TOKEN, "REDIS_URL": HANDOVER_REDIS_URL})
+    (pusher,) = await open_sockets([("pusher", a.url(store_id))])
+    _, a_before = scrape(a)
+    _, b_before = scrape(b)
+    assert (await pusher.push(make_batch("pusher", 0, 2, 0))).acked
+    for seq_num in (3, 4, 5):
+        livesync_commit(fault_database, store_id, seq_num)
+    assert await pusher.wait_for_cursor(5, 10)
+    await close_all([pusher])
+    _, a_after = scrape(a)
+    _, b_after = scrape(b)
+
+    def moved(name, **labels):
+        return [
+            value(after, name, **labels) - value(before, name, **labels)
+            for before, after in ((a_before, a_after), (b_before, b_after))
+        ]
+
+    # Taken by the first process scraped; a client's push counted by the process that took it, and only there.
+    assert moved("livesync_events_committed_total", origin="python") == [3, 0]
+    assert moved("livesync_events_committed_total", origin="0.3") == [2, 0]

@@ -1,7 +1,7 @@
 """The admin's connected-sockets column across processes on Redis, and after one process is SIGKILLed.
 
 Each process records its sockets per store in Redis under a key that expires
-(``syncapp.presence``). The admin page of one process shows the sockets of
+(``syncapp.fanout.presence``). The admin page of one process shows the sockets of
 both; once the other is killed, its sockets stop counting within the key's
 time to live (``presence.ttl()``, 5 s with the default head-check interval).
 """
@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from syncapp import presence
+from syncapp.fanout import presence
 from tests.support.daphne import REPO_ROOT, server_environment
 from tests.support.v03_socket import close_all, make_batch, open_sockets
 

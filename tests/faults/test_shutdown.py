@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 import websockets
 
-from syncapp.websocket import CLOSE_SERVICE_RESTART
+from syncapp.server.websocket import CLOSE_SERVICE_RESTART
 from tests.support.cluster import database_head, stored_events
 from tests.support.v03_socket import batch_key, check_whole_batches, close_all, open_sockets, push_batches
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from syncapp.websocket import CLOSE_TOO_SLOW
+from syncapp.server.websocket import CLOSE_TOO_SLOW
 from tests.support.stalled import StalledSocket
 from tests.support.v03_socket import check_whole_batches, close_all, open_sockets, push_batches
 

@@ -1,7 +1,7 @@
 """``livesync_tail`` killed with SIGKILL mid-way resumes from its saved cursor and processes every event once.
 
 The handler projects events into a table of the default database, in the
-transaction that moves the cursor (``syncapp/tail.py``): the kill loses at
+transaction that moves the cursor (``syncapp/management/tail.py``): the kill loses at
 most the page in flight, which the next run does again, and no event is
 recorded twice (the table's primary key would refuse it and fail the run).
 """

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from syncapp import wire
+from syncapp.protocol import wire
 from tests.support.v03_socket import SyncSocket, store_url
 from tests.support.v04_client import push_payload, query, request
 from tests.support.v04_socket import RpcSocket, event, events, open_ws

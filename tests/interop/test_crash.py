@@ -87,7 +87,7 @@ def stored_todo_ids(database_url, store_id):
             "SELECT head, table_name FROM syncapp_store WHERE store_id = %s", (store_id,)
         ).fetchone()
         rows = connection.execute(
-            sql.SQL('SELECT "seqNum", "args" FROM {} ORDER BY "seqNum"').format(sql.Identifier(table))
+            sql.SQL('SELECT "seqNum", "args" FROM {} ORDER BY "seqNum"').format(sql.Identifier("livesync", table))
         ).fetchall()
     return head, [seq for seq, _ in rows], [json.loads(args)["id"] for _, args in rows]
 

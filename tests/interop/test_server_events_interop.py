@@ -53,7 +53,9 @@ def test_clients_of_both_generations_materialize_server_commits_racing_their_pus
 
     with psycopg.connect(first.settings["DATABASE_URL"]) as connection:
         table = connection.execute("SELECT table_name FROM syncapp_store WHERE store_id = %s", [store_id]).fetchone()[0]
-        log = connection.execute(f'SELECT "seqNum", "parentSeqNum", "clientId" FROM "{table}" ORDER BY 1').fetchall()
+        log = connection.execute(
+            f'SELECT "seqNum", "parentSeqNum", "clientId" FROM "livesync"."{table}" ORDER BY 1'
+        ).fetchall()
     assert [(seq, parent) for seq, parent, _ in log] == [(n, n - 1) for n in range(1, 101)]
     by_server = [position for position, (_, _, client_id) in enumerate(log) if client_id == "livesync-server"]
     assert len(by_server) == 20

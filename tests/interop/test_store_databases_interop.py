@@ -15,7 +15,7 @@ from contextlib import ExitStack
 import psycopg
 import pytest
 
-from syncapp.placement import home
+from syncapp.storage.placement import home
 from tests.interop.expectations import (
     assert_synced,
     converge_workload_todos,
@@ -53,7 +53,9 @@ def store_id_in(alias, name):
 def registry(database_url):
     """``{storeId: (head, table exists)}`` as one database holds it."""
     with psycopg.connect(database_url) as connection:
-        rows = connection.execute("SELECT store_id, head, to_regclass(quote_ident(table_name)) FROM syncapp_store")
+        rows = connection.execute(
+            "SELECT store_id, head, to_regclass('livesync.' || quote_ident(table_name)) FROM syncapp_store"
+        )
         return {store_id: (head, table is not None) for store_id, head, table in rows}
 
 

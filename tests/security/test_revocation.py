@@ -26,7 +26,7 @@ from syncapp import tokens
 from syncapp.context import READ_ONLY_MESSAGE
 from syncapp.models import StoreAccess
 from syncapp.routing import TransportRouter, websocket_urlpatterns
-from syncapp.websocket import CLOSE_ACCESS_REVOKED
+from syncapp.server.websocket import CLOSE_ACCESS_REVOKED
 from tests.support.v03_client import Client, events
 from tests.support.v04_client import RpcClient
 
@@ -248,7 +248,7 @@ for name in {names!r}:
 
 # Deletes a user's rows as a Django process would (the admin, a view, a shell): its signal sends the notice.
 DELETE = """
-import syncapp.revocation  # connected by syncapp's AppConfig.ready once it imports it
+import syncapp.server.revocation  # connected by syncapp's AppConfig.ready once it imports it
 from syncapp.models import StoreAccess
 StoreAccess.objects.filter(user__username={name!r}).delete()
 """

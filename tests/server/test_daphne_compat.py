@@ -1,4 +1,4 @@
-"""What ``syncapp.daphne_compat`` changes in daphne: writes to a connection are sent at once when nothing waits
+"""What ``syncapp.server.daphne_compat`` changes in daphne: writes to a connection are sent at once when nothing waits
 before them, and the objects alive at start are frozen out of full garbage collections unless turned off.
 
 Each write test wraps one end of a real loopback TCP connection in Twisted's own
@@ -13,7 +13,7 @@ import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 
-from syncapp.daphne_compat import freeze_startup_objects
+from syncapp.server.daphne_compat import freeze_startup_objects
 
 
 class RecordingReactor:

@@ -108,7 +108,7 @@ async def test_payload_is_decoded_from_the_clients_double_encoding(settings):
     settings.LIVESYNC = {"VALIDATE_PAYLOAD": "tests.support.hooks.reject_all"}
     # What makeCfSync sends for {"authToken":"insecure-token-change-me"}.
     path = "/websocket?storeId=s&payload=%257B%2522authToken%2522%253A%2522insecure-token-change-me%2522%257D"
-    from syncapp import handshake
+    from syncapp.server import handshake
 
     assert handshake.parse_search_params(path.split("?")[1]) == ("s", TOKEN_PAYLOAD)
 

@@ -226,7 +226,7 @@ def test_only_the_newest_storage_version_of_a_store_is_imported(store_id, tmp_pa
 
 def test_progress_is_shown_for_long_tables(store_id, tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "EVERY", 10)
-    monkeypatch.setattr("syncapp.transfer.IMPORT_CHUNK_SIZE", 5)
+    monkeypatch.setattr("syncapp.storage.transfer.IMPORT_CHUNK_SIZE", 5)
     name = store_id.replace("-", "")
     out = run("livesync_import_d1", str(write_d1(tmp_path / "d1.sqlite", {reference_table(name): pushes(25)})))
     assert "imported 10 events…" in out and "imported 20 events…" in out

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from syncapp import db
+from syncapp.storage import db
 
 pytestmark = pytest.mark.protocol
 
@@ -105,8 +105,9 @@ async def test_background_work_asked_for_without_pause_runs_in_full_after_the_lo
     background = db.Background(one_step, quiet_seconds=0.3, longest_wait_seconds=0.5)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    while left[0] and loop.time() < started + 5:
+    # Each request may start a run of its own once the work is done: on a loaded machine one or two do.
+    while left[0] > 0 and loop.time() < started + 5:
         background.request()
         await asyncio.sleep(0.05)
-    assert left[0] == 0, "requests that never paused kept the work from being done"
+    assert left[0] <= 0, "requests that never paused kept the work from being done"
     assert loop.time() - started < 2.5

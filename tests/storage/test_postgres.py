@@ -1,12 +1,18 @@
-"""Pushes to a store the process knows, on PostgreSQL: one statement on the event loop (``syncapp.pgloop``)."""
+"""Pushes to a store the process knows, on PostgreSQL: one statement on the event loop (``syncapp.postgres``)."""
 
 import asyncio
 import threading
 
 import pytest
 from django.db import connection, connections
+from django.db.backends.postgresql.base import Cursor
+from django.db.backends.signals import connection_created
+from psycopg import IsolationLevel
 
-from syncapp import db, eventlog, pgloop, storage, wire
+from syncapp import storage
+from syncapp.core import eventlog
+from syncapp.protocol import wire
+from syncapp.storage import db, postgres, stores
 from tests.support.chains import batch, no_args, push_what_the_fast_path_cannot_take
 from tests.support.databases import connect_to_test_database
 
@@ -28,7 +34,7 @@ async def kept_connections():
     settings["CONN_MAX_AGE"] = None
     yield
     settings["CONN_MAX_AGE"] = saved
-    await pgloop.close()
+    await postgres.close()
     threads = db.database_threads()
     all_threads_busy = threading.Barrier(threads)
 
@@ -42,7 +48,7 @@ async def kept_connections():
 async def _known_store(store_id, head):
     """A store created through the database threads, as a store's first push is, and known to the process."""
     await db.run(storage.append, store_id, batch(1, head), no_args)
-    assert storage.known_location(store_id) is not None
+    assert stores.known_location(store_id) is not None
 
 
 async def _stored(store_id):
@@ -63,7 +69,7 @@ async def test_a_push_to_a_known_store_is_committed_before_it_returns(store_id):
     await _known_store(store_id, 2)
     appended = await eventlog.commit(store_id, batch(3, 4, "loop"))
     assert appended.already_stored == 0
-    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    table = connection.ops.quote_name(stores.known_location(store_id).db_table)
     with connect_to_test_database() as other:
         rows = other.execute(f'SELECT "seqNum", "clientId" FROM {table} ORDER BY "seqNum"').fetchall()
     assert rows == [(1, "c"), (2, "c"), (3, "loop"), (4, "loop")]
@@ -78,7 +84,7 @@ async def test_pushes_the_statement_cannot_take_are_decided_as_before(store_id):
 
 async def test_a_push_from_before_a_reset_is_refused(store_id):
     await _known_store(store_id, 2)
-    old_backend_id = storage.known_location(store_id).backend_id
+    old_backend_id = stores.known_location(store_id).backend_id
     await db.run(storage.reset, store_id)
     await _known_store(store_id, 1)
     with pytest.raises(storage.BackendIdMismatch):
@@ -113,12 +119,12 @@ async def test_connections_follow_conn_max_age(store_id, kept_connections):
 
 
 async def test_a_push_whose_rows_cannot_be_inserted_fails_alone_and_the_next_push_is_stored(store_id, kept_connections):
-    """A row put in the table by hand fails the push's insert: no head moves, and the next push on the event
-    loop (on a new connection: one that met an error is never used again) is stored."""
+    """A row put in the table by hand fails the push's insert: no head moves (the general path decides the push
+    again, and refuses it), and the next push on the event loop is stored."""
     await _known_store(store_id, 1)
     await _known_store(f"{store_id}.next", 1)
     await eventlog.commit(f"{store_id}.next", batch(2, 2))
-    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    table = connection.ops.quote_name(stores.known_location(store_id).db_table)
     with connect_to_test_database() as other:
         other.execute(
             f'INSERT INTO {table} ("seqNum", "parentSeqNum", "name", "createdAt", "clientId", "sessionId") '
@@ -138,14 +144,14 @@ async def test_push_statements_are_prepared_as_the_databases_options_say(
     """Django's ``OPTIONS["prepare_threshold"]``: unset, nothing is prepared (any connection pooler accepts that);
     a threshold prepares a store's push statement once it ran that often on a connection."""
     monkeypatch.setitem(connections.settings["default"]["OPTIONS"], "prepare_threshold", threshold)
-    await pgloop.close()
+    await postgres.close()
     await _known_store(store_id, 1)
     for seq_num in (2, 3, 4):
         await eventlog.commit(store_id, batch(seq_num, seq_num))
-    (event_loop_connection,) = pgloop._pool("default")._idle
+    (event_loop_connection,) = postgres._pool("default")._idle
     cursor = await event_loop_connection.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
     statements = [row[0] for row in await cursor.fetchall()]
-    table = storage.known_location(store_id).table_name
+    table = stores.known_location(store_id).table_name
     assert any(table in statement for statement in statements) is prepared, statements
     assert await _stored(store_id) == [(1, "c"), (2, "c"), (3, "c"), (4, "c")]
 
@@ -191,7 +197,7 @@ def _inserting_transactions(store_ids):
             row[0]
             for each in store_ids
             for row in other.execute(
-                f"SELECT xmin::text FROM {connection.ops.quote_name(storage.known_location(each).table_name)} "
+                f"SELECT xmin::text FROM {connection.ops.quote_name(stores.known_location(each).db_table)} "
                 'WHERE "seqNum" > 1'
             )
         }
@@ -201,13 +207,13 @@ def _inserting_transactions(store_ids):
 def group_sizes(monkeypatch):
     """How many statements each run of the event loop's connections carried, in order."""
     sizes = []
-    execute_together = pgloop._execute_together
+    execute_together = postgres._execute_together
 
     async def recorded(connection, statements):
         sizes.append(len(statements))
         return await execute_together(connection, statements)
 
-    monkeypatch.setattr(pgloop, "_execute_together", recorded)
+    monkeypatch.setattr(postgres, "_execute_together", recorded)
     return sizes
 
 
@@ -248,7 +254,7 @@ async def test_pushes_waiting_for_a_connection_are_committed_together(store_id, 
 async def test_pushes_arriving_while_one_runs_wait_for_it_and_go_as_one_group(store_id, group_sizes, monkeypatch):
     """One statement or group at a time: the first push runs alone, the 19 arriving meanwhile go together
     once it is done (however slow this machine, with the stall threshold out of reach)."""
-    monkeypatch.setattr(pgloop, "STALLED_GROUP_SECONDS", 60)
+    monkeypatch.setattr(postgres, "STALLED_GROUP_SECONDS", 60)
     store_ids = await _known_stores(store_id, 20)
     await asyncio.gather(*(eventlog.commit(each, batch(2, 2, each)) for each in store_ids))
     assert group_sizes == [1, 19]
@@ -276,7 +282,7 @@ async def test_pushes_past_a_held_up_group_go_on_however_many_wait(store_id, mon
     """More pushes wait than one group takes, behind a held-up group, and the group they would follow is held
     up too (it carries a push waiting for its store's row): the rest still take another connection and are
     acknowledged meanwhile."""
-    monkeypatch.setattr(pgloop, "GROUP_LIMIT", 5)
+    monkeypatch.setattr(postgres, "GROUP_LIMIT", 5)
     held, *others = await _known_stores(store_id, 10)
     with connect_to_test_database() as other:
         other.execute("BEGIN")
@@ -304,7 +310,7 @@ async def test_a_push_that_fails_in_a_group_fails_alone(store_id, group_sizes):
     store_ids = await _known_stores(store_id, 20)
     broken = store_ids[-1]
     with connect_to_test_database() as other:
-        other.execute(f"DROP TABLE {connection.ops.quote_name(storage.known_location(broken).table_name)}")
+        other.execute(f"DROP TABLE {connection.ops.quote_name(stores.known_location(broken).db_table)}")
     outcomes = await asyncio.gather(
         *(eventlog.commit(each, batch(2, 2, each)) for each in store_ids), return_exceptions=True
     )
@@ -357,3 +363,61 @@ async def test_a_lock_timeout_in_a_group_fails_that_push_alone(store_id, group_s
     assert database_outages() - outages_before <= 2
     for each in store_ids[:-1]:
         assert await _stored(each) == [(1, "c"), (2, each)]
+
+
+@pytest.fixture
+def statements_django_sees():
+    """The SQL of every statement run through Django's cursors, in any thread: each connection Django opens gets
+    an ``execute_wrapper`` that records it, as a host instruments all of its connections."""
+    seen = []
+
+    def record(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    def instrument(sender, connection, **kwargs):
+        if record not in connection.execute_wrappers:
+            connection.execute_wrappers.append(record)
+
+    connection_created.connect(instrument)
+    yield seen
+    connection_created.disconnect(instrument)
+
+
+@pytest.fixture
+def database_options(monkeypatch):
+    """Sets OPTIONS of the default database for the test; Django's connection pool is closed afterwards."""
+
+    def set_options(options):
+        for name, value in options.items():
+            monkeypatch.setitem(connections.settings["default"]["OPTIONS"], name, value)
+        postgres.applies_to.cache_clear()
+
+    yield set_options
+    connections["default"].close_pool()
+    postgres.applies_to.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pool": True},
+        {"pool": {"min_size": 1, "max_size": 2}},
+        {"isolation_level": IsolationLevel.SERIALIZABLE},
+        {"cursor_factory": Cursor},
+    ],
+    ids=["pool", "pool-options", "isolation_level", "cursor_factory"],
+)
+async def test_with_options_only_djangos_connections_honour_pushes_run_on_them(
+    store_id, statements_django_sees, database_options, options
+):
+    """Django's connection pool, a cursor class of the host's and a transaction isolation level cannot be had on
+    the event loop's connections: pushes to the database then run on Django's, and its instrumentation sees
+    every statement."""
+    database_options(options)
+    await _known_store(store_id, 1)
+    statements_django_sees.clear()
+    await eventlog.commit(store_id, batch(2, 2, "seen"))
+    assert any(sql.startswith("WITH moved AS") for sql in statements_django_sees), statements_django_sees
+    assert postgres._pools.get(asyncio.get_running_loop(), {}) == {}
+    assert await _stored(store_id) == [(1, "c"), (2, "seen")]

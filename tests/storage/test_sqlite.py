@@ -1,4 +1,4 @@
-"""A lone push to a known store on SQLite, committed on the event loop (``syncapp.sqliteloop``)."""
+"""A lone push to a known store on SQLite, committed on the event loop (``syncapp.sqlite``)."""
 
 import asyncio
 import sqlite3
@@ -8,7 +8,9 @@ import time
 import pytest
 from django.db import connection, connections
 
-from syncapp import db, eventlog, sqliteloop, storage
+from syncapp import storage
+from syncapp.core import eventlog
+from syncapp.storage import backends, db, sqlite, stores
 from tests.support.chains import batch, no_args, push_what_the_fast_path_cannot_take
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
@@ -35,15 +37,15 @@ async def kept_connection():
 @pytest.fixture(autouse=True)
 def quick_commits_so_far(monkeypatch):
     """No slow commit of an earlier test sends this test's pushes to the thread."""
-    monkeypatch.setattr(sqliteloop, "_thread_until", {})
-    monkeypatch.setattr(sqliteloop, "_commit_seconds", {})
+    monkeypatch.setattr(sqlite, "_thread_until", {})
+    monkeypatch.setattr(sqlite, "_commit_seconds", {})
 
 
 @pytest.fixture
 def loop_attempts(monkeypatch):
     """What each transaction tried on the event loop came to: Appended, None (declined) or the exception."""
     outcomes = []
-    append_alone_sqlite = storage.append_alone_sqlite
+    append_alone_sqlite = sqlite.append_alone_sqlite
 
     def recorded(driver, location, pending, created_at, wait_for_lock=True):
         try:
@@ -55,7 +57,7 @@ def loop_attempts(monkeypatch):
             outcomes.append(outcome if outcome is None else "appended")
         return outcome
 
-    monkeypatch.setattr(storage, "append_alone_sqlite", recorded)
+    monkeypatch.setattr(sqlite, "append_alone_sqlite", recorded)
     return outcomes
 
 
@@ -76,11 +78,11 @@ def thread_calls(monkeypatch):
 async def _known_store(store_id, head):
     """A store created on the database thread, as a store's first push is, and known to the process."""
     await db.run(storage.append, store_id, batch(1, head), no_args)
-    assert storage.known_location(store_id) is not None
+    assert stores.known_location(store_id) is not None
 
 
 def _rows_seen_by_another_connection(store_id):
-    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    table = connection.ops.quote_name(stores.known_location(store_id).table_name)
     other = sqlite3.connect(connection.settings_dict["NAME"])
     try:
         return other.execute(f'SELECT "seqNum", "clientId" FROM {table} ORDER BY "seqNum"').fetchall()
@@ -155,9 +157,9 @@ async def test_a_push_meeting_another_writer_waits_on_the_thread_not_on_the_even
 
 
 async def test_a_slow_commit_sends_the_next_pushes_to_the_thread(store_id, thread_calls, monkeypatch):
-    monkeypatch.setattr(sqliteloop, "SLOW_COMMIT_SECONDS", 0.0)
-    monkeypatch.setattr(sqliteloop, "_thread_until", {})
-    monkeypatch.setattr(sqliteloop, "_commit_seconds", {})
+    monkeypatch.setattr(sqlite, "SLOW_COMMIT_SECONDS", 0.0)
+    monkeypatch.setattr(sqlite, "_thread_until", {})
+    monkeypatch.setattr(sqlite, "_commit_seconds", {})
     await _known_store(store_id, 1)
     thread_calls.clear()
     await eventlog.commit(store_id, batch(2, 2, "on the loop"))
@@ -173,25 +175,25 @@ async def test_an_occasional_stall_does_not_count_and_stalls_in_a_row_or_a_slow_
     loop = asyncio.get_running_loop()
     quiet = [0.0001] * 30
     for seconds in quiet + [0.016] + quiet + [0.05] + quiet + [0.05, 0.05]:
-        sqliteloop._note_commit_time(loop, "default", seconds)
-    assert "default" not in sqliteloop._thread_until
-    sqliteloop._note_commit_time(loop, "default", 0.05)
-    assert sqliteloop._thread_until["default"] > loop.time()
+        sqlite._note_commit_time(loop, "default", seconds)
+    assert "default" not in sqlite._thread_until
+    sqlite._note_commit_time(loop, "default", 0.05)
+    assert sqlite._thread_until["default"] > loop.time()
 
-    sqliteloop._thread_until.clear()
+    sqlite._thread_until.clear()
     for _ in range(5):
-        sqliteloop._note_commit_time(loop, "default", 0.002)
-    assert "default" not in sqliteloop._thread_until
+        sqlite._note_commit_time(loop, "default", 0.002)
+    assert "default" not in sqlite._thread_until
     for _ in range(5):
-        sqliteloop._note_commit_time(loop, "default", 0.002)
-    assert sqliteloop._thread_until["default"] > loop.time()
+        sqlite._note_commit_time(loop, "default", 0.002)
+    assert sqlite._thread_until["default"] > loop.time()
 
 
 async def test_a_push_whose_rows_cannot_be_inserted_moves_no_head_and_leaves_the_connection_usable(
     store_id, thread_calls, loop_attempts
 ):
     await _known_store(store_id, 1)
-    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    table = connection.ops.quote_name(stores.known_location(store_id).table_name)
     other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
     try:
         other.execute(
@@ -235,7 +237,7 @@ async def test_a_push_while_another_thread_writes_waits_for_it(store_id, thread_
     taken, release = threading.Event(), threading.Event()
 
     def write_elsewhere():
-        with storage.sqlite_writer_lock("default"):
+        with backends.sqlite_writer_lock("default"):
             taken.set()
             release.wait(10)
 
@@ -273,7 +275,7 @@ def test_a_commit_that_fails_is_rolled_back_and_a_lock_in_the_way_declines_at_on
     rolled back and declined at once; waiting, it fails when the busy timeout ends, rolled back too. Either
     way the connection is left outside any transaction, with its own busy timeout, and usable."""
     storage.append(store_id, batch(1, 1), no_args)
-    location = storage.known_location(store_id)
+    location = stores.known_location(store_id)
     driver = _copy_in_rollback_journal_mode(tmp_path / "copy.sqlite3")
     reader = sqlite3.connect(tmp_path / "copy.sqlite3", isolation_level=None)
     try:
@@ -283,18 +285,18 @@ def test_a_commit_that_fails_is_rolled_back_and_a_lock_in_the_way_declines_at_on
         pending = storage.PendingAppend(store_id, batch(2, 2), no_args)
 
         started = time.monotonic()
-        assert storage.append_alone_sqlite(driver, location, pending, storage.now_iso(), wait_for_lock=False) is None
+        assert sqlite.append_alone_sqlite(driver, location, pending, storage.now_iso(), wait_for_lock=False) is None
         assert time.monotonic() - started < 0.05
         assert not driver.in_transaction
 
         with pytest.raises(sqlite3.OperationalError):
-            storage.append_alone_sqlite(driver, location, pending, storage.now_iso())
+            sqlite.append_alone_sqlite(driver, location, pending, storage.now_iso())
         assert not driver.in_transaction
         assert driver.execute("PRAGMA busy_timeout").fetchone()[0] == 50
         assert _head_in(driver, store_id) == 1
 
         reader.execute("ROLLBACK")
-        appended = storage.append_alone_sqlite(driver, location, pending, storage.now_iso(), wait_for_lock=False)
+        appended = sqlite.append_alone_sqlite(driver, location, pending, storage.now_iso(), wait_for_lock=False)
         assert appended is not None
         assert _head_in(reader, store_id) == 2
     finally:

@@ -6,15 +6,17 @@ import pytest
 from django.db import DatabaseError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from syncapp import storage, wire
+from syncapp import storage
 from syncapp.models import Store
+from syncapp.protocol import wire
+from syncapp.storage import reads, schema, sqlite, statements, stores, tables
 from tests.support.chains import batch, no_args
 
 pytestmark = [pytest.mark.protocol, pytest.mark.django_db(transaction=True)]
 
 
 def test_table_name_follows_the_reference(store_id):
-    assert storage.table_name_for("my-store.1") == "eventlog_7_my_store_1"
+    assert tables.table_name_for("my-store.1") == "eventlog_7_my_store_1"
     storage.append(f"{store_id}.1", batch(1, 1), no_args)
     assert Store.objects.get(store_id=f"{store_id}.1").table_name == "eventlog_7_" + store_id.replace("-", "_") + "_1"
 
@@ -23,9 +25,9 @@ def test_store_ids_that_sanitize_alike_get_two_tables(store_id):
     dashed, underscored = f"{store_id}-x", f"{store_id}_x"
     storage.append(dashed, batch(1, 2, "dash"), no_args)
     storage.append(underscored, batch(1, 1, "underscore"), no_args)
-    tables = dict(Store.objects.values_list("store_id", "table_name"))
-    assert tables[dashed] == storage.TABLE_PREFIX + storage.sanitize(dashed)
-    assert tables[underscored].startswith(tables[dashed] + "_")
+    table_names = dict(Store.objects.values_list("store_id", "table_name"))
+    assert table_names[dashed] == tables.TABLE_PREFIX + storage.sanitize(dashed)
+    assert table_names[underscored].startswith(table_names[dashed] + "_")
     assert [e.client_id for e in storage.read_page(dashed, 0, 10).events] == ["dash", "dash"]
     assert [e.client_id for e in storage.read_page(underscored, 0, 10).events] == ["underscore"]
 
@@ -44,15 +46,16 @@ def test_a_200_character_store_id_works(store_id):
     limit = connection.ops.max_name_length()
     if limit:
         assert len(table) <= limit
-    assert table in connection.introspection.table_names()
+    assert schema._find_table("default", table) is not None
     assert [e.seq_num for e in storage.read_page(store_id, 0, 10).events] == [1, 2, 3]
 
 
 def test_table_has_exactly_the_reference_columns(store_id):
     storage.append(store_id, batch(1, 1), no_args)
-    table = Store.objects.get(store_id=store_id).table_name
+    table = connection.ops.quote_name(stores.known_location(store_id).db_table)
     with connection.cursor() as cursor:
-        columns = [c.name for c in connection.introspection.get_table_description(cursor, table)]
+        cursor.execute(f"SELECT * FROM {table} LIMIT 0")
+        columns = [column[0] for column in cursor.description]
     assert sorted(columns) == sorted(["seqNum", "parentSeqNum", "name", "args", "createdAt", "clientId", "sessionId"])
 
 
@@ -74,7 +77,7 @@ def test_page_remaining_counts_events_after_the_page(store_id):
     assert [e.seq_num for e in page.events] == list(range(6, 16))
     assert page.remaining == 10
     assert storage.read_page(store_id, 25, 10).remaining == 0
-    assert storage.read_page("never-seen", 0, 10) == storage.Page(events=[], head=0)
+    assert storage.read_page("never-seen", 0, 10) == reads.Page(events=[], head=0)
 
 
 def test_concurrent_appends_on_one_parent_exactly_one_wins(store_id):
@@ -134,7 +137,7 @@ def test_reset_and_delete(store_id):
     table = Store.objects.get(store_id=store_id).table_name
     storage.delete(store_id)
     assert storage.get_store(store_id) is None
-    assert table not in connection.introspection.table_names()
+    assert schema._find_table("default", table) is None
 
 
 def test_created_at_is_javascript_iso_format():
@@ -172,15 +175,15 @@ def test_pushes_to_several_new_stores_create_each_store_and_table(store_id):
     orphan = f"{store_id}.orphan"
     storage.append(orphan, batch(1, 3), no_args)
     Store.objects.filter(store_id=orphan).delete()
-    storage._locations.pop(orphan, None)
+    stores._locations.pop(orphan, None)
     names = [f"{store_id}.a", f"{store_id}.b", f"{store_id}-x", f"{store_id}_x"]
     pendings = [storage.PendingAppend(name, batch(1, 2, name), no_args) for name in names]
     pendings.append(storage.PendingAppend(orphan, batch(4, 4), no_args))
     outcomes = storage.append_many(pendings)
     assert all(type(outcome) is storage.Appended for outcome in outcomes), outcomes
-    tables = dict(Store.objects.filter(store_id__in=[*names, orphan]).values_list("store_id", "table_name"))
-    assert len(set(tables.values())) == 5
-    assert set(tables.values()) <= set(connection.introspection.table_names())
+    table_names = dict(Store.objects.filter(store_id__in=[*names, orphan]).values_list("store_id", "table_name"))
+    assert len(set(table_names.values())) == 5
+    assert all(schema._find_table("default", table) is not None for table in table_names.values())
     for name in names:
         assert [(e.seq_num, e.client_id) for e in storage.read_page(name, 0, 10).events] == [(1, name), (2, name)]
     assert storage.head(orphan) == 4
@@ -198,7 +201,7 @@ def test_a_push_the_database_refuses_fails_alone_in_its_group(store_id):
     ]
     outcomes = storage.append_many(pendings)
     refused = connection.vendor == "postgresql"
-    assert type(outcomes[1]) is (storage.UnstorableBatch if refused else storage.Appended)
+    assert type(outcomes[1]) is (statements.UnstorableBatch if refused else storage.Appended)
     if refused:
         assert str(outcomes[1]).startswith("Push rejected: the database cannot store it")
         assert storage.head(f"{store_id}.nul") == 0
@@ -213,7 +216,7 @@ def test_a_push_whose_write_fails_fails_alone_in_its_group(store_id):
     for name in "abc":
         storage.append(f"{store_id}.{name}", batch(1, 1), no_args)
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE {connection.ops.quote_name(storage.known_location(f'{store_id}.b').table_name)}")
+        cursor.execute(f"DROP TABLE {connection.ops.quote_name(stores.known_location(f'{store_id}.b').db_table)}")
     pendings = [storage.PendingAppend(f"{store_id}.{name}", batch(2, 2), no_args) for name in "abc"]
     outcomes = storage.append_many(pendings)
     assert isinstance(outcomes[1], DatabaseError) and not isinstance(outcomes[1], OperationalError)
@@ -224,15 +227,15 @@ def test_a_push_whose_write_fails_fails_alone_in_its_group(store_id):
 @pytest.mark.parametrize("store_ids", [("Abc", "abc", "ABC"), ("sq-x", "sq_x")])
 def test_every_store_id_gets_a_table_of_its_own_whatever_was_taken_before(store_id, store_ids):
     names = [f"{store_id}-{name}" for name in store_ids]
-    squatter = storage.table_name_for(names[-1], hashed=True).removeprefix(storage.TABLE_PREFIX)
+    squatter = tables.table_name_for(names[-1], hashed=True).removeprefix(tables.TABLE_PREFIX)
     for name in [squatter, *names]:
         storage.append(name, batch(1, 1, name), no_args)
     for name in [squatter, *names]:
         assert [e.client_id for e in storage.read_page(name, 0, 10).events] == [name]
-    tables = Store.objects.filter(store_id__in=[squatter, *names]).values_list("table_name", flat=True)
+    table_names = Store.objects.filter(store_id__in=[squatter, *names]).values_list("table_name", flat=True)
     # SQLite's table names ignore case; PostgreSQL's quoted ones do not.
     same_table = str.lower if connection.vendor == "sqlite" else str
-    assert len({same_table(table) for table in tables}) == len(names) + 1
+    assert len({same_table(table) for table in table_names}) == len(names) + 1
 
 
 def test_a_read_of_large_events_holds_about_its_byte_budget_and_the_rest_follows(store_id):
@@ -258,13 +261,13 @@ def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id, mo
 
     storage.append(store_id, batch(1, 1), no_args)
     sqlite_transactions = []
-    append_alone_sqlite = storage.append_alone_sqlite
+    append_alone_sqlite = sqlite.append_alone_sqlite
 
     def recorded(*args, **kwargs):
         sqlite_transactions.append(append_alone_sqlite(*args, **kwargs))
         return sqlite_transactions[-1]
 
-    monkeypatch.setattr(storage, "append_alone_sqlite", recorded)
+    monkeypatch.setattr(sqlite, "append_alone_sqlite", recorded)
     with CaptureQueriesContext(connection) as queries:
         appended = storage.append(store_id, batch(2, 4), no_args)
     writes = [q["sql"] for q in queries.captured_queries if not q["sql"].lstrip().upper().startswith("SELECT")]
@@ -278,7 +281,9 @@ def test_a_lone_push_that_extends_the_head_commits_in_one_statement(store_id, mo
     other = connections.create_connection("default")
     try:
         with other.cursor() as cursor:
-            cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(storage.get_store(store_id).table_name)}")
+            cursor.execute(
+                f"SELECT COUNT(*) FROM {connection.ops.quote_name(stores.known_location(store_id).db_table)}"
+            )
             assert cursor.fetchone()[0] == 4
     finally:
         other.close()
@@ -293,7 +298,7 @@ def test_a_lone_push_whose_rows_cannot_be_inserted_moves_no_head(store_id):
     """The compare-and-set and the insert commit together or not at all: a row already in the table (put
     there by hand) fails the insert, and the head stays where it was, on the connection that pushed too."""
     storage.append(store_id, batch(1, 1), no_args)
-    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
+    table = connection.ops.quote_name(stores.known_location(store_id).db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f'INSERT INTO {table} ("seqNum", "parentSeqNum", "name", "createdAt", "clientId", "sessionId") '
@@ -337,7 +342,7 @@ def test_a_new_store_costs_the_same_few_queries_however_many_stores_exist(store_
     assert len(later) == len(first)
     for sql in [*first, *later, *opened]:
         if "pg_class" in sql:
-            # Spare tables (syncapp.spares) are found by a name range on the catalog's index, never a scan.
+            # Spare tables (syncapp.storage.spares) are found by a name range on the catalog's index, never a scan.
             assert "Seq Scan on pg_class" not in _plan(sql), sql
         else:
             assert not any(listing in sql for listing in TABLE_LISTING), sql
@@ -372,8 +377,8 @@ def test_a_page_of_a_long_backlog_reads_its_own_rows_only(store_id):
 def test_a_table_with_a_gap_is_read_past_it(store_id):
     """A table adopted as it was found may skip seqNums: a read past the gap still reaches the head."""
     storage.append(store_id, batch(1, 3), no_args)
-    table = connection.ops.quote_name(storage.known_location(store_id).table_name)
-    columns = ", ".join(connection.ops.quote_name(column) for column in storage.EVENT_COLUMNS)
+    table = connection.ops.quote_name(stores.known_location(store_id).db_table)
+    columns = ", ".join(connection.ops.quote_name(column) for column in statements.EVENT_COLUMNS)
     with connection.cursor() as cursor:
         for seq_num in (500, 501):
             cursor.execute(
@@ -391,19 +396,19 @@ def test_a_process_keeps_locations_for_the_stores_used_last_only(store_id, setti
     names = [f"{store_id}.{number}" for number in range(12)]
     for name in names:
         storage.append(name, batch(1, 1, name), no_args)
-    assert len(storage._locations) == 5
+    assert len(stores._locations) == 5
     # A store whose entry was dropped is looked up again and works as before.
     storage.append(names[0], batch(2, 2, names[0]), no_args)
     assert [e.seq_num for e in storage.read_page(names[0], 0, 10).events] == [1, 2]
-    assert len(storage._locations) == 5
+    assert len(stores._locations) == 5
 
 
 def test_model_classes_of_eventlog_tables_do_not_pile_up(store_id):
     """Each store's run-time model class is let go once MODEL_CACHE_SIZE others were used after it."""
-    for number in range(storage.MODEL_CACHE_SIZE + 20):
+    for number in range(tables.MODEL_CACHE_SIZE + 20):
         storage.open_store(f"{store_id}.{number}")
-    registered = storage._eventlog_apps.all_models["syncapp_eventlog"]
-    assert len(registered) <= storage.MODEL_CACHE_SIZE
+    registered = tables._eventlog_apps.all_models["syncapp_eventlog"]
+    assert len(registered) <= tables.MODEL_CACHE_SIZE
     storage.reset(f"{store_id}.0")
     storage.delete(f"{store_id}.1")
     assert storage.get_store(f"{store_id}.1") is None

@@ -14,8 +14,9 @@ from django.db import connections
 from django.test import Client as HttpClient
 from django.urls import reverse
 
-from syncapp import db, placement, storage
+from syncapp import storage
 from syncapp.models import Store, StorePlacement
+from syncapp.storage import db, placement, schema
 from tests.support.chains import batch, no_args
 from tests.support.v03_client import events, seq_nums
 
@@ -47,7 +48,7 @@ def databases_holding(store_id):
         alias
         for alias in SPREAD
         for store in Store.objects.using(alias).filter(store_id=store_id)
-        if store.table_name in connections[alias].introspection.table_names()
+        if schema._find_table(alias, store.table_name) is not None
     ]
     return rows, tables
 
@@ -108,7 +109,7 @@ def test_reset_and_delete_act_in_the_stores_own_database(spread, store_id):
 
     storage.delete(store)
     assert databases_holding(store) == ([], [])
-    assert table not in connections["stores_b"].introspection.table_names()
+    assert schema._find_table("stores_b", table) is None
     assert not StorePlacement.objects.filter(store_id=store).exists()
 
 
@@ -262,3 +263,115 @@ def test_a_server_commit_joins_a_transaction_on_the_stores_own_database(spread, 
     with transaction.atomic(using="stores_b"):
         assert events.commit(store, [created]) == [1]
     assert storage.head(store) == 1 and databases_holding(store)[0] == ["stores_b"]
+
+
+# Server commits whose transactions mean what they say, wherever the store lives (syncapp.events.atomic)
+
+CREATED = ("v1.TodoCreated", {"id": "t1", "text": "from the server"})
+
+
+@pytest.fixture
+def received():
+    """What ``events_committed`` receivers were sent: ``(store_id, [seqNum, …])`` per batch."""
+    from syncapp.signals import events_committed
+
+    batches = []
+
+    def receiver(sender, store_id, events, **kwargs):
+        batches.append((store_id, [event.seq_num for event in events]))
+
+    events_committed.connect(receiver)
+    yield batches
+    events_committed.disconnect(receiver)
+
+
+def in_a_thread_of_its_own(function):
+    """Run ``function`` in a new thread, as a request would, closing that thread's connections after it."""
+    from asgiref.sync import sync_to_async
+
+    def run_and_close():
+        try:
+            return function()
+        finally:
+            connections.close_all()
+
+    return sync_to_async(run_and_close, thread_sensitive=False)()
+
+
+@pytest.mark.parametrize("alias", SPREAD)
+async def test_a_raise_inside_events_atomic_stores_and_sends_nothing_wherever_the_store_lives(
+    spread, connect, received, store_id, alias
+):
+    from syncapp import events as server_events
+
+    (store,) = store_ids_in(alias, store_id)
+    await db.run(storage.append, store, batch(1, 1), no_args)
+    reader = await connect(store)
+    await reader.pull_all("first-pull")
+
+    def rolled_back():
+        with pytest.raises(RuntimeError), server_events.atomic(store):
+            server_events.commit(store, [CREATED])
+            raise RuntimeError("the caller's own work failed")
+
+    await in_a_thread_of_its_own(rolled_back)
+    assert await reader.nothing(timeout=0.5)
+    assert await db.run(storage.head, store) == 1 and received == []
+
+    @server_events.atomic(store)
+    def committed():
+        return server_events.commit(store, [CREATED])
+
+    assert await in_a_thread_of_its_own(committed) == [2]
+    assert seq_nums(await reader.recv()) == [2]
+    assert received == [(store, [2])]
+
+
+@pytest.mark.parametrize("alias", SPREAD)
+def test_a_new_store_made_inside_a_rolled_back_events_atomic_is_not_made(spread, received, store_id, alias):
+    from syncapp import events as server_events
+
+    (store,) = store_ids_in(alias, store_id)
+    with pytest.raises(RuntimeError), server_events.atomic(store):
+        assert server_events.commit(store, [CREATED]) == [1]
+        raise RuntimeError("the caller's own work failed")
+    assert databases_holding(store) == ([], []) and received == []
+
+    with server_events.atomic(store):
+        assert server_events.commit(store, [CREATED]) == [1]
+    assert databases_holding(store) == ([alias], [alias]) and received == [(store, [1])]
+
+
+@pytest.mark.parametrize(("alias", "other"), [("stores_b", "default"), ("default", "stores_b")])
+def test_a_commit_inside_another_databases_transaction_raises_and_writes_nothing(
+    spread, received, store_id, alias, other
+):
+    """The issue's ``with transaction.atomic(): events.commit(…); raise``, for a store on another database:
+    the events were stored and sent before the caller's transaction had decided."""
+    from django.db import transaction
+
+    from syncapp import events as server_events
+
+    (store,) = store_ids_in(alias, store_id)
+    with transaction.atomic(using=other):
+        with pytest.raises(server_events.CommitOutsideStoreTransaction, match=f"kept in database '{alias}'"):
+            server_events.commit(store, [CREATED])
+        # Inside a transaction on the store's database as well, the commit is part of that one.
+        with server_events.atomic(store):
+            assert server_events.commit(store, [CREATED]) == [1]
+    assert storage.head(store) == 1 and received == [(store, [1])]
+
+
+def test_an_independent_commit_commits_at_once_whatever_becomes_of_the_callers_transaction(spread, received, store_id):
+    from django.db import transaction
+
+    from syncapp import events as server_events
+
+    (store,) = store_ids_in("stores_b", store_id)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert server_events.commit(store, [CREATED], independent=True) == [1]
+        assert received == [(store, [1])]
+        raise RuntimeError("the caller's own work failed")
+    assert storage.head(store) == 1
+    with pytest.raises(server_events.CommitRefused):
+        server_events.commit("bad\nid", [CREATED], independent=True)

@@ -3,7 +3,7 @@ fast path (one statement, or one transaction on the event loop) must leave to th
 
 import pytest
 
-from syncapp import wire
+from syncapp.protocol import wire
 
 
 def batch(first, last, client_id="c"):
@@ -21,7 +21,8 @@ def no_args(event):
 async def push_what_the_fast_path_cannot_take(store_id):
     """Push a stale parent, a retry of stored events and a broken chain to ``store_id`` (head 3) through
     ``eventlog.commit``: each is decided as the general path decides it, and the retry stores e4."""
-    from syncapp import eventlog, storage
+    from syncapp import storage
+    from syncapp.core import eventlog
 
     with pytest.raises(storage.ParentMismatch):
         await eventlog.commit(store_id, batch(2, 2, "stale"))

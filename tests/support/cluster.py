@@ -78,7 +78,7 @@ def stored_events(database_url, store_id):
         head, table = row
         rows = connection.execute(
             sql.SQL('SELECT "seqNum", "parentSeqNum", "name", "args", "clientId" FROM {} ORDER BY "seqNum"').format(
-                sql.Identifier(table)
+                sql.Identifier("livesync", table)
             )
         ).fetchall()
     events = [

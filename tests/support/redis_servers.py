@@ -25,7 +25,7 @@ import pytest
 import redis
 from channels_redis.utils import _consistent_hash
 
-from syncapp.messages import group_name
+from syncapp.fanout.messages import group_name
 from tests.support import metrics
 from tests.support.daphne import free_port
 from tests.support.v03_socket import push_batches

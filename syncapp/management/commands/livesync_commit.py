@@ -2,7 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import events, wire
+from syncapp import events
+from syncapp.protocol import wire
 
 
 class Command(BaseCommand):

@@ -2,7 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import handshake, storage
+from syncapp import storage
+from syncapp.server import handshake
 
 
 class Command(BaseCommand):

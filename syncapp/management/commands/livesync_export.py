@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import storage, transfer
+from syncapp import storage
 from syncapp.management.progress import Progress
+from syncapp.storage import transfer
 
 
 class Command(BaseCommand):

@@ -2,9 +2,9 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import transfer
 from syncapp.management.progress import Progress
 from syncapp.management.servers import disconnect_sockets
+from syncapp.storage import transfer
 
 
 class Command(BaseCommand):

@@ -2,9 +2,10 @@ from contextlib import closing
 
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import storage, transfer
+from syncapp import storage
 from syncapp.management.progress import Progress
 from syncapp.management.servers import disconnect_sockets
+from syncapp.storage import transfer
 
 
 class Command(BaseCommand):

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from syncapp import eventlog, storage
+from syncapp import storage
+from syncapp.core import eventlog
 from syncapp.management.servers import warn_if_servers_unreached
 
 

@@ -6,8 +6,8 @@ from django.db.models import Count, Max, Sum
 from django.db.models.functions import Length
 from django.template.defaultfilters import pluralize
 
-from syncapp import placement
 from syncapp.models import Store
+from syncapp.storage import placement
 
 # Registry rows fetched per round trip while the list streams.
 ROWS_PER_FETCH = 2000

@@ -5,15 +5,17 @@ import msgspec
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from syncapp import storage, tail, transfer
+from syncapp import storage
+from syncapp.management import tail
 from syncapp.management.progress import Progress
+from syncapp.storage import transfer
 
 
 class Command(BaseCommand):
     help = (
         "Follow stores' logs for the consumer NAME from its saved cursors, handing every event to a handler "
         "(by default: NDJSON lines with their storeId on standard output). Resumes where the last run stopped, "
-        "also after a crash. See syncapp/tail.py for the delivery guarantee."
+        "also after a crash. See syncapp/management/tail.py for the delivery guarantee."
     )
 
     def add_arguments(self, parser):
