@@ -23,15 +23,7 @@ from .moving import MOVE_LOCK_TIMEOUT, move_table, tables_to_move
 from .reads import StoredEvent, head, heads, read_page
 from .schema import create_store_schema, store_schema
 from .spares import refill_spares, spares_wanted
-from .statements import (
-    Appended,
-    BackendIdMismatch,
-    BrokenChain,
-    ParentMismatch,
-    PendingAppend,
-    PushRejected,
-    now_iso,
-)
+from .statements import Appended, BackendIdMismatch, BrokenChain, ParentMismatch, PendingAppend, PushRejected, now_iso
 from .stores import database_of, delete, get_store, note_client, open_store, ping, reset, store_exists
 from .tables import events_of, sanitize
 

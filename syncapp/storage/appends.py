@@ -8,14 +8,7 @@ through ``syncapp.storage.db``.
 import collections
 import itertools
 
-from django.db import (
-    DatabaseError,
-    DataError,
-    InterfaceError,
-    OperationalError,
-    connections,
-    transaction,
-)
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError, connections, transaction
 
 from ..models import Store
 from . import placement

@@ -10,9 +10,7 @@ import contextlib
 import functools
 import threading
 
-from django.db import (
-    connections,
-)
+from django.db import connections
 
 from . import placement
 

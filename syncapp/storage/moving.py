@@ -2,10 +2,7 @@
 (``manage.py livesync_move_tables``), one table per transaction, while servers keep using them.
 """
 
-from django.db import (
-    connections,
-    transaction,
-)
+from django.db import connections, transaction
 
 from ..models import Store
 from . import spares

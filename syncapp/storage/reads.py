@@ -5,10 +5,7 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from django.db import (
-    ProgrammingError,
-    connections,
-)
+from django.db import ProgrammingError, connections
 
 from ..models import Store
 from . import placement

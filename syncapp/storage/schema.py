@@ -5,9 +5,7 @@ find). A table an earlier version made in the connection's own schema is found w
 ``manage.py livesync_move_tables`` moves it (``syncapp.storage.moving``).
 """
 
-from django.db import (
-    connections,
-)
+from django.db import connections
 
 from .. import conf
 from .backends import _operations, _table_key

@@ -31,11 +31,7 @@ import functools
 import hashlib
 import secrets
 
-from django.db import (
-    DatabaseError,
-    connections,
-    transaction,
-)
+from django.db import DatabaseError, connections, transaction
 
 from .. import conf
 from .schema import qualified, store_schema

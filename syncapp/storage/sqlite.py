@@ -45,9 +45,7 @@ import types
 import weakref
 from datetime import UTC, datetime
 
-from django.db import (
-    connections,
-)
+from django.db import connections
 from django.db.utils import DatabaseErrorWrapper
 
 from .. import metrics

@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import msgspec
-from django.db import (
-    connections,
-)
+from django.db import connections
 
 from ..models import Store
 from ..protocol.generations import V03, V04

@@ -14,13 +14,7 @@ import secrets
 import threading
 
 from django.apps.registry import Apps
-from django.db import (
-    DEFAULT_DB_ALIAS,
-    DatabaseError,
-    connections,
-    models,
-    transaction,
-)
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, models, transaction
 
 from ..models import Store
 from .backends import _local_writer
