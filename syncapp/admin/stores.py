@@ -173,10 +173,15 @@ class StoreAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return StoreChangeList
 
-    def get_actions(self, request):
+    def get_actions(self, request, action_location=None):
         # An action acts on a queryset, which is one database's: a search across databases offers none (each
-        # store's page has reset, export and delete).
-        return {} if _searches_every_database(request) else super().get_actions(request)
+        # store's page has reset, export and delete). Django 6.1 says where the actions show
+        # (``action_location``); the earlier supported versions call this with the request alone.
+        if _searches_every_database(request):
+            return {}
+        if action_location is None:
+            return super().get_actions(request)
+        return super().get_actions(request, action_location=action_location)
 
     def changelist_view(self, request, extra_context=None):
         """The store list; a ``?database=`` that is no store database is turned away with a message saying so,
