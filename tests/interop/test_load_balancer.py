@@ -67,8 +67,15 @@ def wait_until(condition, timeout):
     return False
 
 
-def settled_head(database_url, store_id, quiet=5.0):
-    """The store's head once it has not moved for ``quiet`` seconds: the clients that can push are done."""
+def settled_head(database_url, store_id, quiet=5.0, clients_done=None):
+    """The store's head once it has not moved for ``quiet`` seconds, after ``clients_done()`` (if given) is true.
+
+    A quiet head alone does not say that the clients which can push are done: on a loaded machine a client whose
+    pushes were rejected can take seconds to rebase its pending events, and the others would stop waiting for
+    events still to come. A scenario that can tell gives ``clients_done``.
+    """
+    if clients_done is not None:
+        assert wait_until(clients_done, SCENARIO_TIMEOUT_S), "a client never finished pushing"
     head, since = database_head(database_url, store_id), time.monotonic()
     while time.monotonic() - since < quiet:
         time.sleep(0.2)
@@ -122,7 +129,13 @@ def test_no_client_skips_an_event_after_a_process_behind_nginx_is_killed(
     busiest = max(servers, key=sockets_served)
     killed_sockets = sockets_served(busiest)
     busiest.kill()
-    report_file.write_text(str(settled_head(database_url, store_id)))
+    # Each client keeps ``<report file>.<clientId>`` saying whether it can push anything more.
+    statuses = [report_file.with_name(f"{report_file.name}.client-{client:02d}") for client in range(CLIENTS)]
+
+    def clients_done():
+        return all(path.exists() and path.read_text() == "true" for path in statuses)
+
+    report_file.write_text(str(settled_head(database_url, store_id, quiet=2.0, clients_done=clients_done)))
     stores = [store for scenario in running for store in scenario.result()["stores"]]
 
     summaries = [{key: value for key, value in store.items() if key != "todoIds"} for store in stores]

@@ -11,12 +11,16 @@
  *   this process and others). A client whose push was lost with a killed process never gets there: the test
  *   then writes the head the server ended at into `--report-file`, and the stores report once they hold that,
  *   or once one of them has stopped moving.
+ * - Once its todos are committed, each client keeps `<report-file>.<clientId>` saying whether it has anything
+ *   left that it can push: the test reads the server's final head only once no client has. A quiet head alone
+ *   does not say so: on a busy machine a client whose pushes were rejected may take seconds to rebase its
+ *   pending events before it pushes again.
  *
  * Each store reports what its user sees and what crossed its wire: the connections it opened, the pushes never
  * answered, and whether any batch it received started past the end of the one before (a gap the client would
  * skip over for good).
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 
 import { wireLogFor } from '../lib/client-runtime.mjs'
 import { syncSocketUrl } from '../lib/sync-url.mjs'
@@ -58,6 +62,34 @@ const unansweredPushes = (wire) => {
     .map(({ connection, frame }) => ({ connection, parentSeqNum: frame.batch[0].parentSeqNum }))
 }
 
+/** Whether a client can push nothing more: its events are all confirmed, or its last push was lost with the
+ * socket it went out on (the 0.3.1 client waits for that answer without a deadline, and pushes nothing else). */
+const doneSyncing = async (store, wire) => {
+  const { pending, sessionPending } = await syncProgress(store)
+  if (pending === 0 && sessionPending === 0) return true
+  const lost = unansweredPushes(wire).at(-1)
+  return lost !== undefined && lost.connection < wire.opens
+}
+
+/** Keeps `<reportFile>.<clientId>` saying whether each client is `doneSyncing`, until `stop()`. */
+const reportDoneSyncing = (stores, wires, clientIds, reportFile) => {
+  let running = true
+  const writing = (async () => {
+    while (running) {
+      await Promise.all(
+        stores.map(async (store, n) =>
+          writeFileSync(`${reportFile}.${clientIds[n]}`, String(await doneSyncing(store, wires[n]))),
+        ),
+      )
+      await sleep(200)
+    }
+  })()
+  return async () => {
+    running = false
+    await writing
+  }
+}
+
 /** Batches whose first event is not the one after the last event received before them. */
 const gapsReceived = (wire) => {
   const gaps = []
@@ -96,17 +128,20 @@ export const crowd = async ({
       }
     }),
   )
+  const wires = clientIds.map((clientId) => wireLogFor(syncSocketUrl(`${url}/${clientId}`, storeId, { authToken })))
+  const stopReporting = reportFile ? reportDoneSyncing(stores, wires, clientIds, reportFile) : async () => {}
   const reported = () => (reportFile && existsSync(reportFile) ? Number(readFileSync(reportFile, 'utf8')) : null)
   await waitUntil(async () => reported() !== null || (await allSyncedTo(stores, totalEvents)), {
     timeoutMs: 3 * syncWaitMs,
   })
   if (reported() !== null) await untilSyncedOrStalled(stores, reported())
+  await stopReporting()
   return {
     converged: await allSyncedTo(stores, totalEvents),
     totalEvents,
     stores: await Promise.all(
       stores.map(async (store, n) => {
-        const wire = wireLogFor(syncSocketUrl(`${url}/${clientIds[n]}`, storeId, { authToken }))
+        const wire = wires[n]
         const { todos, ...progress } = await describeStore(store)
         return {
           ...progress,
