@@ -123,3 +123,20 @@ def test_a_push_of_either_generation_reaches_storage_through_the_core():
     # Only the core commits pushes; the others use eventlog for resets and connection notes.
     source = {name: modules()[name].read_text() for name in committers}
     assert [name for name, text in source.items() if "eventlog.commit(" in text] == ["syncapp.core"]
+
+
+# A module past this many lines does more than one job; split it by job (the storage package shows how).
+MODULE_LINES = 500
+# Besides the public modules, the top level holds the modules Django finds by their names, and the metric
+# families every package records into (their names are the documented interface, not the module).
+TOP_LEVEL_BY_CONVENTION = {"syncapp.apps", "syncapp.models", "syncapp.checks", "syncapp.metrics"}
+
+
+def test_no_module_of_syncapp_does_more_than_a_module_can_say():
+    lengths = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    assert {name: lines for name, lines in lengths.items() if lines > MODULE_LINES} == {}
+
+
+def test_the_top_level_holds_the_public_modules_and_what_django_looks_for():
+    top_level = {name for name, path in modules().items() if path.parent == PACKAGE and path.name != "__init__.py"}
+    assert sorted(top_level - syncapp.PUBLIC_API.keys() - TOP_LEVEL_BY_CONVENTION) == []

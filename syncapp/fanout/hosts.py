@@ -1,14 +1,34 @@
-"""The channel layer's Redis hosts as a hub sees them, and calls to them: each tried twice, each bounded in the
-time the event loop was there to read the answer (``syncapp.fanout.looplag``).
+"""The channel layer's Redis hosts as a hub sees them, its watch over them, and calls to them: each tried
+twice, each bounded in the time the event loop was there to read the answer (``syncapp.fanout.looplag``).
+
+channels_redis keeps each group on one of the layer's Redis hosts, chosen by
+a hash of its name. A host that restarts (a crash, a Sentinel failover) has
+forgotten who is in its groups, and a process whose own channel lives on
+another host never hears of it: its receive goes on working. So each hub asks
+every host for its ``run_id`` once per head check (``Watch``, on a task of
+its own, so that head checks never wait for Redis). A host that does not
+answer is down: logged and counted once, and its stores' messages are
+dropped until it returns. "Does not answer" is judged in the time the event
+loop was there to read the answer (``syncapp.fanout.looplag``): a loop too busy to
+read it in time is no outage of Redis. Once it answers again, or answers
+with a new run_id, the hub joins its groups there again, and only then logs that
+broadcasts resumed. A failed call to the layer only wakes the watch early:
+the hosts' answers, not the call, say which host is down, because a call may
+fail through another host than its group's (the core layer's ``group_send``
+writes to the host of each member's channel).
 """
 
 import asyncio
+import logging
 
+from .. import conf, metrics
 from . import layer_redis, looplag
+
+logger = logging.getLogger("syncapp")
 
 
 class Shard:
-    """One Redis host of the channel layer, as this process's hub last saw it (see ``Hub._watch``)."""
+    """One Redis host of the channel layer, as this process's hub last saw it (see ``Watch``)."""
 
     def __init__(self, index, name):
         self.index = index
@@ -19,6 +39,69 @@ class Shard:
         self.down = False
         # Whether this hub's groups on the host are in place: not after an outage, a restart or a failed join.
         self.joined = True
+
+
+class Watch:
+    """A hub's watch over its hosts: ``watch()`` asks each for its run_id, and joins the hub's groups again
+    (``rejoin(shard)``) on those back from an outage or a restart.
+
+    ``forget_followers()`` is called whenever a host is lost: Redis may have
+    forgotten the hub's subscriptions, so no store's events are kept off it
+    until the hub hears its own follow notice again (``syncapp.fanout.followers``).
+    """
+
+    def __init__(self, shards, rejoin, forget_followers):
+        self.shards = shards
+        self._rejoin = rejoin
+        self._forget_followers = forget_followers
+        # One watch at a time.
+        self._watching = asyncio.Lock()
+        # Set to watch the hosts now rather than at the next head check (a call to the layer failed).
+        self.now = asyncio.Event()
+
+    async def watch(self):
+        """Ask every host for its run_id; rejoin the groups of those back from an outage or a restart."""
+        async with self._watching:
+            await asyncio.gather(*(self._watch_shard(shard) for shard in self.shards))
+
+    async def _watch_shard(self, shard):
+        try:
+            run_id = await twice(layer_redis.run_id, shard.index)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means an outage
+            unless_cancelled()
+            self.lost(shard, exc)
+            return
+        if shard.run_id not in (None, run_id):
+            self.lost(shard, "it restarted since the last check, forgetting its groups")
+        shard.run_id = run_id
+        if shard.joined:
+            return
+        try:
+            await self._rejoin(shard)
+        except Exception:  # noqa: BLE001 - tried again at the next watch; an outage was logged once
+            unless_cancelled()
+            logger.debug("could not join the groups on %s again", shard.name, exc_info=True)
+            return
+        shard.joined = True
+        if shard.down:
+            shard.down = False
+            logger.warning("channel layer reachable again at %s: broadcasts resumed", shard.name)
+
+    def lost(self, shard, reason):
+        """Host ``shard`` did not answer, or restarted: its groups are to be joined again once it answers."""
+        shard.joined = False
+        self._forget_followers()
+        if shard.down:
+            return
+        shard.down = True
+        metrics.UNAVAILABLE.labels("channel_layer").inc()
+        logger.error(
+            "channel layer unreachable at %s (%s): sockets of its stores catch up from the database every %ss "
+            "until it returns",
+            shard.name,
+            reason,
+            conf.get("HEAD_CHECK_INTERVAL"),
+        )
 
 
 async def twice(call, *args, bounded=True):

@@ -18,21 +18,8 @@ broadcast seen for a whole interval gets a ``livesync.head`` nudge, and sockets
 whose position is known repair themselves from storage. That one mechanism is
 how sockets catch up after a Redis outage, a lost broadcast or a crashed peer.
 
-channels_redis keeps each group on one of the layer's Redis hosts, chosen by
-a hash of its name. A host that restarts (a crash, a Sentinel failover) has
-forgotten who is in its groups, and a process whose own channel lives on
-another host never hears of it: its receive goes on working. So each hub asks
-every host for its ``run_id`` once per head check (``_watch``, on a task of
-its own, so that head checks never wait for Redis). A host that does not
-answer is down: logged and counted once, and its stores' messages are
-dropped until it returns. "Does not answer" is judged in the time the event
-loop was there to read the answer (``syncapp.fanout.looplag``): a loop too busy to
-read it in time is no outage of Redis. Once it answers again, or answers
-with a new run_id, the hub joins its groups there again, and only then logs that
-broadcasts resumed. A failed call to the layer only wakes the watch early:
-the hosts' answers, not the call, say which host is down, because a call may
-fail through another host than its group's (the core layer's ``group_send``
-writes to the host of each member's channel).
+The hub watches the layer's Redis hosts (``syncapp.fanout.hosts.Watch``) and joins its groups again on a
+host back from an outage or a restart.
 """
 
 import asyncio
@@ -108,15 +95,13 @@ class Hub:
         # Whether this hub learns which stores other processes follow, and keeps the others' events off Redis.
         self._tracks_followers = self.layer_reaches_other_processes and self._publisher.counts_receivers
         self.followers = followers.Followers()
+        self.hosts = hosts.Watch(self.shards, rejoin=self._rejoin, forget_followers=self.followers.forget)
         # The pub/sub layer's own queue of messages for this hub, which that layer does not bound.
         self._inbound = None
         self._tasks = []
         self._starting = asyncio.Lock()
         # Set once the hub has a channel of its own to receive on (see _open_channel).
         self._channel_open = asyncio.Event()
-        # One watch of the hosts at a time; set to watch them now rather than at the next head check.
-        self._watching = asyncio.Lock()
-        self._watch_now = asyncio.Event()
 
     async def join(self, store_id, member):
         """Offer ``store_id``'s messages to ``await member.offer(message)`` from now on."""
@@ -322,66 +307,22 @@ class Hub:
         self.followers.forget()
         if self.shards:
             logger.debug("a channel layer call failed: %s", exc)
-            self._watch_now.set()
+            self.hosts.now.set()
         else:
             logger.error("channel layer call failed (%s): sockets catch up from the database", exc)
 
     async def _watch_loop(self):
         """Once per head check, or at once after a failed call: watch the hosts and record the socket counts."""
         while True:
-            await asyncio.gather(self._watch(), self._publish_presence())
+            await asyncio.gather(self.hosts.watch(), self._publish_presence())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(conf.get("HEAD_CHECK_INTERVAL")):
-                    await self._watch_now.wait()
-            self._watch_now.clear()
+                    await self.hosts.now.wait()
+            self.hosts.now.clear()
             # Whatever made it forget (an outage, a dropped backlog, a failed count), the hub keeps nothing off
             # Redis until its own notice comes back through the group of notices.
             if self._tracks_followers and not self.followers.listening:
                 self._notify_following()
-
-    async def _watch(self):
-        """Ask every host for its run_id; rejoin the groups of those back from an outage or a restart."""
-        async with self._watching:
-            await asyncio.gather(*(self._watch_shard(shard) for shard in self.shards))
-
-    async def _watch_shard(self, shard):
-        try:
-            run_id = await hosts.twice(layer_redis.run_id, shard.index)
-        except Exception as exc:  # noqa: BLE001 - any failure to answer means an outage
-            hosts.unless_cancelled()
-            self._shard_lost(shard, exc)
-            return
-        if shard.run_id not in (None, run_id):
-            self._shard_lost(shard, "it restarted since the last check, forgetting its groups")
-        shard.run_id = run_id
-        if shard.joined:
-            return
-        try:
-            await self._rejoin(shard)
-        except Exception:  # noqa: BLE001 - tried again at the next watch; an outage was logged once
-            hosts.unless_cancelled()
-            logger.debug("could not join the groups on %s again", shard.name, exc_info=True)
-            return
-        shard.joined = True
-        if shard.down:
-            shard.down = False
-            logger.warning("channel layer reachable again at %s: broadcasts resumed", shard.name)
-
-    def _shard_lost(self, shard, reason):
-        """Host ``shard`` did not answer, or restarted: its groups are to be joined again once it answers."""
-        shard.joined = False
-        self.followers.forget()
-        if shard.down:
-            return
-        shard.down = True
-        metrics.UNAVAILABLE.labels("channel_layer").inc()
-        logger.error(
-            "channel layer unreachable at %s (%s): sockets of its stores catch up from the database every %ss "
-            "until it returns",
-            shard.name,
-            reason,
-            conf.get("HEAD_CHECK_INTERVAL"),
-        )
 
     async def _rejoin(self, shard):
         """Join every group this hub has on host ``shard`` again (a restarted Redis forgot them), and tell the

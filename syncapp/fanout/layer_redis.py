@@ -2,7 +2,7 @@
 
 The admin's socket counts (``syncapp.fanout.presence``), the hub's pipelined
 broadcasts (``syncapp.fanout.publisher``) and its watch over the hosts
-(``Hub._watch``) go to the Redis that ``CHANNEL_LAYERS`` already names, so a
+(``syncapp.fanout.hosts.Watch``) go to the Redis that ``CHANNEL_LAYERS`` already names, so a
 deployment configures Redis once. A host is whatever channels_redis takes: a
 URL, a dict of connection options, or a Sentinel-managed master
 (``{"sentinels": [...], "master_name": ...}``), and ``create_pool`` is

@@ -91,11 +91,11 @@ async def test_a_loop_blocked_longer_than_the_bound_is_no_outage_of_a_healthy_re
         # Each watch asks Redis twice (syncapp.fanout.hosts.twice), and each try spans several blocks: several
         # watches fit.
         while time.monotonic() < busy_until:
-            await hub._watch()
+            await hub.hosts.watch()
             published += 1
             await hub.publish(store_id, {"type": "livesync.events", "first": published, "last": published})
         await after(busy_until)
-        await hub._watch()
+        await hub.hosts.watch()
         assert behind() - behind_before > BUSY_SECONDS / 2, "the test did not keep the event loop busy"
         assert logged(caplog, "channel layer unreachable") == 0
         assert unavailable() == outages_before
@@ -112,7 +112,7 @@ async def test_a_silent_redis_is_still_an_outage_within_the_bound(redis_hub, cap
     try:
         proxy.stall()
         started = time.monotonic()
-        await hub._watch()
+        await hub.hosts.watch()
         # Two tries (see syncapp.fanout.hosts.twice), each bounded.
         assert time.monotonic() - started < 2 * BOUND_SECONDS + 1.0
         assert logged(caplog, "channel layer unreachable") == 1

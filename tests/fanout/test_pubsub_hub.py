@@ -68,7 +68,7 @@ async def test_a_receive_only_process_learns_of_a_pubsub_outage_and_rejoins(pubs
     try:
         proxy.cut()
         for _ in range(3):
-            await hub._watch()
+            await hub.hosts.watch()
         assert down(hub)
         assert logged(caplog, "channel layer unreachable") == 1
         proxy.restore()
@@ -88,7 +88,7 @@ async def rejoin(hub, attempts=50):
     """What the hub's watch does once per head check, until every host is back and joined (True) or attempts
     run out."""
     for _ in range(attempts):
-        await hub._watch()
+        await hub.hosts.watch()
         if all(shard.joined and not shard.down for shard in hub.shards):
             return True
         await asyncio.sleep(0.1)
@@ -122,7 +122,7 @@ async def test_a_hub_started_while_redis_is_down_serves_sockets_and_subscribes_o
     proxy.cut()
     await hub.join(store_id, member)
     try:
-        await hub._watch()
+        await hub.hosts.watch()
         assert down(hub) and hub.channel_name is None
         assert hub.socket_count(store_id) == 1
         await hub.publish(store_id, {"type": "livesync.events", "first": 1, "last": 1})
@@ -232,7 +232,7 @@ async def test_a_redis_that_stops_answering_is_an_outage_within_the_layer_timeou
         other = Recorder()
         await asyncio.wait_for(hub.join(f"{store_id}.other", other), 1)
         assert hub.socket_count(f"{store_id}.other") == 1
-        await asyncio.wait_for(hub._watch(), 3)
+        await asyncio.wait_for(hub.hosts.watch(), 3)
         assert down(hub) and logged(caplog, "channel layer unreachable") == 1
         proxy.restore()
         assert await rejoin(hub), "the hub did not come back once Redis answered"
@@ -330,7 +330,7 @@ async def test_a_hub_that_may_have_missed_follow_notices_announces_what_it_kept_
 
         await keep_to_itself(hub, store_id, batches)
         proxy.cut()
-        await hub._watch()
+        await hub.hosts.watch()
         proxy.restore()
         assert await rejoin(hub), "the hub did not subscribe once Redis answered"
         await hub.publish(store_id, events(1000))
@@ -384,7 +384,7 @@ async def test_a_socket_that_joins_while_the_hub_rejoins_after_an_outage_is_subs
 
     try:
         proxy.cut()
-        await hub._watch()
+        await hub.hosts.watch()
         proxy.restore()
         monkeypatch.setattr(hub.layer, "group_add", group_add_while_another_socket_joins)
         assert await rejoin(hub), "the hub did not subscribe once Redis answered"
@@ -496,7 +496,7 @@ async def test_a_hub_rejoins_its_groups_on_a_host_that_restarted_though_its_own_
         assert await reaches(sender, store_id, member, 1)
         first.kill()
         first.start()
-        await hub._watch()
+        await hub.hosts.watch()
         assert await reaches(sender, store_id, member, 2), "the group on the restarted host was not joined again"
         assert logged(caplog, f"channel layer unreachable at 127.0.0.1:{first.port}") == 1
         assert logged(caplog, f"channel layer reachable again at 127.0.0.1:{first.port}") == 1
@@ -531,7 +531,7 @@ async def test_one_host_down_is_one_outage_of_that_host_and_the_other_hosts_stor
             await hub.publish(down_store, events(seq_num))
             await hub.publish(up_store, events(seq_num))
             await until(lambda: hub._outgoing.empty())
-            await hub._watch()
+            await hub.hosts.watch()
         up_received = lambda: [m["last"] for m in received if m["store_id"] == up_store]  # noqa: E731
         assert await until(lambda: up_received() == [1, 2, 3, 4, 5]), f"the other host's store got {up_received()}"
         assert logged(caplog, "channel layer unreachable") == 1

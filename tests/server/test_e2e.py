@@ -149,7 +149,7 @@ def test_the_docs_list_every_environment_variable_the_example_project_reads():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     read = set()
     for source in (root / "livesync_project").glob("*.py"):
         read |= set(re.findall(r"""(?:environ\.get|environ\[|env_flag)\(?\s*["']([A-Z_]+)["']""", source.read_text()))

@@ -240,7 +240,7 @@ def test_store_page_shows_one_page_of_events_with_pretty_args(superuser, store_i
 
 def test_store_page_shows_args_too_deep_for_python_as_stored(superuser, store_id):
     # Deeper than the nesting limit (wire.MAX_ARGS_DEPTH), rather than than Python's json, whose depth differs
-    # between Pythons: shown as stored, and cut, as anything long is (see tests/test_nesting.py).
+    # between Pythons: shown as stored, and cut, as anything long is (see tests/protocol/test_nesting.py).
     deep = "[" * 5000 + "]" * 5000
     event = wire.Event(
         name="v1.Deep", args=wire.Raw(deep.encode()), seqNum=1, parentSeqNum=0, clientId="c", sessionId="s"

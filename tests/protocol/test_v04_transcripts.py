@@ -53,7 +53,7 @@ async def validate_like_the_recording(payload, context):
 def reference_configuration(settings):
     settings.LIVESYNC = {
         **settings.LIVESYNC,
-        "VALIDATE_PAYLOAD": "tests.test_v04_transcripts.validate_like_the_recording",
+        "VALIDATE_PAYLOAD": "tests.protocol.test_v04_transcripts.validate_like_the_recording",
         "ENABLE_CORS": True,
     }
 
