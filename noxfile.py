@@ -3,7 +3,8 @@
 For every pair, the in-process tests (everything but interop, faults, hostile and browser) on SQLite and the
 in-memory channel layer. For the oldest and the newest pair also the in-process tests marked ``protocol`` on
 PostgreSQL + Redis, and the README's embedding steps in a fresh ``startproject`` with the wheel, synced by
-real LiveStore 0.3.1 and 0.4.0 clients (``tests/interop/test_embedding.py``).
+real LiveStore 0.3.1 and 0.4.0 clients (``tests/interop/test_embedding.py``, and under ``runserver``
+``tests/interop/test_embedding_runserver.py``).
 
 A deprecation warning fails every session (``pyproject.toml``'s ``filterwarnings``), so a Django or Channels
 deprecation shows up a release before it breaks. ``make test`` runs the whole suite once, on the example
@@ -55,4 +56,7 @@ def tests(session, django):
     session.run("python", "-m", "pytest", "-m", FAST_TIER)
     if (session.python, django) in OLDEST_AND_NEWEST:
         session.run("python", "-m", "pytest", "-m", "protocol", env={"LIVESYNC_TEST_BACKEND": "postgres"})
-        session.run("python", "-m", "pytest", "tests/interop/test_embedding.py")
+        # runserver serves through daphne's own command, whose hand-over from Django's changes between versions.
+        session.run(
+            "python", "-m", "pytest", "tests/interop/test_embedding.py", "tests/interop/test_embedding_runserver.py"
+        )
