@@ -261,6 +261,14 @@ def make_targets(args, workdir):
                 if t.protocol == "0.3"
             ]
             mine.append(reference)
+            if "sustained" in args.scenarios and not args.url:
+                # What a second process adds to a deployment's steady load (scenario 6 measures bursts).
+                pair = LivesyncServer(
+                    "postgres", processes=2, workdir=workdir, name=f"livesync-postgres-x2{suffix}", generator=generator
+                )
+                pair.scenarios = ("sustained",)
+                mine.insert(-1, pair)
+                ratios.append((f"postgres-x2/ref{suffix}", pair.name, reference.name))
         targets += mine
     # where both generators ran: each 0.3 server as the Node generator saw it against the Python one
     by_name = {t.name: t for t in targets}
@@ -352,10 +360,11 @@ def main(argv=None):
         for name in args.scenarios:
             if name == "scaleout":
                 continue
-            rounds = {target.name: [] for target in targets}
+            running = [target for target in targets if target.scenarios is None or name in target.scenarios]
+            rounds = {target.name: [] for target in running}
             for number in range(args.rounds):
                 # every other round backwards (A B, B A, …): slow drift of the machine's load hits all alike
-                for target in targets if number % 2 == 0 else targets[::-1]:
+                for target in running if number % 2 == 0 else running[::-1]:
                     log(f"{name}: {target.name} (round {number + 1} of {args.rounds}) ...")
                     rounds[target.name].append(run_scenario(name, target, config, unavailable))
             results[name] = {target: report.median_of_rounds(entries) for target, entries in rounds.items()}

@@ -185,8 +185,8 @@ def check_targets(results, scaleout, config, livesync, reference_name=REFERENCE)
 
     def add(text, target, ok, measured):
         scenario = next((name for prefix, name in scenario_of.items() if text.startswith(prefix)), None)
-        if scenario is not None and scenario not in ran:
-            return  # not run this time (--only)
+        if scenario is not None and (scenario not in ran or target not in results[scenario]):
+            return  # not run this time (--only), or not against this server (it runs some scenarios only)
         checks.append((text, target, "n/a" if ok is None else ("PASS" if ok else "MISS"), measured))
 
     for target in livesync:

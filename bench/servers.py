@@ -54,6 +54,7 @@ class Server:
     description = ""
     protocol = "0.3"  # the load generator's client for it: "0.3" or "0.4-ws" (bench.clients)
     generator = "python"  # the load generator: "python" (bench.loadgen) or "node" (bench/node)
+    scenarios = None  # the scenarios run against it: None for every one
 
     def __init__(self):
         self.urls = []
