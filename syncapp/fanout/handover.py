@@ -13,8 +13,9 @@ from . import layer_redis, looplag
 
 logger = logging.getLogger("syncapp")
 
-# Events committed in processes that serve no /metrics, per origin, waiting in Redis for a server process's scrape.
-COMMITTED_ELSEWHERE_KEY = "livesync:events_committed"
+# Events committed in processes that serve no /metrics, per origin, waiting in Redis for a server process's scrape
+# (under the channel layer's prefix: ``layer_redis.key``).
+COMMITTED_ELSEWHERE = "events_committed"
 
 # Whether this process has served /metrics: one that has counts what it commits itself.
 _scraped = False
@@ -35,7 +36,7 @@ def count_committed(origin, count, database):
 def _count_committed(origin, count):
     if not _scraped and _hands_over():
         try:
-            layer_redis.blocking_client().hincrby(COMMITTED_ELSEWHERE_KEY, origin, count)
+            layer_redis.blocking_client().hincrby(layer_redis.key(COMMITTED_ELSEWHERE), origin, count)
             return
         except Exception:  # noqa: BLE001 - counted here instead, where no scrape may see it
             logger.debug("could not hand over %s committed events to the server processes", count, exc_info=True)
@@ -64,7 +65,8 @@ async def take_committed_elsewhere():
     try:
         async with looplag.timeout(layer_redis.TIMEOUT_SECONDS):
             async with layer_redis.client(0).pipeline(transaction=True) as pipeline:
-                taken, _ = await pipeline.hgetall(COMMITTED_ELSEWHERE_KEY).delete(COMMITTED_ELSEWHERE_KEY).execute()
+                key = layer_redis.key(COMMITTED_ELSEWHERE)
+                taken, _ = await pipeline.hgetall(key).delete(key).execute()
     except Exception:  # noqa: BLE001 - Redis down: they wait there for the next scrape
         logger.debug("could not take the events committed in other processes", exc_info=True)
         return

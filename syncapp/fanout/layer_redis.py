@@ -118,6 +118,12 @@ def group_channel(group):
     return f"{layer_config().get('prefix', DEFAULT_PREFIX)}__group__{group}"
 
 
+def key(name):
+    """The Redis key of livesync's own ``name``, under the layer's ``prefix``: deployments that share a Redis
+    with prefixes of their own (as channels_redis allows) see none of each other's counts."""
+    return f"{layer_config().get('prefix', DEFAULT_PREFIX)}:livesync:{name}"
+
+
 def group_shard(group):
     """The index of the host the default layer keeps ``group`` on.
 

@@ -19,7 +19,10 @@ import asyncio
 from .. import conf
 from . import layer_redis
 
-KEY_PREFIX = "livesync:sockets:"
+
+def key_prefix():
+    """Where each process's counts are kept: one key per process under this prefix."""
+    return layer_redis.key("sockets:")
 
 
 def ttl():
@@ -51,7 +54,7 @@ async def publish(process_id, counts):
 
 
 async def _publish_on(index, process_id, counts):
-    key = KEY_PREFIX + process_id
+    key = key_prefix() + process_id
     pipeline = layer_redis.client(index).pipeline(transaction=True)
     async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS), pipeline:
         pipeline.delete(key)
@@ -84,7 +87,7 @@ async def _counts_on(index, store_ids):
     """``{process key: [sockets of each store or None]}`` as host ``index`` holds them."""
     async with asyncio.timeout(layer_redis.TIMEOUT_SECONDS):
         client = layer_redis.client(index)
-        keys = [key async for key in client.scan_iter(match=KEY_PREFIX + "*", count=1000)]
+        keys = [key async for key in client.scan_iter(match=key_prefix() + "*", count=1000)]
         if not keys or not store_ids:
             return {key: [None] * len(store_ids) for key in keys}
         async with client.pipeline(transaction=False) as pipeline:
